@@ -1,0 +1,100 @@
+"""Validation of one frame's inputs (RGB, sparse depth, intrinsics) for every pipeline.
+
+Every check raises a typed error (``InputError``/``ShapeError``) whose message names the fix. The
+pipelines call :func:`validate_frame` first, so a bad frame never reaches a kernel or a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, ShapeError
+from .io import validate_intrinsics
+
+
+@dataclass(frozen=True)
+class FrameInputs:
+    """A validated frame.
+
+    Attributes:
+        rgb (ndarray): H x W x 3 uint8, RGB order.
+        sparse (ndarray): H x W float32 metres, 0 = missing.
+        K (ndarray): 3 x 3 float64 pinhole intrinsics at H x W.
+        points (int): number of valid sparse pixels.
+        interior (int): valid points strictly between the smallest and largest sparse depth; the
+            least-squares alignment needs at least 2 (fewer = ``'degenerate'`` alignment).
+    """
+
+    rgb: np.ndarray
+    sparse: np.ndarray
+    K: np.ndarray
+    points: int
+    interior: int
+
+
+def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> FrameInputs:
+    """Check and normalise one frame.
+
+    Args:
+        rgb (ndarray): H x W x 3 uint8 image (H x W x 4 is refused: drop the alpha channel).
+        sparse (ndarray): H x W (or 1 x H x W / H x W x 1) float depth in metres, 0 = missing.
+        K (ndarray): 3 x 3 pinhole intrinsics for the H x W frame.
+        bgr (bool): ``rgb`` is in BGR order (OpenCV); it is converted to RGB.
+        need_rgb (bool): whether the image is required.
+
+    Returns:
+        FrameInputs: contiguous arrays in the documented dtypes.
+
+    Raises:
+        ShapeError: wrong rank or channel count, or RGB and sparse sizes differ.
+        InputError: wrong dtype, NaN/Inf or negative depth, no sparse point, invalid K.
+    """
+    sp = np.asarray(sparse)
+    if sp.ndim == 3 and 1 in (sp.shape[0], sp.shape[-1]):
+        sp = sp.reshape(sp.shape[1:] if sp.shape[0] == 1 else sp.shape[:2])
+    if sp.ndim != 2:
+        raise ShapeError(f"sparse depth must be H x W, got shape {sp.shape}")
+    if not np.issubdtype(sp.dtype, np.floating):
+        raise InputError(
+            f"sparse depth must be float metres, got dtype {sp.dtype}; for a 16-bit PNG divide by its "
+            "scale first (e.g. psdrt.runtime.io.read_depth(path, scale=256))"
+        )
+    sp = np.ascontiguousarray(sp, dtype=np.float32)
+    if not np.isfinite(sp).all():
+        raise InputError("sparse depth contains NaN or Inf; mark missing pixels with 0 instead")
+    if (sp < 0).any():
+        raise InputError("sparse depth contains negative values; depths are metres >= 0 with 0 = missing")
+    valid = sp > 0
+    n = int(valid.sum())
+    if n == 0:
+        raise InputError(
+            "sparse depth has no valid point (all zeros); at least one measurement is needed to fix "
+            "the metric scale"
+        )
+    vals = sp[valid]
+    interior = int(((vals > vals.min()) & (vals < vals.max())).sum())
+    h, w = sp.shape
+    if need_rgb:
+        im = np.asarray(rgb)
+        if im.ndim != 3 or im.shape[2] != 3:
+            raise ShapeError(
+                f"RGB image must be H x W x 3, got shape {im.shape}"
+                + ("; drop the alpha channel (img[..., :3])" if im.ndim == 3 and im.shape[2] == 4 else "")
+            )
+        if im.dtype != np.uint8:
+            raise InputError(
+                f"RGB image must be uint8, got {im.dtype}; convert with np.clip(img * 255, 0, 255).astype(np.uint8) "
+                "for [0, 1] floats"
+            )
+        if im.shape[:2] != (h, w):
+            raise ShapeError(
+                f"RGB is {im.shape[1]}x{im.shape[0]} but sparse depth is {w}x{h}; project the sparse "
+                "points into the image at the image's resolution (or resize the image and scale K)"
+            )
+        im = np.ascontiguousarray(im[..., ::-1] if bgr else im)
+    else:
+        im = None
+    Kv = validate_intrinsics(K, (h, w))
+    return FrameInputs(rgb=im, sparse=sp, K=Kv, points=n, interior=interior)
