@@ -1,0 +1,49 @@
+"""Multi-head self-attention of the DINOv2 blocks, on ``F.scaled_dot_product_attention``.
+
+References: facebookresearch/dinov2 dinov2/layers/attention.py, as vendored in
+DepthAnything/Depth-Anything-V2 depth_anything_v2/dinov2_layers/attention.py.
+
+Upstream tries xFormers at import time and logs a warning when it is missing; SDPA picks a fused
+kernel by itself and exports to ONNX as plain MatMul/Softmax, so nothing is probed here (G2, G7).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Fused-QKV multi-head self-attention.
+
+    Args:
+        dim (int): Token width.
+        num_heads (int): Number of heads; must divide ``dim``.
+        qkv_bias (bool): Bias on the fused QKV projection. Defaults to True (DINOv2).
+        proj_bias (bool): Bias on the output projection. Defaults to True.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        # Checkpoint keys: attn.qkv.* (rows ordered q, k, v, each head-major) and attn.proj.*.
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over all tokens.
+
+        Args:
+            x (torch.Tensor): B x N x dim.
+
+        Returns:
+            torch.Tensor: B x N x dim.
+        """
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        # SDPA's default scale is head_dim ** -0.5, the same as DINOv2's.
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
