@@ -1,0 +1,8 @@
+// CPU instantiation of the alignment kernels (bodies in align_impl.h).
+#include "align_impl.h"
+
+namespace psd {
+namespace kernels {
+PSD_INSTANTIATE_ALIGN(Device::kCpu)
+}  // namespace kernels
+}  // namespace psd

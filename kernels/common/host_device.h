@@ -1,0 +1,37 @@
+// Portability macros: one kernel body compiles with nvcc (CUDA library) and g++ (CPU library).
+// CUDA qualifiers exist only under __CUDACC__; in the CPU build they expand to nothing.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define PSD_HOST_DEVICE __host__ __device__
+#define PSD_DEVICE __device__
+#define PSD_INLINE __forceinline__
+#else
+#define PSD_HOST_DEVICE
+#define PSD_DEVICE
+#define PSD_INLINE inline
+#endif
+
+namespace psd {
+
+enum class Device : int32_t { kCpu = 0, kCuda = 1 };
+
+// An opaque cudaStream_t (NULL = cudaStreamPerThread). Ignored by CPU launchers.
+using Stream = void*;
+
+// Works identically in host and device code (no -ffast-math anywhere in the build).
+PSD_HOST_DEVICE PSD_INLINE bool IsFinite(float x) { return (x - x) == 0.0f; }
+
+}  // namespace psd
+
+// Checks at compile time that a lambda handed to ParallelFor<Device::kCuda> is host-device
+// (nvcc --extended-lambda). No-op in the CPU build.
+#if defined(__CUDACC__)
+#define PSD_STATIC_ASSERT_HD_LAMBDA(F)                                            \
+  static_assert(__nv_is_extended_host_device_lambda_closure_type(F),             \
+                "ParallelFor<kCuda> needs a [=] PSD_HOST_DEVICE lambda")
+#else
+#define PSD_STATIC_ASSERT_HD_LAMBDA(F) static_assert(true, "")
+#endif

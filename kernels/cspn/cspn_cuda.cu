@@ -1,0 +1,8 @@
+// CUDA instantiation of the CSPN kernels (bodies in cspn_impl.h).
+#include "cspn_impl.h"
+
+namespace psd {
+namespace kernels {
+PSD_INSTANTIATE_CSPN(Device::kCuda)
+}  // namespace kernels
+}  // namespace psd

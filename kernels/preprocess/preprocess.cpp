@@ -1,0 +1,39 @@
+// Validation, FM input size and device switch for the preprocessing.
+#include "preprocess.h"
+
+#include <cmath>
+
+#include "../common/check.h"
+
+namespace psd {
+namespace kernels {
+
+void FmInputSize(int64_t h, int64_t w, int64_t lower, int64_t multiple, int64_t* out_h,
+                 int64_t* out_w) {
+  PSD_REQUIRE_PTR(out_h);
+  PSD_REQUIRE_PTR(out_w);
+  PSD_REQUIRE(h > 0 && w > 0 && lower > 0 && multiple > 0, InvalidArgument,
+              "fm_input_size needs positive sizes");
+  const double s = std::fmax(static_cast<double>(lower) / h, static_cast<double>(lower) / w);
+  auto constrain = [&](double x) {
+    // std::nearbyint rounds half to even in the default rounding mode, like np.round
+    int64_t y = static_cast<int64_t>(std::nearbyint(x / multiple) * multiple);
+    if (y < lower) y = static_cast<int64_t>(std::ceil(x / multiple) * multiple);
+    return y;
+  };
+  *out_h = constrain(s * h);
+  *out_w = constrain(s * w);
+}
+
+void PreprocessChecked(Device d, const uint8_t* rgb, int64_t h, int64_t w, bool bgr, float* out,
+                       int64_t out_h, int64_t out_w, Stream s) {
+  PSD_REQUIRE_PTR(rgb);
+  PSD_REQUIRE_PTR(out);
+  PSD_REQUIRE(h > 0 && w > 0 && out_h > 0 && out_w > 0, ShapeMismatch,
+              "preprocess needs positive input and output sizes");
+  if (d == Device::kCpu) PreprocessRgb<Device::kCpu>(rgb, h, w, bgr, out, out_h, out_w, s);
+  else PSD_CUDA_CALL(PreprocessRgb<Device::kCuda>, rgb, h, w, bgr, out, out_h, out_w, s);
+}
+
+}  // namespace kernels
+}  // namespace psd

@@ -1,0 +1,8 @@
+// CUDA instantiation of the FM preprocessing (body in preprocess_impl.h).
+#include "preprocess_impl.h"
+
+namespace psd {
+namespace kernels {
+PSD_INSTANTIATE_PREPROCESS(Device::kCuda)
+}  // namespace kernels
+}  // namespace psd

@@ -1,0 +1,618 @@
+"""ctypes binding of the kernels' C ABI (``runtime/capi/include/psd/psd.h``), G13.
+
+Python calls exactly the functions a C/C++ embedder calls; there is no second binding layer.
+Stdlib ctypes + NumPy only (``runtime`` never imports torch).
+
+Library search order (first hit wins):
+    1. ``$PSD_KERNEL_LIB``: path of a library file (CPU or CUDA build) - used as is;
+    2. ``kernels/_build/`` of this package (``python build.py`` writes there): the CUDA library
+       when it loads and ``cudaGetDeviceCount`` (probed through the library) reports a device,
+       else the CPU library.
+``load()`` raises ``BackendUnavailable`` naming the fix when nothing is found.
+
+Arrays:
+    * NumPy arrays run on the CPU kernels (``PSD_DEVICE_CPU``); inputs are converted to C-contiguous
+      float32 (uint8 for images) when needed; outputs and the workspace are allocated here and the
+      workspace is cached per size (no allocation per call once warm).
+    * Objects exposing ``__cuda_array_interface__`` or DLPack (``__dlpack__``, CUDA device) run on
+      the CUDA kernels of the CUDA library; the caller passes the output(s) and a device workspace
+      of at least the ``*_workspace_size`` bytes (``workspace=``) and optionally ``stream=`` (an
+      int cudaStream_t). Calls then return without synchronising (psd.h).
+
+Thread safety: the loaded library is shared; each call uses a per-thread cached workspace.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import os
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import BackendUnavailable, InputError, PsdError, ShapeError
+
+__all__ = [
+    "KernelLibrary",
+    "load",
+    "find_library_candidates",
+    "STATUS",
+    "MODES",
+    "CAMERAS",
+]
+
+ABI_VERSION = 1
+BUILD_DIR = Path(__file__).resolve().parents[1] / "kernels" / "_build"
+CPU_LIB = "libpsd_kernels_cpu.so"
+CUDA_LIB = "libpsd_kernels_cuda.so"
+
+#: psd_status_t values (psd.h)
+STATUS = {
+    0: "PSD_OK",
+    1: "PSD_E_INVALID_ARGUMENT",
+    2: "PSD_E_NULL_POINTER",
+    3: "PSD_E_SHAPE_MISMATCH",
+    4: "PSD_E_WORKSPACE_TOO_SMALL",
+    5: "PSD_E_OUT_OF_MEMORY",
+    6: "PSD_E_NOT_BUILT_WITH_CUDA",
+    7: "PSD_E_CUDA",
+    8: "PSD_E_INTERNAL",
+}
+DEVICE_CPU, DEVICE_CUDA = 0, 1
+#: psd_mode_t / psd_camera_t by the preset spellings (runtime/presets.py)
+MODES = {"3D-2D": 0, "3D+2D": 1, "2D-3D": 2}
+CAMERAS = {"pinhole": 0, "360": 1, "MEI": 2}
+FLAG_KNN_BRUTE_FORCE = 1
+BUILD_CUDA, BUILD_OPENMP, BUILD_SANITIZE = 1, 2, 4
+CUDA_ERROR_NO_DRIVER = 35
+
+_i64, _u32, _i32, _sz = C.c_int64, C.c_uint32, C.c_int32, C.c_size_t
+_fp, _vp = C.POINTER(C.c_float), C.c_void_p
+
+
+class FrameDesc(C.Structure):
+    """psd_frame_desc."""
+
+    _fields_ = [("struct_size", _u32), ("reserved", _u32), ("height", _i64), ("width", _i64),
+                ("rel_height", _i64), ("rel_width", _i64), ("feat_channels", _i64),
+                ("feat_height", _i64), ("feat_width", _i64)]
+
+
+class PropagationParams(C.Structure):
+    """psd_propagation_params."""
+
+    _fields_ = [("struct_size", _u32), ("mode", _i32), ("camera", _i32), ("k", _i32),
+                ("rate", C.c_double), ("candidates", _i64), ("seed", C.c_uint64),
+                ("iters_quarter", _i32), ("iters_full", _i32), ("flags", _u32), ("reserved", _u32)]
+
+
+# name: (restype, argtypes) - each mirrors the C signature in psd.h
+_SIGNATURES = {
+    # uint32_t psd_abi_version(void)
+    "psd_abi_version": (_u32, []),
+    # const char* psd_last_error(void)
+    "psd_last_error": (C.c_char_p, []),
+    # psd_status_t psd_build_info(uint32_t* flags)
+    "psd_build_info": (_i32, [C.POINTER(_u32)]),
+    # psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_error)
+    "psd_cuda_device_count": (_i32, [C.POINTER(_i32), C.POINTER(_i32)]),
+    # psd_status_t psd_fm_input_size(int64_t h, int64_t w, int64_t lower, int64_t multiple, int64_t* out_h, int64_t* out_w)
+    "psd_fm_input_size": (_i32, [_i64, _i64, _i64, _i64, C.POINTER(_i64), C.POINTER(_i64)]),
+    # psd_status_t psd_propagate_workspace_size(psd_device_t, const psd_frame_desc*, const psd_propagation_params*, int32_t has_ip, size_t* bytes)
+    "psd_propagate_workspace_size": (_i32, [_i32, C.POINTER(FrameDesc), C.POINTER(PropagationParams), _i32, C.POINTER(_sz)]),
+    # psd_status_t psd_propagate(psd_device_t, desc, params, rel_inv, sparse, ip, cam_params, feat, workspace, workspace_bytes, stream, depth_diff, depth_polyfit)
+    "psd_propagate": (_i32, [_i32, C.POINTER(FrameDesc), C.POINTER(PropagationParams), _vp, _vp, _vp, _fp, _vp, _vp, _sz, _vp, _vp, _vp]),
+    # psd_status_t psd_post_process_workspace_size(psd_device_t, const psd_frame_desc*, int64_t channels, int32_t iterations, size_t* bytes)
+    "psd_post_process_workspace_size": (_i32, [_i32, C.POINTER(FrameDesc), _i64, _i32, C.POINTER(_sz)]),
+    # psd_status_t psd_post_process(psd_device_t, desc, channels, iterations, fd0, dense, sparse, workspace, workspace_bytes, stream, out)
+    "psd_post_process": (_i32, [_i32, C.POINTER(FrameDesc), _i64, _i32, _vp, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_align_workspace_size(psd_device_t, int64_t height, int64_t width, size_t* bytes)
+    "psd_align_workspace_size": (_i32, [_i32, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_align_inverse_ls(psd_device_t, height, width, rel_inv, sparse, workspace, workspace_bytes, stream, out)
+    "psd_align_inverse_ls": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_align_median(psd_device_t, height, width, ip, sparse, workspace, workspace_bytes, stream, out)
+    "psd_align_median": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_resize(psd_device_t, int32_t mode, channels, in_h, in_w, out_h, out_w, in, stream, out)
+    "psd_resize": (_i32, [_i32, _i32, _i64, _i64, _i64, _i64, _i64, _vp, _vp, _vp]),
+    # psd_status_t psd_sparse_pool(psd_device_t, height, width, sparse, stream, out)
+    "psd_sparse_pool": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp]),
+    # psd_status_t psd_backproject(psd_device_t, int32_t camera, height, width, depth, cam_params, stream, out)
+    "psd_backproject": (_i32, [_i32, _i32, _i64, _i64, _vp, _fp, _vp, _vp]),
+    # psd_status_t psd_compress_workspace_size(psd_device_t, in_h, in_w, out_channels, size_t* bytes)
+    "psd_compress_workspace_size": (_i32, [_i32, _i64, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_compress_channels(psd_device_t, in_channels, in_h, in_w, out_channels, out_h, out_w, in, workspace, workspace_bytes, stream, out)
+    "psd_compress_channels": (_i32, [_i32, _i64, _i64, _i64, _i64, _i64, _i64, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_knn_workspace_size(psd_device_t, channels, height, width, size_t* bytes)
+    "psd_knn_workspace_size": (_i32, [_i32, _i64, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_knn_propagate(psd_device_t, params, channels, height, width, feat, points, init, sparse4, workspace, workspace_bytes, stream, out)
+    "psd_knn_propagate": (_i32, [_i32, C.POINTER(PropagationParams), _i64, _i64, _i64, _vp, _vp, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_cspn_workspace_size(psd_device_t, channels, height, width, size_t* bytes)
+    "psd_cspn_workspace_size": (_i32, [_i32, _i64, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_cspn(psd_device_t, channels, height, width, int32_t iterations, sparse, dense, feat, workspace, workspace_bytes, stream, out)
+    "psd_cspn": (_i32, [_i32, _i64, _i64, _i64, _i32, _vp, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_preprocess_rgb(psd_device_t, height, width, int32_t bgr, out_h, out_w, const uint8_t* rgb, stream, out)
+    "psd_preprocess_rgb": (_i32, [_i32, _i64, _i64, _i32, _i64, _i64, _vp, _vp, _vp]),
+}
+
+
+def _env_kernel_lib() -> Optional[Path]:
+    # The one PSD_* variable of this module; to be folded into runtime/config.py (G18).
+    value = os.environ.get("PSD_KERNEL_LIB", "").strip()
+    return Path(value) if value else None
+
+
+def find_library_candidates() -> list[Path]:
+    """Library files in search order (see module docstring); existing files only."""
+    env = _env_kernel_lib()
+    if env is not None:
+        return [env]
+    return [p for p in (BUILD_DIR / CUDA_LIB, BUILD_DIR / CPU_LIB) if p.is_file()]
+
+
+# ------------------------------------------------------------------------------ array plumbing
+class _Arg:
+    """A pointer plus shape for one array argument, and the object that keeps it alive."""
+
+    def __init__(self, ptr: int, shape: tuple, device: int, keep: Any, dtype: str):
+        self.ptr, self.shape, self.device, self.keep, self.dtype = ptr, shape, device, keep, dtype
+
+
+class _DLDevice(C.Structure):
+    _fields_ = [("device_type", C.c_int), ("device_id", C.c_int)]
+
+
+class _DLDataType(C.Structure):
+    _fields_ = [("code", C.c_uint8), ("bits", C.c_uint8), ("lanes", C.c_uint16)]
+
+
+class _DLTensor(C.Structure):
+    _fields_ = [("data", C.c_void_p), ("device", _DLDevice), ("ndim", C.c_int),
+                ("dtype", _DLDataType), ("shape", C.POINTER(C.c_int64)),
+                ("strides", C.POINTER(C.c_int64)), ("byte_offset", C.c_uint64)]
+
+
+def _from_dlpack(obj) -> _Arg:
+    capsule = obj.__dlpack__()
+    get = C.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = C.c_void_p, [C.py_object, C.c_char_p]
+    ptr = get(capsule, b"dltensor")
+    t = _DLTensor.from_address(ptr)  # DLManagedTensor starts with its DLTensor
+    if t.device.device_type != 2:  # kDLCUDA
+        raise InputError("DLPack tensor is not on a CUDA device; pass a NumPy array for the CPU path")
+    shape = tuple(t.shape[i] for i in range(t.ndim))
+    if t.strides:
+        expect, s = [], 1
+        for d in reversed(shape):
+            expect.insert(0, s)
+            s *= d
+        if any(t.strides[i] != expect[i] for i in range(t.ndim) if shape[i] > 1):
+            raise ShapeError("DLPack tensor must be C-contiguous; call .contiguous() first")
+    kind = {(2, 32): "float32", (1, 8): "uint8"}.get((t.dtype.code, t.dtype.bits), "other")
+    return _Arg(t.data + t.byte_offset, shape, DEVICE_CUDA, (obj, capsule), kind)
+
+
+def _from_cai(obj) -> _Arg:
+    cai = obj.__cuda_array_interface__
+    shape = tuple(cai["shape"])
+    strides = cai.get("strides")
+    itemsize = int(cai["typestr"][2:])
+    if strides is not None:
+        expect, s = [], itemsize
+        for d in reversed(shape):
+            expect.insert(0, s)
+            s *= d
+        if tuple(strides) != tuple(expect):
+            raise ShapeError("__cuda_array_interface__ array must be C-contiguous")
+    kind = {"<f4": "float32", "|u1": "uint8"}.get(cai["typestr"], "other")
+    return _Arg(int(cai["data"][0]), shape, DEVICE_CUDA, obj, kind)
+
+
+def _as_arg(x, name: str, dtype=np.float32, writable: bool = False) -> _Arg:
+    """NumPy (CPU) or CUDA array -> _Arg. NumPy inputs are made contiguous float32/uint8."""
+    if x is None:
+        return None
+    if not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
+        arg = _from_cai(x)
+    elif not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        if x.__dlpack_device__()[0] != 2:
+            x = np.from_dlpack(x)
+            return _as_arg(x, name, dtype, writable)
+        arg = _from_dlpack(x)
+    else:
+        a = np.asarray(x)
+        if a.dtype != dtype:
+            if dtype == np.uint8:
+                raise InputError(f"{name} must be uint8, got {a.dtype}")
+            if not np.issubdtype(a.dtype, np.number):
+                raise InputError(f"{name} must be numeric, got {a.dtype}")
+        if writable and (a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable):
+            raise InputError(f"{name} must be a writable C-contiguous {np.dtype(dtype).name} array")
+        a = np.ascontiguousarray(a, dtype=dtype)
+        return _Arg(a.ctypes.data, a.shape, DEVICE_CPU, a, np.dtype(dtype).name)
+    want = np.dtype(dtype).name
+    if arg.dtype != want:
+        raise InputError(f"{name} must be {want} on the GPU, got {arg.dtype}")
+    return arg
+
+
+def _plane(arg: _Arg, name: str) -> tuple[int, int]:
+    """(H, W) of a single-channel map given as (H, W), (1, H, W) or (1, 1, H, W)."""
+    s = tuple(arg.shape)
+    while len(s) > 2 and s[0] == 1:
+        s = s[1:]
+    if len(s) != 2:
+        raise ShapeError(f"{name} must be (H, W) or (1, 1, H, W) (batch 1), got shape {tuple(arg.shape)}")
+    return int(s[0]), int(s[1])
+
+
+def _chw(arg: _Arg, name: str) -> tuple[int, int, int]:
+    s = tuple(arg.shape)
+    if len(s) == 4 and s[0] == 1:
+        s = s[1:]
+    if len(s) == 2:
+        s = (1,) + s
+    if len(s) != 3:
+        raise ShapeError(f"{name} must be (C, H, W) or (1, C, H, W) (batch 1), got shape {tuple(arg.shape)}")
+    return int(s[0]), int(s[1]), int(s[2])
+
+
+def _same_device(*args: _Arg) -> int:
+    devs = {a.device for a in args if a is not None}
+    if len(devs) != 1:
+        raise InputError("all arrays of one call must be on the same device (all NumPy or all CUDA)")
+    return devs.pop()
+
+
+class KernelLibrary:
+    """One loaded kernel library (CPU or CUDA build) with Pythonic wrappers of psd.h.
+
+    Args:
+        path (str | Path): the shared library.
+
+    Raises:
+        BackendUnavailable: it does not load or its ABI version differs.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self._lib = C.CDLL(str(self.path))
+        except OSError as e:
+            raise BackendUnavailable(f"cannot load kernel library {self.path}: {e}; "
+                                     "rebuild it with `python build.py`") from e
+        for name, (res, args) in _SIGNATURES.items():
+            fn = getattr(self._lib, name)
+            fn.restype, fn.argtypes = res, args
+        ver = int(self._lib.psd_abi_version())
+        if ver != ABI_VERSION:
+            raise BackendUnavailable(f"{self.path} has ABI version {ver}, this binding needs "
+                                     f"{ABI_VERSION}; rebuild with `python build.py`")
+        flags = _u32()
+        self._check(self._lib.psd_build_info(C.byref(flags)))
+        self.flags = int(flags.value)
+        self._tls = threading.local()
+
+    # ---------------------------------------------------------------- basics
+    @property
+    def has_cuda(self) -> bool:
+        """The library was built with CUDA kernels."""
+        return bool(self.flags & BUILD_CUDA)
+
+    def cuda_device_count(self) -> tuple[int, int]:
+        """(device count, cudaError_t of cudaGetDeviceCount); (0, -1) for a CPU build."""
+        n, err = _i32(), _i32()
+        self._check(self._lib.psd_cuda_device_count(C.byref(n), C.byref(err)))
+        return int(n.value), int(err.value)
+
+    def last_error(self) -> str:
+        return (self._lib.psd_last_error() or b"").decode("utf-8", "replace")
+
+    def _check(self, status: int) -> None:
+        if status == 0:
+            return
+        name = STATUS.get(status, f"status {status}")
+        msg = f"{name}: {self.last_error()}"
+        if status in (2, 3):
+            raise ShapeError(msg)
+        if status in (1, 4):
+            raise InputError(msg)
+        if status in (6, 7):
+            raise BackendUnavailable(msg + " (CUDA path; use NumPy arrays for the CPU kernels)")
+        raise PsdError(msg)
+
+    def _workspace(self, nbytes: int, device: int, workspace) -> tuple[int, int, Any]:
+        """(pointer, size, keep-alive) of a workspace: cached per thread on the CPU."""
+        if device == DEVICE_CUDA:
+            if workspace is None:
+                raise InputError(f"GPU calls need workspace= (a device buffer of >= {nbytes} bytes)")
+            arg = _from_cai(workspace) if hasattr(workspace, "__cuda_array_interface__") else _from_dlpack(workspace)
+            size = int(np.prod(arg.shape)) * (4 if arg.dtype == "float32" else 1)
+            return arg.ptr, size, arg
+        buf = getattr(self._tls, "ws", None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+            self._tls.ws = buf
+        return buf.ctypes.data, buf.nbytes, buf
+
+    def _out(self, out, shape: tuple, device: int, name: str = "out") -> _Arg:
+        if out is None:
+            if device == DEVICE_CUDA:
+                raise InputError(f"GPU calls need {name}= (a device float32 array of shape {shape})")
+            out = np.empty(shape, dtype=np.float32)
+        arg = _as_arg(out, name, writable=True)
+        if int(np.prod(arg.shape)) != int(np.prod(shape)):
+            raise ShapeError(f"{name} must hold {shape} floats, got shape {tuple(arg.shape)}")
+        return arg
+
+    @staticmethod
+    def _stream(stream) -> Optional[int]:
+        return None if stream is None else int(stream)
+
+    # ---------------------------------------------------------------- helpers
+    def fm_input_size(self, h: int, w: int, lower: int = 392, multiple: int = 14) -> tuple[int, int]:
+        """Foundation-model input size (psd_fm_input_size)."""
+        oh, ow = _i64(), _i64()
+        self._check(self._lib.psd_fm_input_size(h, w, lower, multiple, C.byref(oh), C.byref(ow)))
+        return int(oh.value), int(ow.value)
+
+    @staticmethod
+    def _params(k=1, rate=1.0, candidates=0, seed=0, mode="3D-2D", cam="pinhole",
+                iters_quarter=3, iters_full=3, brute_force=False) -> PropagationParams:
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; use one of {tuple(MODES)}")
+        if cam not in CAMERAS:
+            raise InputError(f"unknown camera {cam!r}; use one of {tuple(CAMERAS)}")
+        return PropagationParams(C.sizeof(PropagationParams), MODES[mode], CAMERAS[cam], int(k),
+                                 float(rate), int(candidates), int(seed) & (2**64 - 1),
+                                 int(iters_quarter), int(iters_full),
+                                 FLAG_KNN_BRUTE_FORCE if brute_force else 0, 0)
+
+    @staticmethod
+    def _cam(params, cam: str):
+        if cam == "360" and params is None:
+            return None
+        p = np.ascontiguousarray(np.asarray(params, dtype=np.float32).reshape(-1))
+        if p.size != 9:
+            raise ShapeError(f"camera parameters must have 9 values (3x3 K or 9 MEI), got {p.size}")
+        return p
+
+    # ---------------------------------------------------------------- building blocks
+    def align_inverse_ls(self, rel_inv, sparse, out=None, workspace=None, stream=None):
+        """depth_polyfit from rel_inv (H, W, already resized) and sparse (H, W). See psd.h."""
+        return self._align("psd_align_inverse_ls", rel_inv, sparse, out, workspace, stream)
+
+    def align_median(self, ip, sparse, out=None, workspace=None, stream=None):
+        """ip_median from the IP-Basic fill (H, W) and sparse (H, W). See psd.h."""
+        return self._align("psd_align_median", ip, sparse, out, workspace, stream)
+
+    def _align(self, fn, data, sparse, out, workspace, stream):
+        a, s = _as_arg(data, "data"), _as_arg(sparse, "sparse")
+        dev = _same_device(a, s)
+        h, w = _plane(s, "sparse")
+        if _plane(a, "data") != (h, w):
+            raise ShapeError(f"inputs must have the same H x W, got {a.shape} and {s.shape}")
+        if dev == DEVICE_CPU and not (s.keep > 0).any():
+            raise InputError("sparse depth has no valid (> 0) point; provide at least one measurement")
+        nbytes = _sz()
+        self._check(self._lib.psd_align_workspace_size(dev, h, w, C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
+        o = self._out(out, (h, w), dev)
+        self._check(getattr(self._lib, fn)(dev, h, w, a.ptr, s.ptr, wp, wn, self._stream(stream), o.ptr))
+        return o.keep
+
+    def resize(self, x, size, mode: str = "bicubic", out=None, stream=None):
+        """(C, H, W) or (H, W) -> same layout at size (h, w); PyTorch align_corners=False."""
+        a = _as_arg(x, "x")
+        c, hi, wi = _chw(a, "x")
+        ho, wo = int(size[0]), int(size[1])
+        shape = (c, ho, wo) if len(a.shape) >= 3 else (ho, wo)
+        o = self._out(out, shape, a.device)
+        m = {"bicubic": 0, "bilinear": 1}.get(mode)
+        if m is None:
+            raise InputError(f"unknown resize mode {mode!r}; use 'bicubic' or 'bilinear'")
+        self._check(self._lib.psd_resize(a.device, m, c, hi, wi, ho, wo, a.ptr, self._stream(stream), o.ptr))
+        return o.keep
+
+    def sparse_pool(self, sparse, out=None, stream=None):
+        """(H, W) -> (H//4, W//4) sparse average."""
+        s = _as_arg(sparse, "sparse")
+        h, w = _plane(s, "sparse")
+        o = self._out(out, (h // 4, w // 4), s.device)
+        self._check(self._lib.psd_sparse_pool(s.device, h, w, s.ptr, self._stream(stream), o.ptr))
+        return o.keep
+
+    def backproject(self, depth, cam_params, cam: str = "pinhole", out=None, stream=None):
+        """(H, W) depth -> (3, H, W) points; cam_params: 3x3 K or 9 MEI values."""
+        d = _as_arg(depth, "depth")
+        h, w = _plane(d, "depth")
+        p = self._cam(cam_params, cam)
+        o = self._out(out, (3, h, w), d.device)
+        pp = None if p is None else p.ctypes.data_as(_fp)
+        self._check(self._lib.psd_backproject(d.device, CAMERAS[cam], h, w, d.ptr, pp, self._stream(stream), o.ptr))
+        return o.keep
+
+    def compress_channels(self, feat, channels: int, size, out=None, workspace=None, stream=None):
+        """(C, h, w) -> (channels, H, W): trilinear over (channel, y, x)."""
+        f = _as_arg(feat, "feat")
+        c, h, w = _chw(f, "feat")
+        ho, wo = int(size[0]), int(size[1])
+        nbytes = _sz()
+        self._check(self._lib.psd_compress_workspace_size(f.device, h, w, channels, C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, f.device, workspace)
+        o = self._out(out, (channels, ho, wo), f.device)
+        self._check(self._lib.psd_compress_channels(f.device, c, h, w, channels, ho, wo, f.ptr, wp, wn,
+                                                    self._stream(stream), o.ptr))
+        return o.keep
+
+    def knn_propagate(self, feat, points, init, sparse4, k: int = 1, rate: float = 1.0,
+                      candidates: int = 0, seed: int = 0, brute_force: bool = False, out=None,
+                      workspace=None, stream=None):
+        """3D kNN propagation at 1/4 resolution (kernels/knn/knn.h)."""
+        f, p, i, s = (_as_arg(feat, "feat"), _as_arg(points, "points"), _as_arg(init, "init"),
+                      _as_arg(sparse4, "sparse4"))
+        dev = _same_device(f, p, i, s)
+        c, h, w = _chw(f, "feat")
+        if _chw(p, "points") != (3, h, w) or _plane(i, "init") != (h, w) or _plane(s, "sparse4") != (h, w):
+            raise ShapeError("knn_propagate: points (3, h, w), init and sparse4 (h, w) must match feat (C, h, w)")
+        prm = self._params(k=k, rate=rate, candidates=candidates, seed=seed, brute_force=brute_force)
+        nbytes = _sz()
+        self._check(self._lib.psd_knn_workspace_size(dev, c, h, w, C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
+        o = self._out(out, (h, w), dev)
+        self._check(self._lib.psd_knn_propagate(dev, C.byref(prm), c, h, w, f.ptr, p.ptr, i.ptr, s.ptr,
+                                                wp, wn, self._stream(stream), o.ptr))
+        return o.keep
+
+    def cspn(self, sparse, dense, feat, iterations: int, out=None, workspace=None, stream=None):
+        """Fixed-affinity CSPN (kernels/cspn/cspn.h)."""
+        s, d, f = _as_arg(sparse, "sparse"), _as_arg(dense, "dense"), _as_arg(feat, "feat")
+        dev = _same_device(s, d, f)
+        c, h, w = _chw(f, "feat")
+        if _plane(s, "sparse") != (h, w) or _plane(d, "dense") != (h, w):
+            raise ShapeError("cspn: sparse and dense (H, W) must match feat (C, H, W)")
+        nbytes = _sz()
+        self._check(self._lib.psd_cspn_workspace_size(dev, c, h, w, C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
+        o = self._out(out, (h, w), dev)
+        self._check(self._lib.psd_cspn(dev, c, h, w, int(iterations), s.ptr, d.ptr, f.ptr, wp, wn,
+                                       self._stream(stream), o.ptr))
+        return o.keep
+
+    def preprocess_rgb(self, rgb, size=None, bgr: bool = False, out=None, stream=None):
+        """uint8 (H, W, 3) -> float32 (1, 3, Hm, Wm) FM input (runtime.preprocess semantics)."""
+        a = _as_arg(rgb, "rgb", dtype=np.uint8)
+        if len(a.shape) != 3 or a.shape[2] != 3:
+            raise InputError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}")
+        h, w = int(a.shape[0]), int(a.shape[1])
+        oh, ow = self.fm_input_size(h, w) if size is None else (int(size[0]), int(size[1]))
+        o = self._out(out, (1, 3, oh, ow), a.device)
+        self._check(self._lib.psd_preprocess_rgb(a.device, h, w, int(bool(bgr)), oh, ow, a.ptr,
+                                                 self._stream(stream), o.ptr))
+        return o.keep
+
+    # ---------------------------------------------------------------- composed
+    def propagate_workspace_size(self, desc: FrameDesc, params: PropagationParams, has_ip: bool,
+                                 device: int = DEVICE_CPU) -> int:
+        nbytes = _sz()
+        self._check(self._lib.psd_propagate_workspace_size(device, C.byref(desc), C.byref(params),
+                                                           int(has_ip), C.byref(nbytes)))
+        return int(nbytes.value)
+
+    def propagate(self, rel_inv, sparse, feat, cam_params, *, ip=None, k=1, rate=1.0,
+                  candidates=0, seed=0, mode="3D-2D", cam="pinhole", iters_quarter=3,
+                  iters_full=3, brute_force=False, return_polyfit=False, out=None,
+                  polyfit_out=None, workspace=None, stream=None):
+        """Alignment + dual-space propagation of one frame (psd_propagate): one call per frame.
+
+        Args:
+            rel_inv: FM relative inverse depth (Hm, Wm) at any size (resized inside).
+            sparse: (H, W) metric depth, 0 = missing.
+            feat: (C, hf, wf) guidance features (path_feats[0]).
+            cam_params: 3x3 K (pinhole), 9 MEI values, or None for '360'.
+            ip (optional): (H, W) IP-Basic fill. Defaults to None (the aligned FM depth is used).
+            k, rate, candidates, mode, cam, iters_quarter, iters_full: the preset
+                (``preset_kwargs(PRESETS[name])``). seed: for rate < 1 / candidate caps.
+            return_polyfit (bool): also return depth_polyfit. Defaults to False.
+
+        Returns:
+            depth_diff (H, W), or (depth_diff, depth_polyfit).
+
+        Raises:
+            InputError: no valid sparse point (CPU), bad parameters. ShapeError: bad shapes.
+        """
+        r, s, f = _as_arg(rel_inv, "rel_inv"), _as_arg(sparse, "sparse"), _as_arg(feat, "feat")
+        ipa = _as_arg(ip, "ip")
+        dev = _same_device(r, s, f, ipa)
+        h, w = _plane(s, "sparse")
+        rh, rw = _plane(r, "rel_inv")
+        c, fh, fw = _chw(f, "feat")
+        if ipa is not None and _plane(ipa, "ip") != (h, w):
+            raise ShapeError(f"ip must be {(h, w)} like sparse, got {tuple(ipa.shape)}")
+        if dev == DEVICE_CPU and not (s.keep > 0).any():
+            raise InputError("sparse depth has no valid (> 0) point; provide at least one measurement")
+        desc = FrameDesc(C.sizeof(FrameDesc), 0, h, w, rh, rw, c, fh, fw)
+        prm = self._params(k, rate, candidates, seed, mode, cam, iters_quarter, iters_full, brute_force)
+        camp = self._cam(cam_params, cam)
+        nbytes = self.propagate_workspace_size(desc, prm, ipa is not None, dev)
+        wp, wn, _keep = self._workspace(nbytes, dev, workspace)
+        o = self._out(out, (h, w), dev)
+        po = self._out(polyfit_out, (h, w), dev, "polyfit_out") if return_polyfit else None
+        self._check(self._lib.psd_propagate(
+            dev, C.byref(desc), C.byref(prm), r.ptr, s.ptr, None if ipa is None else ipa.ptr,
+            None if camp is None else camp.ctypes.data_as(_fp), f.ptr, wp, wn,
+            self._stream(stream), o.ptr, None if po is None else po.ptr))
+        return (o.keep, po.keep) if return_polyfit else o.keep
+
+    def post_process(self, fd0, dense, sparse, iterations: int, channels: int = 32, out=None,
+                     workspace=None, stream=None):
+        """Post-processing sweeps (psd_post_process, §5.6)."""
+        d, s = _as_arg(dense, "dense"), _as_arg(sparse, "sparse")
+        f = _as_arg(fd0, "fd0") if fd0 is not None else None
+        dev = _same_device(d, s, f)
+        h, w = _plane(s, "sparse")
+        c, fh, fw = _chw(f, "fd0") if f is not None else (0, 0, 0)
+        desc = FrameDesc(C.sizeof(FrameDesc), 0, h, w, 0, 0, c, fh, fw)
+        nbytes = _sz()
+        self._check(self._lib.psd_post_process_workspace_size(dev, C.byref(desc), channels, int(iterations),
+                                                              C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace) if nbytes.value else (None, 0, None)
+        o = self._out(out, (h, w), dev)
+        self._check(self._lib.psd_post_process(dev, C.byref(desc), channels, int(iterations),
+                                               None if f is None else f.ptr, d.ptr, s.ptr, wp, wn,
+                                               self._stream(stream), o.ptr))
+        return o.keep
+
+
+def preset_kwargs(preset) -> dict:
+    """Keyword arguments of ``KernelLibrary.propagate`` for a ``runtime.presets`` preset."""
+    return dict(k=preset.k, rate=preset.rate, candidates=preset.candidates, mode=preset.mode,
+                cam=preset.cam, iters_quarter=preset.iters_quarter, iters_full=preset.iters_full)
+
+
+_LOCK = threading.Lock()
+_CACHE: dict[str, KernelLibrary] = {}
+
+
+def load(kind: Optional[str] = None) -> KernelLibrary:
+    """The kernel library, loaded once per process.
+
+    Args:
+        kind (str | None): "cpu" or "cuda" to insist on one build; None picks the CUDA build
+            when it loads and reports a device (cudaGetDeviceCount through the library; error 35
+            means no driver), else the CPU build. ``$PSD_KERNEL_LIB`` overrides the search.
+
+    Returns:
+        KernelLibrary.
+
+    Raises:
+        BackendUnavailable: no usable library; the message names the fix.
+    """
+    key = kind or "auto"
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        env = _env_kernel_lib()
+        if env is not None:
+            if not env.is_file():
+                raise BackendUnavailable(f"PSD_KERNEL_LIB={env} does not exist; unset it or run `python build.py`")
+            lib = KernelLibrary(env)
+        else:
+            lib = None
+            cuda_path, cpu_path = BUILD_DIR / CUDA_LIB, BUILD_DIR / CPU_LIB
+            if kind in (None, "cuda") and cuda_path.is_file():
+                try:
+                    cand = KernelLibrary(cuda_path)
+                    if kind == "cuda" or cand.cuda_device_count()[0] > 0:
+                        lib = cand
+                except BackendUnavailable:
+                    if kind == "cuda":
+                        raise
+            if lib is None and kind in (None, "cpu") and cpu_path.is_file():
+                lib = KernelLibrary(cpu_path)
+            if lib is None:
+                raise BackendUnavailable(f"no psdrt kernel library ({kind or 'cpu or cuda'}) in {BUILD_DIR}; "
+                                         "run `python build.py` (or set PSD_KERNEL_LIB)")
+        _CACHE[key] = lib
+        return lib

@@ -1,0 +1,395 @@
+// The only file with extern "C" definitions of psd.h. Each function body runs inside
+// PSD_CAPI_GUARD, which maps the C++ exceptions of kernels/common/check.h to psd_status_t and
+// records the message in a thread-local string for psd_last_error().
+//
+// It lives under runtime/capi (not kernels/) because the ABI is the runtime's product surface;
+// kernels/ stays a plain C++ library with no C linkage concerns.
+#include "psd/psd.h"
+
+#include <new>
+#include <string>
+
+#include "../../kernels/align/align.h"
+#include "../../kernels/common/check.h"
+#include "../../kernels/common/workspace.h"
+#include "../../kernels/cspn/cspn.h"
+#include "../../kernels/knn/knn.h"
+#include "../../kernels/preprocess/preprocess.h"
+#include "../../kernels/propagate/propagate.h"
+#include "../../kernels/resample/resample.h"
+
+#if defined(PSD_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+using psd::Device;
+namespace k = psd::kernels;
+
+namespace {
+
+thread_local std::string g_last_error;
+
+psd_status_t Fail(psd_status_t st, const char* what) {
+  g_last_error = what;
+  return st;
+}
+
+Device ToDevice(psd_device_t d) {
+  if (d == PSD_DEVICE_CPU) return Device::kCpu;
+  if (d == PSD_DEVICE_CUDA) return Device::kCuda;
+  throw psd::InvalidArgument("device must be PSD_DEVICE_CPU (0) or PSD_DEVICE_CUDA (1)");
+}
+
+k::KnnParams ToKnn(const psd_propagation_params* p) {
+  k::KnnParams kp;
+  kp.k = p->k;
+  kp.rate = p->rate;
+  kp.candidates = p->candidates;
+  kp.seed = p->seed;
+  kp.brute_force = (p->flags & PSD_FLAG_KNN_BRUTE_FORCE) != 0;
+  return kp;
+}
+
+void CheckParams(const psd_propagation_params* p) {
+  PSD_REQUIRE(p != nullptr, NullPointer, "null pointer: params");
+  PSD_REQUIRE(p->struct_size >= sizeof(psd_propagation_params), InvalidArgument,
+              "params->struct_size must be sizeof(psd_propagation_params)");
+}
+
+void CheckDesc(const psd_frame_desc* d) {
+  PSD_REQUIRE(d != nullptr, NullPointer, "null pointer: desc");
+  PSD_REQUIRE(d->struct_size >= sizeof(psd_frame_desc), InvalidArgument,
+              "desc->struct_size must be sizeof(psd_frame_desc)");
+}
+
+k::PropagationShape ToShape(const psd_frame_desc* d) {
+  return k::PropagationShape{d->height,        d->width,       d->rel_height, d->rel_width,
+                             d->feat_channels, d->feat_height, d->feat_width};
+}
+
+k::PropagationConfig ToConfig(const psd_propagation_params* p, const float* cam_params,
+                              bool need_cam) {
+  k::PropagationConfig c;
+  PSD_REQUIRE(p->mode >= 0 && p->mode < PSD_MODE_COUNT, InvalidArgument,
+              "mode must be a psd_mode_t (0..2)");
+  PSD_REQUIRE(p->camera >= 0 && p->camera < PSD_CAMERA_COUNT, InvalidArgument,
+              "camera must be a psd_camera_t (0..2)");
+  c.mode = static_cast<k::Mode>(p->mode);
+  c.camera = static_cast<k::Camera>(p->camera);
+  if (need_cam) c.cam = k::MakeCameraParams(p->camera, cam_params);
+  c.knn = ToKnn(p);
+  c.iters_quarter = p->iters_quarter;
+  c.iters_full = p->iters_full;
+  return c;
+}
+
+size_t PropagateBytes(const psd_frame_desc* desc, const psd_propagation_params* params,
+                      bool has_ip) {
+  const k::PropagationShape s = ToShape(desc);
+  const k::PropagationConfig c = ToConfig(params, nullptr, false);
+  k::ValidatePropagation(s, c);
+  psd::Workspace ws(nullptr, 0);
+  k::PlanPropagation(ws, s, c, has_ip);
+  return ws.used();
+}
+
+}  // namespace
+
+#define PSD_CAPI_GUARD(...)                                                    \
+  try {                                                                        \
+    __VA_ARGS__;                                                                   \
+    return PSD_OK;                                                             \
+  } catch (const psd::NullPointer& e) {                                        \
+    return Fail(PSD_E_NULL_POINTER, e.what());                                 \
+  } catch (const psd::ShapeMismatch& e) {                                      \
+    return Fail(PSD_E_SHAPE_MISMATCH, e.what());                               \
+  } catch (const psd::InvalidArgument& e) {                                    \
+    return Fail(PSD_E_INVALID_ARGUMENT, e.what());                             \
+  } catch (const psd::WorkspaceTooSmall& e) {                                  \
+    return Fail(PSD_E_WORKSPACE_TOO_SMALL, e.what());                          \
+  } catch (const psd::NotBuiltWithCuda& e) {                                   \
+    return Fail(PSD_E_NOT_BUILT_WITH_CUDA, e.what());                          \
+  } catch (const psd::CudaError& e) {                                          \
+    return Fail(PSD_E_CUDA, e.what());                                         \
+  } catch (const std::bad_alloc&) {                                            \
+    return Fail(PSD_E_OUT_OF_MEMORY, "out of host memory");                    \
+  } catch (const std::exception& e) {                                          \
+    return Fail(PSD_E_INTERNAL, e.what());                                     \
+  } catch (...) {                                                              \
+    return Fail(PSD_E_INTERNAL, "unknown C++ exception");                      \
+  }
+
+extern "C" {
+
+PSD_API uint32_t psd_abi_version(void) { return PSD_ABI_VERSION; }
+
+PSD_API const char* psd_last_error(void) { return g_last_error.c_str(); }
+
+PSD_API const char* psd_status_string(psd_status_t status) {
+  switch (status) {
+    case PSD_OK: return "PSD_OK";
+    case PSD_E_INVALID_ARGUMENT: return "PSD_E_INVALID_ARGUMENT";
+    case PSD_E_NULL_POINTER: return "PSD_E_NULL_POINTER";
+    case PSD_E_SHAPE_MISMATCH: return "PSD_E_SHAPE_MISMATCH";
+    case PSD_E_WORKSPACE_TOO_SMALL: return "PSD_E_WORKSPACE_TOO_SMALL";
+    case PSD_E_OUT_OF_MEMORY: return "PSD_E_OUT_OF_MEMORY";
+    case PSD_E_NOT_BUILT_WITH_CUDA: return "PSD_E_NOT_BUILT_WITH_CUDA";
+    case PSD_E_CUDA: return "PSD_E_CUDA";
+    case PSD_E_INTERNAL: return "PSD_E_INTERNAL";
+    default: return "PSD_E_UNKNOWN";
+  }
+}
+
+PSD_API psd_status_t psd_build_info(uint32_t* flags) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE_PTR(flags);
+    uint32_t f = 0;
+#if defined(PSD_WITH_CUDA)
+    f |= PSD_BUILD_CUDA;
+#endif
+#if defined(_OPENMP)
+    f |= PSD_BUILD_OPENMP;
+#endif
+#if defined(PSD_SANITIZE)
+    f |= PSD_BUILD_SANITIZE;
+#endif
+    *flags = f;
+  })
+}
+
+PSD_API psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_error) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE_PTR(device_count);
+    PSD_REQUIRE_PTR(cuda_error);
+#if defined(PSD_WITH_CUDA)
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    *cuda_error = static_cast<int32_t>(e);
+    *device_count = e == cudaSuccess ? n : 0;
+#else
+    *cuda_error = -1;
+    *device_count = 0;
+#endif
+  })
+}
+
+PSD_API psd_status_t psd_fm_input_size(int64_t h, int64_t w, int64_t lower, int64_t multiple,
+                                       int64_t* out_h, int64_t* out_w) {
+  PSD_CAPI_GUARD(k::FmInputSize(h, w, lower, multiple, out_h, out_w))
+}
+
+PSD_API psd_status_t psd_propagate_workspace_size(psd_device_t device, const psd_frame_desc* desc,
+                                                  const psd_propagation_params* params,
+                                                  int32_t has_ip, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    CheckDesc(desc);
+    CheckParams(params);
+    PSD_REQUIRE_PTR(bytes);
+    *bytes = PropagateBytes(desc, params, has_ip != 0);
+  })
+}
+
+PSD_API psd_status_t psd_propagate(psd_device_t device, const psd_frame_desc* desc,
+                                   const psd_propagation_params* params, const float* rel_inv,
+                                   const float* sparse, const float* ip, const float* cam_params,
+                                   const float* feat, void* workspace, size_t workspace_bytes,
+                                   psd_stream_t stream, float* depth_diff, float* depth_polyfit) {
+  PSD_CAPI_GUARD({
+    const Device d = ToDevice(device);
+    CheckDesc(desc);
+    CheckParams(params);
+    PSD_REQUIRE_PTR(rel_inv);
+    PSD_REQUIRE_PTR(sparse);
+    PSD_REQUIRE_PTR(feat);
+    PSD_REQUIRE_PTR(depth_diff);
+    PSD_REQUIRE(workspace != nullptr, NullPointer, "null pointer: workspace");
+    PSD_REQUIRE(depth_diff != sparse && depth_diff != rel_inv && depth_diff != feat &&
+                    depth_diff != ip && (depth_polyfit == nullptr || depth_polyfit != depth_diff),
+                InvalidArgument, "outputs must not alias inputs or each other");
+    const k::PropagationShape s = ToShape(desc);
+    const k::PropagationConfig c = ToConfig(params, cam_params, true);
+    k::ValidatePropagation(s, c);
+    const size_t need = PropagateBytes(desc, params, ip != nullptr);
+    PSD_REQUIRE(workspace_bytes >= need, WorkspaceTooSmall,
+                "workspace too small: need " + std::to_string(need) + " bytes, got " +
+                    std::to_string(workspace_bytes) + "; use psd_propagate_workspace_size");
+    psd::Workspace ws(workspace, workspace_bytes);
+    const k::PropagationBuffers b = k::PlanPropagation(ws, s, c, ip != nullptr);
+    if (d == Device::kCpu)
+      k::DualPropagation<Device::kCpu>(s, c, b, rel_inv, sparse, ip, feat, depth_diff,
+                                       depth_polyfit, stream);
+    else
+      PSD_CUDA_CALL(k::DualPropagation<Device::kCuda>, s, c, b, rel_inv, sparse, ip, feat,
+                    depth_diff, depth_polyfit, stream);
+  })
+}
+
+PSD_API psd_status_t psd_post_process_workspace_size(psd_device_t device, const psd_frame_desc* desc,
+                                                     int64_t channels, int32_t iterations,
+                                                     size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    CheckDesc(desc);
+    PSD_REQUIRE_PTR(bytes);
+    PSD_REQUIRE(channels > 0, InvalidArgument, "channels must be > 0 (official 32)");
+    const k::PostShape s{desc->height, desc->width, desc->feat_channels, desc->feat_height,
+                         desc->feat_width, channels};
+    psd::Workspace ws(nullptr, 0);
+    k::PlanPost(ws, s, iterations);
+    *bytes = iterations > 0 ? ws.used() : 0;
+  })
+}
+
+PSD_API psd_status_t psd_post_process(psd_device_t device, const psd_frame_desc* desc,
+                                      int64_t channels, int32_t iterations, const float* fd0,
+                                      const float* dense, const float* sparse, void* workspace,
+                                      size_t workspace_bytes, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD({
+    const Device d = ToDevice(device);
+    CheckDesc(desc);
+    PSD_REQUIRE_PTR(dense);
+    PSD_REQUIRE_PTR(sparse);
+    PSD_REQUIRE_PTR(out);
+    PSD_REQUIRE(out != sparse, InvalidArgument, "out must not alias sparse");
+    PSD_REQUIRE(desc->height > 0 && desc->width > 0, ShapeMismatch, "H and W must be > 0");
+    PSD_REQUIRE(channels > 0, InvalidArgument, "channels must be > 0 (official 32)");
+    const k::PostShape s{desc->height, desc->width, desc->feat_channels, desc->feat_height,
+                         desc->feat_width, channels};
+    k::PostBuffers b{};
+    if (iterations > 0) {
+      PSD_REQUIRE_PTR(fd0);
+      PSD_REQUIRE(s.feat_c > 0 && s.feat_h > 0 && s.feat_w > 0, ShapeMismatch,
+                  "fd0 dimensions must be > 0");
+      PSD_REQUIRE(workspace != nullptr, NullPointer, "null pointer: workspace");
+      psd::Workspace ws(workspace, workspace_bytes);
+      b = k::PlanPost(ws, s, iterations);
+    }
+    if (d == Device::kCpu)
+      k::PostProcess<Device::kCpu>(s, iterations, b, fd0, dense, sparse, out, stream);
+    else
+      PSD_CUDA_CALL(k::PostProcess<Device::kCuda>, s, iterations, b, fd0, dense, sparse, out,
+                    stream);
+  })
+}
+
+PSD_API psd_status_t psd_align_workspace_size(psd_device_t device, int64_t height, int64_t width,
+                                              size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    PSD_REQUIRE(height > 0 && width > 0, ShapeMismatch, "H and W must be > 0");
+    *bytes = k::AlignWorkspaceBytes(height, width);
+  })
+}
+
+PSD_API psd_status_t psd_align_inverse_ls(psd_device_t device, int64_t height, int64_t width,
+                                          const float* rel_inv, const float* sparse,
+                                          void* workspace, size_t workspace_bytes,
+                                          psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::AlignChecked(ToDevice(device), false, rel_inv, sparse, height, width,
+                                 workspace, workspace_bytes, out, stream))
+}
+
+PSD_API psd_status_t psd_align_median(psd_device_t device, int64_t height, int64_t width,
+                                      const float* ip, const float* sparse, void* workspace,
+                                      size_t workspace_bytes, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::AlignChecked(ToDevice(device), true, ip, sparse, height, width, workspace,
+                                 workspace_bytes, out, stream))
+}
+
+PSD_API psd_status_t psd_resize(psd_device_t device, int32_t mode, int64_t channels, int64_t in_h,
+                                int64_t in_w, int64_t out_h, int64_t out_w, const float* in,
+                                psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::Resize(ToDevice(device), static_cast<k::ResizeMode>(mode), in, channels,
+                           in_h, in_w, out, out_h, out_w, stream))
+}
+
+PSD_API psd_status_t psd_sparse_pool(psd_device_t device, int64_t height, int64_t width,
+                                     const float* sparse, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::SparsePool4(ToDevice(device), sparse, height, width, out, stream))
+}
+
+PSD_API psd_status_t psd_backproject(psd_device_t device, int32_t camera, int64_t height,
+                                     int64_t width, const float* depth, const float* cam_params,
+                                     psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::BackprojectChecked(ToDevice(device), camera, depth, height, width, cam_params,
+                                       out, stream))
+}
+
+PSD_API psd_status_t psd_compress_workspace_size(psd_device_t device, int64_t in_h, int64_t in_w,
+                                                 int64_t out_channels, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    PSD_REQUIRE(in_h > 0 && in_w > 0 && out_channels > 0, ShapeMismatch, "sizes must be > 0");
+    *bytes = static_cast<size_t>(out_channels * in_h * in_w) * sizeof(float);
+  })
+}
+
+PSD_API psd_status_t psd_compress_channels(psd_device_t device, int64_t in_channels, int64_t in_h,
+                                           int64_t in_w, int64_t out_channels, int64_t out_h,
+                                           int64_t out_w, const float* in, void* workspace,
+                                           size_t workspace_bytes, psd_stream_t stream,
+                                           float* out) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE(workspace != nullptr, NullPointer, "null pointer: workspace");
+    PSD_REQUIRE(out_channels > 0 && in_h > 0 && in_w > 0, ShapeMismatch, "sizes must be > 0");
+    PSD_REQUIRE(workspace_bytes >= static_cast<size_t>(out_channels * in_h * in_w) * sizeof(float),
+                WorkspaceTooSmall, "workspace too small; use psd_compress_workspace_size");
+    k::CompressChannels(ToDevice(device), in, in_channels, in_h, in_w, out, out_channels, out_h,
+                        out_w, static_cast<float*>(workspace), stream);
+  })
+}
+
+PSD_API psd_status_t psd_knn_workspace_size(psd_device_t device, int64_t channels, int64_t height,
+                                            int64_t width, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    PSD_REQUIRE(channels > 0 && height > 0 && width > 0, ShapeMismatch, "sizes must be > 0");
+    *bytes = k::KnnWorkspaceBytes(channels, height, width);
+  })
+}
+
+PSD_API psd_status_t psd_knn_propagate(psd_device_t device, const psd_propagation_params* params,
+                                       int64_t channels, int64_t height, int64_t width,
+                                       const float* feat, const float* points, const float* init,
+                                       const float* sparse4, void* workspace,
+                                       size_t workspace_bytes, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD({
+    const Device d = ToDevice(device);
+    CheckParams(params);
+    k::KnnChecked(d, feat, channels, points, init, sparse4, height, width, ToKnn(params),
+                  workspace, workspace_bytes, out, stream);
+  })
+}
+
+PSD_API psd_status_t psd_cspn_workspace_size(psd_device_t device, int64_t channels, int64_t height,
+                                             int64_t width, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    PSD_REQUIRE(channels > 0 && height > 0 && width > 0, ShapeMismatch, "sizes must be > 0");
+    *bytes = static_cast<size_t>(k::CspnWorkspaceFloats(channels, height, width)) * sizeof(float);
+  })
+}
+
+PSD_API psd_status_t psd_cspn(psd_device_t device, int64_t channels, int64_t height, int64_t width,
+                              int32_t iterations, const float* sparse, const float* dense,
+                              const float* feat, void* workspace, size_t workspace_bytes,
+                              psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::CspnChecked(ToDevice(device), sparse, dense, feat, channels, height, width,
+                                iterations, static_cast<float*>(workspace),
+                                static_cast<int64_t>(workspace_bytes / sizeof(float)), out,
+                                stream))
+}
+
+PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int64_t width,
+                                        int32_t bgr, int64_t out_h, int64_t out_w,
+                                        const uint8_t* rgb, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::PreprocessChecked(ToDevice(device), rgb, height, width, bgr != 0, out, out_h,
+                                      out_w, stream))
+}
+
+}  // extern "C"
