@@ -1,0 +1,84 @@
+"""3D kNN propagation: identical choices to the PyTorch oracle and to brute force."""
+
+import numpy as np
+import pytest
+import torch
+
+from _kernel_reference import kernel_lib, knn_naive
+from psdrt.export.reference import propagation as R
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return kernel_lib()
+
+
+def t4(a):
+    a = torch.from_numpy(np.ascontiguousarray(a))
+    return a[None, None] if a.ndim == 2 else a[None]
+
+
+def cells(h, w, density, seed, positive=False, clustered=False):
+    rng = np.random.default_rng(seed)
+    feat = rng.standard_normal((12, h, w)).astype(np.float32)
+    if positive:  # all cosines > 0: k > 1 weights are well conditioned, values comparable
+        feat = np.abs(feat) + 0.1
+    if clustered:  # LiDAR-like: points on a few surfaces, many near-equal distances
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        z = 5 + 40 * (yy / h) + rng.standard_normal((h, w)).astype(np.float32) * 0.01
+        pts = np.stack([(xx - w / 2) * z / 200, (yy - h / 2) * z / 200, z]).astype(np.float32)
+    else:
+        pts = rng.standard_normal((3, h, w)).astype(np.float32)
+    s4 = np.where(rng.random((h, w)) < density, rng.uniform(0.5, 80, (h, w)), 0).astype(np.float32)
+    init = rng.uniform(0.5, 80, (h, w)).astype(np.float32)
+    return feat, pts, init, s4
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("density", [0.02, 0.3])
+def test_knn_matches_torch(lib, k, density):
+    feat, pts, init, s4 = cells(57, 76, density, seed=k, positive=k > 1)
+    ref = R.knn_propagate(t4(feat), t4(pts), t4(init), t4(s4), k)[0, 0].numpy()
+    out = lib.knn_propagate(feat, pts, init, s4, k=k)
+    if k == 1:
+        np.testing.assert_array_equal(out, ref)  # a copied sparse value: same choice <=> equal
+    else:
+        np.testing.assert_allclose(out, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_grid_equals_brute_force(lib, clustered, k):
+    feat, pts, init, s4 = cells(64, 304, 0.15, seed=10 + k, clustered=clustered)
+    grid = lib.knn_propagate(feat, pts, init, s4, k=k)
+    brute = lib.knn_propagate(feat, pts, init, s4, k=k, brute_force=True)
+    np.testing.assert_array_equal(grid, brute)
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 5])
+def test_fewer_than_2k_candidates_uses_all(lib, m):
+    feat, pts, init, s4 = cells(20, 24, 0.0, seed=m, positive=True)
+    s4.flat[np.random.default_rng(m).choice(s4.size, m, replace=False)] = np.arange(1, m + 1)
+    out = lib.knn_propagate(feat, pts, init, s4, k=3)
+    assert np.isfinite(out).all()
+    ref = R.knn_propagate(t4(feat), t4(pts), t4(init), t4(s4), 3, safe=True)[0, 0].numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5)
+    np.testing.assert_allclose(out, knn_naive(feat, pts, init, s4, 3), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rate,cap", [(0.5, 0), (1.0, 40), (0.3, 25)])
+def test_seeded_subsets_match_naive_reference(lib, rate, cap):
+    feat, pts, init, s4 = cells(24, 32, 0.2, seed=5)
+    out = lib.knn_propagate(feat, pts, init, s4, k=1, rate=rate, candidates=cap, seed=1234)
+    np.testing.assert_array_equal(out, knn_naive(feat, pts, init, s4, 1, rate, cap, seed=1234))
+    again = lib.knn_propagate(feat, pts, init, s4, k=1, rate=rate, candidates=cap, seed=1234)
+    np.testing.assert_array_equal(out, again)
+
+
+def test_zero_cosine_sum_falls_back_to_equal_weights(lib):
+    feat, pts, init, s4 = cells(10, 10, 0.0, seed=1)
+    s4[0, 0], s4[9, 9] = 2.0, 4.0
+    feat[:] = 0.0  # every cosine is 0: official 0/0
+    out = lib.knn_propagate(feat, pts, init, s4, k=2)
+    empty = s4 <= 0
+    np.testing.assert_allclose(out[empty], 3.0)
