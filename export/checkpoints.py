@@ -100,6 +100,11 @@ def _torch_load(path: PathLike):
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not an object we refused: a damaged file
+            raise CheckpointError(
+                f"{p}: not a readable PyTorch checkpoint (truncated or corrupt download?); "
+                "download it again"
+            ) from None
         raise CheckpointError(
             f"{p}: refused to unpickle non-tensor Python objects (psdrt loads checkpoints with "
             f"weights_only=True). Re-save it as a plain state_dict: "
