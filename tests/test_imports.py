@@ -1,0 +1,47 @@
+"""Dependency direction (style G1): runtime and calibration import without torch; `psdrt -h` works."""
+
+import subprocess
+import sys
+import textwrap
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch blocked by test_imports")
+    sys.meta_path.insert(0, _Block())
+    """
+)
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code], capture_output=True, text=True)
+
+
+def test_runtime_modules_import_without_torch():
+    code = textwrap.dedent(
+        """
+        import pkgutil, importlib, psdrt.runtime, psdrt.calibration
+        for pkg in (psdrt.runtime, psdrt.calibration):
+            for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+                importlib.import_module(m.name)
+        print("ok")
+        """
+    )
+    res = _run(code)
+    assert res.returncode == 0, res.stderr
+    assert "ok" in res.stdout
+
+
+def test_cli_help_without_torch():
+    res = _run("from psdrt.runtime.cli.__main__ import main; raise SystemExit(main(['-h']))")
+    assert res.returncode == 0, res.stderr
+    assert "demo" in res.stdout
+
+
+def test_demo_without_torch_fails_cleanly():
+    res = _run("from psdrt.runtime.cli.__main__ import main; raise SystemExit(main(['demo', '--out', '/tmp/x']))")
+    assert res.returncode == 4, (res.returncode, res.stderr)
+    assert "torch" in res.stderr
