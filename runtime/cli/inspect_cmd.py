@@ -37,7 +37,27 @@ def environment_report() -> str:
     for name in ("numpy", "cv2", "torch", "onnx", "onnxruntime", "tensorrt"):
         rows.append((name, _version(name)))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    problem = onnxruntime_conflict()
+    if problem:
+        lines.append(f"problem: {problem}")
+    return "\n".join(lines)
+
+
+def onnxruntime_conflict(installed=None):
+    """A message when both onnxruntime and onnxruntime-gpu are installed (they overwrite each other).
+
+    Args:
+        installed (set[str], optional): distribution names to check; defaults to the environment's.
+    """
+    if installed is None:
+        from importlib import metadata
+
+        installed = {d.metadata["Name"].lower() for d in metadata.distributions() if d.metadata["Name"]}
+    if {"onnxruntime", "onnxruntime-gpu"} <= set(installed):
+        return ("both onnxruntime and onnxruntime-gpu are installed and write the same package folder; "
+                "keep one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'psdrt[cpu]' (or [gpu])")
+    return None
 
 
 def run(args) -> int:

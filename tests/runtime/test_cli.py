@@ -50,3 +50,11 @@ def test_inspect_environment_and_errors(tmp_path, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "psdrt.runtime.cli", "-h"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout and "inspect" in out.stdout
+
+
+def test_onnxruntime_extras_conflict_is_reported():
+    from psdrt.runtime.cli.inspect_cmd import onnxruntime_conflict
+
+    assert onnxruntime_conflict({"onnxruntime", "numpy"}) is None
+    msg = onnxruntime_conflict({"onnxruntime", "onnxruntime-gpu"})
+    assert "keep one" in msg and "psdrt[cpu]" in msg
