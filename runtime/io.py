@@ -18,6 +18,7 @@ from PIL import Image
 
 from psdrt.runtime import config
 from psdrt.runtime.errors import InputError, ShapeError
+from psdrt.runtime.presets import PRESETS
 
 __all__ = [
     "MissingFileError",
@@ -38,26 +39,10 @@ __all__ = [
 
 PathLike = Union[str, Path]
 
-#: (min, max) depth in metres of each dataset, as the PSD config lists them (docs/psd_method.md §1.3)
+#: (min, max) depth in metres of each dataset, as the PSD config lists them (docs/psd_method.md §1.3);
+#: one table, kept with the propagation presets
 DATASET_DEPTH_RANGES: dict[str, tuple[float, float]] = {
-    "NYUv2": (0.1, 10.0),
-    "KITTI": (0.5, 90.0),
-    "VOID1500": (0.1, 10.0),
-    "HYPERSIM": (0.1, 10.0),
-    "DrivingStereo": (1.0, 130.0),
-    "DIODEo": (1.0, 250.0),
-    "DIODEi": (0.1, 100.0),
-    "SUNRGBD": (0.1, 40.0),
-    "SCANNET": (0.1, 10.0),
-    "MIDDLEBURY": (0.1, 20.0),
-    "ETH3D": (0.5, 10.0),
-    "ARGOVERSE": (1.0, 200.0),
-    "DIMLi": (0.5, 8.0),
-    "Cityscape": (1.0, 250.0),
-    "TOFDC": (0.1, 6.0),
-    "VKITTI2": (0.5, 120.0),
-    "Stanford": (0.1, 10.0),
-    "KITTI360": (0.1, 80.0),
+    name: (p.min_depth, p.max_depth) for name, p in PRESETS.items() if name not in ("NK", "HAMMER")
 }
 
 
@@ -253,14 +238,9 @@ def write_depth_png16(path: PathLike, depth_m: np.ndarray, scale: float = 1000.0
     stored = depth.astype(np.float64) * scale
     stored = np.where(np.isfinite(stored) & (stored > 0), stored, 0.0)
     stored = np.clip(np.rint(stored), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-    path = Path(path)
-    ok, buf = cv2.imencode(".png", stored)
-    if not ok:
-        raise InputError(f"OpenCV could not encode {path}; check the OpenCV installation")
-    try:
-        buf.tofile(str(path))
-    except OSError as exc:
-        raise InputError(f"cannot write {path} ({exc}); create the folder or fix its permissions") from None
+    from psdrt.runtime.visualize import write_png
+
+    write_png(path, stored)
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:

@@ -105,6 +105,7 @@ PRESETS: dict[str, PropagationPreset] = {
         _p("DIMLi", 0.5, 8.0, k=3, rate=0.5, post_iters=6),
         _p("Cityscape", 1.0, 250.0, k=3, rate=0.5, post_iters=6),
         _p("TOFDC", 0.1, 6.0, k=3, rate=0.5, post_iters=1),
+        # HAMMER's loader is missing from the snapshot, so its range is unknown: placeholder
         _p("HAMMER", 0.1, 10.0, k=3, rate=0.5, post_iters=6),
         _p("Stanford", 0.1, 10.0, k=3, rate=0.5, post_iters=-1, cam="360"),
         _p("KITTI360", 0.1, 80.0, k=3, rate=0.5, post_iters=-1, cam="MEI"),
