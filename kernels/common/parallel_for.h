@@ -7,6 +7,10 @@
 
 #include <cstdint>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "host_device.h"
 #include "check.h"
 
@@ -19,10 +23,43 @@ template <>
 struct ParallelForImpl<Device::kCpu> {
   template <typename F>
   static void Run(int64_t n, Stream /*stream*/, const F& f) {
-#pragma omp parallel for schedule(static)
+    // n == 1 (the "one thread folds the chunks" steps of reduce.h / align_impl.h) runs on the
+    // calling thread: waking the OpenMP team for it costs microseconds.
+#pragma omp parallel for schedule(static) if (n > 1)
     for (int64_t i = 0; i < n; ++i) f(i);
   }
 };
+
+// CPU only: calls f(begin, end, part) once per part on a static split of [0, n) into at most
+// max_parts contiguous ranges (at most one per OpenMP thread; part < max_parts indexes
+// per-part scratch). Lets a thread keep state across its range (cached rows, tap tables), which
+// ParallelFor's per-index functor cannot.
+inline int64_t CpuThreads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+template <typename F>
+void CpuParallelRanges(int64_t n, int64_t max_parts, const F& f) {
+  if (n <= 0) return;
+  int64_t parts = CpuThreads();
+  parts = parts < max_parts ? parts : max_parts;
+  parts = parts < n ? parts : n;
+  if (parts <= 1) {
+    f(int64_t{0}, n, int64_t{0});
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(static_cast<int>(parts))
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    f(n * t / nt, n * (t + 1) / nt, t);
+  }
+#endif
+}
 
 #if defined(__CUDACC__)
 inline cudaStream_t ToCudaStream(Stream s) {
