@@ -29,6 +29,12 @@ void CompressNormalize(const float* mixed, int64_t c, int64_t hf, int64_t wf, in
                        int64_t w, float* unit, Stream s);
 template <Device D>
 void Affinity(const float* unit, int64_t c, int64_t h, int64_t w, float* weights, Stream s);
+// CompressNormalize followed by Affinity. `unit` (c*h*w floats) is workspace: on CUDA it holds
+// the unit features afterwards; the CPU fuses both steps row by row (see CompressAffinityCpu)
+// and uses it as scratch only.
+template <Device D>
+void CompressAffinity(const float* mixed, int64_t c, int64_t hf, int64_t wf, int64_t h,
+                      int64_t w, float* unit, float* weights, Stream s);
 // draw, buf: h*w floats of workspace. out may alias dense, not sparse.
 template <Device D>
 void CspnSweeps(const float* weights, const float* sparse, const float* dense, int64_t h,

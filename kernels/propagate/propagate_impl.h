@@ -42,8 +42,7 @@ void DualPropagation(const PropagationShape& s, const PropagationConfig& c,
   Bicubic<D>(ipm, 1, H, W, b.i4, h, w, st);
   SparsePool<D>(sparse, H, W, 4, b.s4, st);
   ChannelMix<D>(feat, s.feat_c, nf, b.mixf, cf, st);
-  CompressNormalize<D>(b.mixf, cf, s.feat_h, s.feat_w, H, W, b.unitf, st);
-  Affinity<D>(b.unitf, cf, H, W, b.wf, st);
+  CompressAffinity<D>(b.mixf, cf, s.feat_h, s.feat_w, H, W, b.unitf, b.wf, st);
   // quarter-resolution affinities share the kNN's normalised E4 (the kNN normalises first)
   NormalizeFeatures<D>(b.e4, ce, L, b.knn.unit, st);
   Affinity<D>(b.knn.unit, ce, h, w, b.wq, st);
@@ -99,8 +98,7 @@ void PostProcess(const PostShape& s, int32_t iterations, const PostBuffers& b, c
     return;
   }
   ChannelMix<D>(fd0, s.feat_c, s.feat_h * s.feat_w, b.mix, s.channels, st);
-  CompressNormalize<D>(b.mix, s.channels, s.feat_h, s.feat_w, s.h, s.w, b.unit, st);
-  Affinity<D>(b.unit, s.channels, s.h, s.w, b.weights, st);
+  CompressAffinity<D>(b.mix, s.channels, s.feat_h, s.feat_w, s.h, s.w, b.unit, b.weights, st);
   CspnSweeps<D>(b.weights, sparse, dense, s.h, s.w, iterations, b.draw, b.buf, out, st);
 }
 
