@@ -1,0 +1,180 @@
+"""The deployment pipeline: (RGB, sparse depth, K) -> dense metric depth, one call per frame.
+
+preprocess -> encoder -> alignment + dual-space propagation -> correction head -> post-processing,
+with the networks behind any ``Backend`` (ONNX Runtime, TensorRT, the PyTorch reference) and
+everything else in the kernel library (``psdrt.kernels`` through ``runtime._capi``). This module
+never imports torch.
+
+Current scope (CPU path): host NumPy arrays, the CPU kernel library, per-stage timings in
+``result.info['timings_ms']``. The GPU path (one CUDA stream, device buffers, CUDA graphs) and
+artefact directories come with ``build.py``'s deployable directories.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _capi
+from .classical import ip_basic_fill, nearest_fill
+from .errors import InputError, PsdError
+from .guided import GuidedParams, guided_features
+from .inputs import validate_frame
+from .preprocess import fm_input_size, preprocess_rgb
+from .presets import PropagationPreset, get_preset
+from .result import DepthResult
+
+MODES = ("psd", "propagate", "guided")
+
+
+class Pipeline:
+    """Dense metric depth from RGB + sparse depth + K.
+
+    Args:
+        mode (str): ``'psd'``, ``'propagate'`` or ``'guided'``. Defaults to ``'guided'``.
+        encoder (Backend, optional): foundation model (``rgb`` -> ``rel_inv``, ``feat0..3``);
+            needed by ``psd`` and ``propagate``.
+        head (Backend, optional): correction head (``sparse``, ``depth_diff``, ``feat0..3`` ->
+            ``depth_pix``, ``fd0``); needed by ``psd``.
+        preset (str | PropagationPreset): dataset preset. Defaults to ``'NYUv2'``.
+        guided (GuidedParams): parameters of the ``guided`` mode.
+        kernels (KernelLibrary, optional): defaults to ``runtime._capi.load()``.
+        fm_lower (int): lower bound of the encoder input size (PSD: 392).
+        seed (int): seed of the kNN's random subsets (presets with rate < 1 or a candidate cap).
+
+    Thread safety: one Pipeline must not be called concurrently (it reuses its buffers).
+    """
+
+    def __init__(
+        self,
+        mode: str = "guided",
+        encoder=None,
+        head=None,
+        preset: Union[str, PropagationPreset] = "NYUv2",
+        guided: GuidedParams = GuidedParams(),
+        kernels=None,
+        fm_lower: int = 392,
+        seed: int = 0,
+    ) -> None:
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; use one of {MODES}")
+        if mode in ("psd", "propagate") and encoder is None:
+            raise InputError(f"mode {mode!r} needs an encoder backend (or use mode 'guided', which needs none)")
+        if mode == "psd" and head is None:
+            raise InputError("mode 'psd' needs a head backend; without one use mode 'propagate'")
+        self.mode = mode
+        self.encoder, self.head = encoder, head
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.guided = guided
+        self.kernels = kernels or _capi.load()
+        self.fm_lower = fm_lower
+        self.seed = seed
+        self._feat_cache = {}
+
+    # --------------------------------------------------------------------------------------------
+    @classmethod
+    def from_onnx(cls, encoder: str, head: Optional[str] = None, mode: Optional[str] = None, **kwargs):
+        """Pipeline over ONNX Runtime sessions of exported graphs (``psdrt.export.onnx_export``)."""
+        from .backends.ort import OrtBackend
+
+        providers = kwargs.pop("providers", None)
+        threads = kwargs.pop("threads", None)
+        enc = OrtBackend(encoder, providers=providers, threads=threads)
+        hd = OrtBackend(head, providers=providers, threads=threads) if head else None
+        return cls(mode or ("psd" if hd else "propagate"), enc, hd, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path, mode: Optional[str] = None, **kwargs):
+        """Pipeline with the PyTorch reference backends (for experiments; needs torch)."""
+        from ..export.checkpoints import load_model
+        from ..export.models.psd import PSDModel
+        from .backends.torch_ref import TorchBackend
+
+        model, info = load_model(path)
+        fm = model.foundation if isinstance(model, PSDModel) else model
+        head = TorchBackend(model, "head") if isinstance(model, PSDModel) else None
+        return cls(mode or ("psd" if head else "propagate"), TorchBackend(fm, "encoder"), head, **kwargs)
+
+    # --------------------------------------------------------------------------------------------
+    def _guided(self, frame):
+        h, w = frame.sparse.shape
+        feat = guided_features(frame.rgb, self.guided)
+        d = nearest_fill(frame.sparse)
+        levels = max(1, min(self.guided.levels, int(np.log2(max(min(h, w), 1))) - 1))
+        for lev in reversed(range(levels)):
+            f = 2**lev
+            hl, wl = h // f, w // f
+            if f > 1:
+                crop = (slice(0, hl * f), slice(0, wl * f))
+                s = frame.sparse[crop].reshape(hl, f, wl, f)
+                s_l = (s.sum((1, 3)) / ((s > 0).sum((1, 3)) + np.float32(1e-5))).astype(np.float32)
+                f_l = feat[:, : hl * f, : wl * f].reshape(-1, hl, f, wl, f).mean((2, 4), dtype=np.float32)
+                d0 = d[crop].reshape(hl, f, wl, f).mean((1, 3), dtype=np.float32) if lev == levels - 1 else \
+                    self.kernels.resize(d, (hl, wl), mode="bilinear")
+            else:
+                s_l, f_l = frame.sparse, feat
+                d0 = d if levels == 1 else self.kernels.resize(d, (h, w), mode="bilinear")
+            d = self.kernels.cspn(s_l, np.ascontiguousarray(d0, np.float32), np.ascontiguousarray(f_l),
+                                  self.guided.iterations)
+        vals = frame.sparse[frame.sparse > 0]
+        return np.clip(d, vals.min(), vals.max())
+
+    def __call__(self, rgb, sparse, K, bgr: bool = False, return_stages: bool = False) -> DepthResult:
+        """Complete one frame (see ``ReferencePipeline.__call__`` for the contract).
+
+        Returns:
+            DepthResult: ``depth`` float32 metres (finite); ``info['timings_ms']`` per stage.
+        """
+        t = {}
+        t0 = time.perf_counter()
+        frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        info = {"points": frame.points, "alignment": "ok" if frame.interior >= 2 else "degenerate",
+                "preset": self.preset.name}
+        stages = {}
+        if self.mode == "guided":
+            depth = self._guided(frame)
+            t["guided"] = time.perf_counter() - t0
+        else:
+            h, w = frame.sparse.shape
+            x = preprocess_rgb(frame.rgb, size=fm_input_size(h, w, lower=self.fm_lower))
+            t1 = time.perf_counter()
+            t["preprocess"] = t1 - t0
+            enc = self.encoder.run({"rgb": x})
+            t2 = time.perf_counter()
+            t["encoder"] = t2 - t1
+            p = self.preset
+            # IP-Basic only changes the output when some empty cells keep their initial value:
+            # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4)
+            ip = ip_basic_fill(frame.sparse) if not (p.deterministic and p.mode == "3D-2D") else None
+            diff = self.kernels.propagate(
+                enc["rel_inv"][0, 0], frame.sparse, enc["feat0"][0], frame.K, ip=ip, seed=self.seed,
+                **_capi.preset_kwargs(p),
+            )
+            t3 = time.perf_counter()
+            t["propagation"] = t3 - t2
+            stages["depth_diff"] = diff
+            depth = diff
+            if self.mode == "psd":
+                out = self.head.run({
+                    "sparse": frame.sparse[None, None], "depth_diff": diff[None, None],
+                    **{f"feat{i}": enc[f"feat{i}"] for i in range(4)},
+                })
+                t4 = time.perf_counter()
+                t["head"] = t4 - t3
+                stages["depth_pix"] = out["depth_pix"][0, 0]
+                if p.post_iters < 0:
+                    depth = out["depth_pix"][0, 0]
+                else:
+                    depth = self.kernels.post_process(out["fd0"][0], out["depth_pix"][0, 0], frame.sparse,
+                                                      p.post_iters)
+                t["post"] = time.perf_counter() - t4
+        depth = np.ascontiguousarray(depth, dtype=np.float32)
+        if not np.isfinite(depth).all():
+            raise PsdError("the pipeline produced non-finite depth; check the artefacts with the "
+                           "correctness gate (psdrt.export.gate) and report the inputs")
+        info["timings_ms"] = {k: v * 1000.0 for k, v in t.items()}
+        return DepthResult(depth=depth, mode=self.mode,
+                           stages={k: np.array(v) for k, v in stages.items()} if return_stages else {},
+                           info=info)
