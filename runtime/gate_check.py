@@ -81,22 +81,23 @@ class Thresholds:
 #
 # | artefact vs PyTorch FP32        | tensor rel-L2 | tensor max-rel | depth RMSE/mean | AbsRel %  | delta1 %  |
 # |---------------------------------|---------------|----------------|-----------------|-----------|-----------|
-# | ONNX Runtime FP32               | <= 7.7e-7     | <= 2.5e-6      | <= 4.5e-4       | <= 0.0054 | 100       |
-# | PyTorch FP16 (CPU, model.half())| <= 9.6e-4     | <= 1.3e-3      | <= 7.8e-3       | <= 0.25   | 100       |
-# | ONNX Runtime INT8 static Q/DQ   | <= 2.7e-2     | <= 4.9e-2      | <= 5.0e-2       | <= 2.5    | >= 99.73  |
+# | ONNX Runtime FP32               | <= 1.2e-6     | <= 5.4e-6      | <= 4.5e-4       | <= 0.0054 | 100       |
+# | PyTorch FP16 (CPU, model.half())| <= 9.6e-4     | <= 1.3e-3      | <= 1.2e-2       | <= 0.43   | 100       |
+# | ONNX Runtime INT8 static Q/DQ   | <= 2.9e-2     | <= 5.3e-2      | <= 5.0e-2       | <= 2.5    | >= 99.73  |
 #
-# (worst over frames and the five encoder outputs at 196x266; 392x518 agrees, see the commit.)
+# (worst over frames, the five encoder outputs and both sizes.)
 # End-to-end depth amplifies tensor noise (~1e-6 -> ~1e-4 relative: kNN/bin decisions near ties
 # flip), so the depth limits are not the tensor limits. Each limit is ~4-100x above the measured
 # value, leaving room for GPU kernels (TensorRT FP16 fuses attention/LayerNorm differently from
-# PyTorch), while a single perturbed weight or a 1 % output scale still fails fp32 and fp16.
+# PyTorch), while one perturbed weight fails fp32 and a 2 % output scale fails fp32 and fp16
+# (tests/export/test_gate.py).
 # A TensorRT "fp32" engine built with TF32 (TensorRT's default on Ampere+) lands near 1e-3: gate it
 # as fp16 or build with TF32 disabled.
 THRESHOLDS: Mapping[str, Thresholds] = MappingProxyType({
     "fp32": Thresholds(tensor_rel_l2=1e-4, tensor_max_rel=1e-3, depth_rmse_rel=5e-3,
                        depth_absrel_pct=0.05, depth_d1_pct=99.9),
-    "fp16": Thresholds(tensor_rel_l2=1e-2, tensor_max_rel=5e-2, depth_rmse_rel=3e-2,
-                       depth_absrel_pct=1.0, depth_d1_pct=99.5),
+    "fp16": Thresholds(tensor_rel_l2=1e-2, tensor_max_rel=5e-2, depth_rmse_rel=5e-2,
+                       depth_absrel_pct=2.0, depth_d1_pct=99.0),
     "int8": Thresholds(tensor_rel_l2=1e-1, tensor_max_rel=2e-1, depth_rmse_rel=1e-1,
                        depth_absrel_pct=5.0, depth_d1_pct=97.0),
 })
