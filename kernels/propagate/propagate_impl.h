@@ -43,10 +43,10 @@ void DualPropagation(const PropagationShape& s, const PropagationConfig& c,
   SparsePool<D>(sparse, H, W, 4, b.s4, st);
   ChannelMix<D>(feat, s.feat_c, nf, b.mixf, cf, st);
   CompressAffinity<D>(b.mixf, cf, s.feat_h, s.feat_w, H, W, b.unitf, b.wf, st);
-  // quarter-resolution affinities share the kNN's normalised E4 (the kNN normalises first)
-  NormalizeFeatures<D>(b.e4, ce, L, b.knn.unit, st);
-  Affinity<D>(b.knn.unit, ce, h, w, b.wq, st);
 
+  // quarter-resolution affinities use the normalised E4 that the kNN leaves in b.knn.unit,
+  // so they are computed after the kNN (or normalise first where CSPN runs before the kNN)
+  auto affinity_quarter = [&] { Affinity<D>(b.knn.unit, ce, h, w, b.wq, st); };
   const float* pts = b.e4;
   auto knn = [&](const float* init, float* dst) {
     KnnPropagate<D>(b.e4, ce, pts, init, b.s4, h, w, c.knn, b.knn, dst, st);
@@ -60,11 +60,13 @@ void DualPropagation(const PropagationShape& s, const PropagationConfig& c,
 
   if (c.mode == Mode::k3D2D) {
     knn(b.i4, b.d4);
+    affinity_quarter();
     cspn_quarter(b.d4, b.c4);
     Bicubic<D>(b.c4, 1, h, w, b.d1, H, W, st);
     cspn_full(b.d1, out);
   } else if (c.mode == Mode::k3DPlus2D) {
     knn(b.i4, b.d4);
+    affinity_quarter();
     cspn_quarter(b.i4, b.c4);
     Bicubic<D>(b.c4, 1, h, w, b.d1, H, W, st);
     cspn_full(b.d1, out);
@@ -73,6 +75,8 @@ void DualPropagation(const PropagationShape& s, const PropagationConfig& c,
     const float* t = b.tmp;
     ParallelFor<D>(N, st, [=] PSD_HOST_DEVICE(int64_t i) { o[i] = (o[i] + t[i]) / 2.0f; });
   } else {
+    NormalizeFeatures<D>(b.e4, ce, L, b.knn.unit, st);
+    affinity_quarter();
     cspn_quarter(b.i4, b.c4);
     Bicubic<D>(b.c4, 1, h, w, b.d1, H, W, st);
     cspn_full(b.d1, b.tmp);
