@@ -88,14 +88,10 @@ class Pipeline:
     @classmethod
     def from_checkpoint(cls, path, mode: Optional[str] = None, **kwargs):
         """Pipeline with the PyTorch reference backends (for experiments; needs torch)."""
-        from ..export.checkpoints import load_model
-        from ..export.models.psd import PSDModel
-        from .backends.torch_ref import TorchBackend
+        from .backends.torch_ref import backends_from_checkpoint
 
-        model, info = load_model(path)
-        fm = model.foundation if isinstance(model, PSDModel) else model
-        head = TorchBackend(model, "head") if isinstance(model, PSDModel) else None
-        return cls(mode or ("psd" if head else "propagate"), TorchBackend(fm, "encoder"), head, **kwargs)
+        enc, head = backends_from_checkpoint(path)
+        return cls(mode or ("psd" if head else "propagate"), enc, head, **kwargs)
 
     # --------------------------------------------------------------------------------------------
     def _guided(self, frame):

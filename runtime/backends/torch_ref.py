@@ -1,5 +1,5 @@
 """PyTorch modules as ``Backend`` objects: the reference backend (the only runtime file that
-imports torch, lazily, inside the constructor).
+imports torch and the model definitions in ``psdrt.export``, lazily, inside functions).
 
 The encoder backend takes ``rgb`` and returns ``rel_inv``, ``feat0..feat3``; the head backend
 takes ``sparse``, ``depth_diff``, ``feat0..feat3`` and returns ``depth_pix`` and ``fd0``: the same
@@ -82,3 +82,15 @@ class TorchBackend:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def backends_from_checkpoint(path):
+    """(encoder backend, head backend or None) for a PSD or Depth Anything V2 checkpoint."""
+    _torch()
+    from ...export.checkpoints import load_model
+    from ...export.models.psd import PSDModel
+
+    model, _info = load_model(path)
+    if isinstance(model, PSDModel):
+        return TorchBackend(model.foundation, "encoder"), TorchBackend(model, "head")
+    return TorchBackend(model, "encoder"), None
