@@ -129,6 +129,46 @@ def _min_ir_version(opset: int) -> int:
     return int(onnx.IR_VERSION)
 
 
+def _export_raw(module, args, input_names, output_names, opset, dynamic_axes, exporter):
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="psdrt_export_") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            # The legacy exporter warns that it is legacy and about trace-time shape constants,
+            # which are intended here (static shapes per working resolution).
+            warnings.simplefilter("ignore")
+            if exporter == "torchscript":
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(raw),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_axes=dynamic_axes,
+                    do_constant_folding=True,
+                )
+            else:
+                dyn_shapes = None
+                if dynamic_axes:
+                    dyn_shapes = {n: {a: torch.export.Dim.AUTO for a in dynamic_axes.get(n, {})} for n in input_names}
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(raw),
+                    dynamo=True,
+                    external_data=False,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_shapes=dyn_shapes,
+                )
+        model = onnx.load(str(raw))
+    return model
+
+
 def export_module(
     module: nn.Module,
     args: Tuple[torch.Tensor, ...],
@@ -190,40 +230,16 @@ def export_module(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory(prefix="psdrt_export_") as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter warns that it is legacy and about trace-time shape constants,
-            # which are intended here (static shapes per working resolution).
-            warnings.simplefilter("ignore")
-            if exporter == "torchscript":
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(raw),
-                    dynamo=False,
-                    opset_version=opset,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    dynamic_axes=dynamic_axes,
-                    do_constant_folding=True,
-                )
-            else:
-                dyn_shapes = None
-                if dynamic_axes:
-                    dyn_shapes = {n: {a: torch.export.Dim.AUTO for a in dynamic_axes.get(n, {})} for n in input_names}
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(raw),
-                    dynamo=True,
-                    external_data=False,
-                    opset_version=opset,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    dynamic_shapes=dyn_shapes,
-                )
-        model = onnx.load(str(raw))
+    # Export in eval mode and give the caller's modules back in their own modes. The legacy
+    # exporter restores the *top* module's mode recursively, so a fresh (training-mode) wrapper
+    # would otherwise leave the wrapped model's BatchNorm layers in training mode.
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        model = _export_raw(module, args, input_names, output_names, opset, dynamic_axes, exporter)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
     if simplify:
         import onnxslim
@@ -364,7 +380,6 @@ def export_encoder(
             f"a dynamic encoder must be traced at a size other than the training grid {grid * PATCH_SIZE}x"
             f"{grid * PATCH_SIZE} (the position embeddings take another branch there); pass e.g. size=(392, 518)"
         )
-    model = model.eval()
     x = torch.zeros(1, 3, hm, wm)
     axes = None
     if dynamic:
@@ -447,7 +462,6 @@ def export_head(
     feat_sizes = [tuple(int(v) for v in s) for s in feat_sizes]
     if len(feat_sizes) != 4 or any(len(s) != 2 or min(s) < 1 for s in feat_sizes):
         raise ValueError(f"feat_sizes must be four (h, w) pairs, coarse to fine, got {feat_sizes!r}")
-    head = head.eval()
     args = (torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w)) + tuple(
         torch.zeros(1, channels, fh, fw) for fh, fw in feat_sizes
     )
