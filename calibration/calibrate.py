@@ -39,11 +39,16 @@ __all__ = [
     "collect_ranges",
     "fidelity",
     "fidelity_markdown",
+    "depth_agreement",
+    "pipeline_fidelity",
+    "pipeline_fidelity_markdown",
     "sensitivity",
     "choose_exclusions",
     "node_groups",
     "CalibrationResult",
     "calibrate",
+    "model_io",
+    "apply_sensitivity",
 ]
 
 log = logging.getLogger(__name__)
@@ -284,6 +289,98 @@ def fidelity_markdown(report: Mapping[str, Any], title: str = "INT8 vs FP32") ->
     return "\n".join(lines) + "\n"
 
 
+class _OrtModule:
+    """Callable stand-in for the reference's torch modules, running an ONNX model on ORT CPU."""
+
+    def __init__(self, path: PathLike, kind: str, threads: Optional[int]) -> None:
+        self.backend, self.kind = _session(path, threads), kind
+        self.names = [s.name for s in self.backend.output_specs()]
+
+    def eval(self):
+        return self
+
+    def __call__(self, *args):
+        import torch
+
+        if self.kind == "encoder":
+            outs = self.backend.run({"rgb": args[0].numpy()})
+            t = {k: torch.from_numpy(v) for k, v in outs.items()}
+            return t["rel_inv"], tuple(t[f"feat{i}"] for i in range(4))
+        sparse, diff, feats = args
+        feeds = {"sparse": sparse.numpy(), "depth_diff": diff.numpy()}
+        feeds.update({f"feat{i}": f.numpy() for i, f in enumerate(feats)})
+        return {k: torch.from_numpy(v) for k, v in self.backend.run(feeds).items()}
+
+
+def pipeline_fidelity(
+    pipeline: Any,
+    frames: Iterable[Any],
+    *,
+    encoder: Optional[PathLike] = None,
+    head: Optional[PathLike] = None,
+    threads: Optional[int] = None,
+    progress: bool = False,
+) -> Dict[str, Any]:
+    """End-to-end depth of the pipeline with ONNX (e.g. INT8) encoder/head vs the FP32 reference.
+
+    The FP32 ``ReferencePipeline`` runs each frame twice: as is, and with its foundation model
+    and/or head replaced by the given ONNX models on ORT CPU (propagation and post-processing stay
+    the reference's). Reported per frame and averaged: RMSE (m), AbsRel and delta1 of the ONNX
+    pipeline's depth against the FP32 depth, and both pipelines' RMSE against ground truth when
+    the frame has it.
+
+    Args:
+        pipeline (ReferencePipeline): FP32 reference in mode ``psd`` (head) or ``propagate``.
+        frames (Iterable[CalibFrame]): frames with sparse depth and K, at the head's size.
+        encoder (str | Path, optional): encoder ONNX replacing the foundation model.
+        head (str | Path, optional): head ONNX replacing the correction head.
+        threads (int, optional): ORT threads.
+        progress (bool): progress bar. Defaults to False.
+
+    Returns:
+        dict: ``{"mean": {...}, "frames": [{"name", "rmse", "absrel", "delta1"[, "gt_rmse_fp32",
+        "gt_rmse_onnx"]}]}``.
+    """
+    import copy
+
+    swapped = copy.copy(pipeline)
+    if encoder is not None:
+        swapped.fm = _OrtModule(encoder, "encoder", threads)
+    if head is not None:
+        swapped.head = _OrtModule(head, "head", threads)
+    rows = []
+    bar = Progress(_len(frames), "pipeline fidelity", progress)
+    for fr in frames:
+        ref = pipeline(fr.rgb, fr.sparse, fr.K).depth
+        got = swapped(fr.rgb, fr.sparse, fr.K).depth
+        row = {"name": fr.name, **depth_agreement(ref, got)}
+        if fr.gt is not None and (fr.gt > 0).any():
+            m = fr.gt > 0
+            row["gt_rmse_fp32"] = float(np.sqrt(np.mean((ref[m] - fr.gt[m]) ** 2)))
+            row["gt_rmse_onnx"] = float(np.sqrt(np.mean((got[m] - fr.gt[m]) ** 2)))
+        rows.append(row)
+        bar.update()
+    bar.close()
+    if not rows:
+        raise CalibrationError("pipeline_fidelity got no frame")
+    keys = [k for k in rows[0] if k != "name"]
+    mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    mean["delta1_min"] = float(min(r["delta1"] for r in rows))
+    return {"mean": mean, "frames": rows}
+
+
+def pipeline_fidelity_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of several :func:`pipeline_fidelity` reports keyed by a label."""
+    lines = ["| variant | frames | RMSE vs FP32 (m) | AbsRel vs FP32 | δ1 vs FP32 (min) | RMSE vs GT FP32 → ONNX (m) |",
+             "|---|---|---|---|---|---|"]
+    for label, rep in reports.items():
+        m = rep["mean"]
+        gt = (f"{m['gt_rmse_fp32']:.4f} → {m['gt_rmse_onnx']:.4f}" if "gt_rmse_fp32" in m else "")
+        lines.append(f"| {label} | {len(rep['frames'])} | {m['rmse']:.4g} | {m['absrel']:.4g} | "
+                     f"{m['delta1']:.4f} ({m['delta1_min']:.4f}) | {gt} |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
 # sensitivity
 
@@ -454,6 +551,8 @@ def calibrate(
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise CalibrationError(f"unknown output format(s) {bad}; use any of {FORMATS}")
+    if "trt-cache" in formats:
+        writers._trt_code(trt_version)  # refuse a TensorRT 10 cache before spending time on calibration
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = name or Path(model_path).stem
@@ -476,6 +575,8 @@ def calibrate(
     res.ranges = ranges
     (out / f"{stem}.ranges.json").write_text(json.dumps(ranges.to_dict(), indent=1))
     feeds = list(eval_feeds) if eval_feeds is not None else kept
+    # kept for the sensitivity step (apply_sensitivity), which runs after calibration
+    np.savez(out / f"{stem}.eval_feeds.npz", **{f"{i}::{k}": v for i, f in enumerate(feeds[:4]) for k, v in f.items()})
 
     if "ort" in formats:
         res.int8_ort = writers.write_qdq_ort(prepared, out / f"{stem}.int8.ort.onnx", ranges,
@@ -507,3 +608,76 @@ class _Sized:
 
     def __len__(self) -> int:
         return self._n
+
+
+def model_io(model_path: PathLike) -> Tuple[str, Dict[str, Tuple[int, ...]]]:
+    """Kind (``"encoder"``/``"head"``/``"other"``) and static input shapes of an ONNX model.
+
+    The kind comes from the exporter's ``psdrt.kind`` metadata, else from the input names.
+
+    Raises:
+        InputError: a dynamic input dimension (calibrate a static export).
+    """
+    from psdrt.runtime.errors import InputError
+
+    onnx = writers._require("onnx", "export")
+    m = onnx.load(str(model_path), load_external_data=False)
+    consts = writers._initializer_names(m)
+    shapes = {}
+    for i in m.graph.input:
+        if i.name in consts:
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
+        if any(d < 1 for d in dims):
+            raise InputError(f"input {i.name!r} of {model_path} has a dynamic shape {dims}; calibrate a static "
+                             "export (export_encoder/export_head with dynamic=False)")
+        shapes[i.name] = dims
+    meta = {p.key: p.value for p in m.metadata_props}
+    kind = meta.get("psdrt.kind")
+    if kind is None:
+        kind = "head" if "depth_diff" in shapes else "encoder" if set(shapes) == {"rgb"} else "other"
+    return kind, shapes
+
+
+def apply_sensitivity(
+    res: CalibrationResult,
+    out_dir: PathLike,
+    stem: str,
+    *,
+    max_feeds: int = 3,
+    max_groups: int = 2,
+    depth: int = 3,
+    progress: bool = True,
+    threads: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Sensitivity report on a :func:`calibrate` result, then the mixed-precision model that keeps the worst groups in FP32.
+
+    Writes ``<stem>.sensitivity.{json,md}`` and ``<stem>.int8.ort.mixed.onnx``. Groups are
+    :func:`node_groups` at ``depth`` (3: one ViT block / one head module per group).
+
+    Returns:
+        dict: the sensitivity report plus ``applied`` (excluded groups, score before and after).
+    """
+    out = Path(out_dir)
+    feeds = _eval_feeds(out, stem, max_feeds)
+    groups = node_groups(res.fp32, writers.quantizable_nodes(res.fp32), depth)
+    rep = sensitivity(res.fp32, res.ranges, feeds, out, groups=groups, progress=progress)
+    exclude = choose_exclusions(rep, max_groups=max_groups)
+    mixed = writers.write_qdq_ort(res.fp32, out / f"{stem}.int8.ort.mixed.onnx", res.ranges, nodes_to_exclude=exclude)
+    after = _score(fidelity(res.fp32, mixed, feeds, threads=threads), None)
+    groups = [r["group"] for r in rep["groups"] if set(r["nodes"]) <= set(exclude) and r["nodes"]]
+    rep["applied"] = {"excluded_groups": groups, "excluded_nodes": len(exclude),
+                      "before": rep["all_int8"], "after": after, "model": str(mixed)}
+    (out / f"{stem}.sensitivity.json").write_text(json.dumps(rep, indent=1))
+    (out / f"{stem}.sensitivity.md").write_text(sensitivity_markdown(rep, rep["applied"]))
+    return rep
+
+
+def _eval_feeds(out: Path, stem: str, n: int) -> List[Feeds]:
+    path = out / f"{stem}.eval_feeds.npz"
+    if not path.is_file():
+        raise CalibrationError(f"{path} not found; run calibrate() first")
+    with np.load(path) as z:
+        names = sorted({k.split("::", 1)[1] for k in z.files})
+        count = len({k.split("::", 1)[0] for k in z.files})
+        return [{nm: z[f"{i}::{nm}"] for nm in names} for i in range(min(n, count))]

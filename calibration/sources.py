@@ -36,6 +36,8 @@ __all__ = [
     "EncoderFeeds",
     "HeadFeeds",
     "take",
+    "frame_source",
+    "head_inputs",
 ]
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,7 @@ class SharedFramesSource(_FrameList):
         from psdrt.runtime.patterns import make_sparse
 
         i, (dataset, frame_id) = item
-        fr = load_shared_frame(dataset, frame_id, self.root)
+        fr = load_shared_frame(self.root, dataset, frame_id)
         pattern = self.patterns[i % len(self.patterns)]
         sparse = make_sparse(pattern, fr.rgb, fr.depth, self.seed + i)
         return CalibFrame(fr.rgb, sparse, fr.K, fr.depth, f"{dataset}/{frame_id}/{pattern}")
@@ -405,6 +407,34 @@ class HeadFeeds:
     def __iter__(self) -> Iterator[Feeds]:
         for frame in self.frames:
             yield head_inputs(self.pipeline, frame)
+
+
+def frame_source(spec: str, size: Optional[Tuple[int, int]] = None, num: Optional[int] = None, *,
+                 seed: int = 0, sparse_dir: Optional[PathLike] = None, sparse_scale: Optional[float] = None,
+                 K: Any = None) -> Iterable[CalibFrame]:
+    """A frame source from a short spec, as the ``psdrt calibrate --source`` flag takes it.
+
+    Args:
+        spec (str): ``"middlebury"`` (:class:`GeneratedSource`), ``"shared"``, ``"kitti"``, ``"nyu"``
+            (:class:`SharedFramesSource`) or a folder of images (:class:`ImageFolderSource`).
+        size (tuple[int, int], optional): (H, W) frames are fitted to.
+        num (int, optional): number of frames (GeneratedSource: defaults to 8; others: all).
+        seed (int): pattern/crop seed. Defaults to 0.
+        sparse_dir, sparse_scale, K: passed to :class:`ImageFolderSource`.
+
+    Returns:
+        Iterable[CalibFrame]: a sized frame source.
+    """
+    key = str(spec).lower()
+    if key == "middlebury":
+        return GeneratedSource(num=num or 8, size=size, seed=seed)
+    if key in ("shared", "kitti", "nyu", "nyuv2"):
+        datasets = ("KITTI", "NYUv2") if key == "shared" else ({"kitti": "KITTI"}.get(key, "NYUv2"),)
+        src = SharedFramesSource(datasets=datasets, size=size, seed=seed)
+        if num:
+            src.frames = src.frames[:num]
+        return src
+    return ImageFolderSource(spec, sparse_dir, size, K=K, sparse_scale=sparse_scale, limit=num)
 
 
 def take(source: Iterable[Feeds], n: Optional[int]) -> Iterator[Feeds]:

@@ -18,6 +18,7 @@ from ..errors import PsdError
 SUBCOMMANDS = {
     "demo": "demo",
     "inspect": "inspect_cmd",
+    "calibrate": "calibrate",
 }
 
 
