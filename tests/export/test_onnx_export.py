@@ -40,7 +40,8 @@ TOL = 1e-4
 
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    # random ViT-L weights give an all-zero rel_inv (final ReLU): 0/0 counts as a match
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 @pytest.fixture(scope="module")
