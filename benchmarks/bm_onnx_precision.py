@@ -187,6 +187,15 @@ def add_sensitivity(work: Path, threads: int) -> int:
         ranges = TensorRanges.from_dict(json.loads((out / f"{kind}.ranges.json").read_text()))
         res = C.CalibrationResult(fp32=out / f"{kind}.fp32.onnx", ranges=ranges)
         rep = C.apply_sensitivity(res, out, kind, max_feeds=2, progress=True, threads=threads)
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        paths = {"fp32": res.fp32, "int8 ort": out / f"{kind}.int8.ort.onnx", "int8 mixed": Path(rep["applied"]["model"])}
+        sessions = {k: ort.InferenceSession(str(v), so, providers=["CPUExecutionProvider"]) for k, v in paths.items()}
+        feeds = C._eval_feeds(out, kind, 1)[0]
+        rep["applied"]["latency"] = _time(sessions, feeds, 10)
         results["sensitivity"][kind] = rep
     path.write_text(json.dumps(results, indent=1))
     (RESULTS / "onnx_precision_cpu.md").write_text(markdown(results))
@@ -236,6 +245,9 @@ def markdown(r: dict) -> str:
 
         lines += [f"Sensitivity, {kind} (each group quantized alone, all else FP32; mean rel. RMSE over the "
                   "outputs on 2 held-out frames; worst 10):", "", sensitivity_markdown(rep, rep.get("applied"))]
+        lat = rep.get("applied", {}).get("latency")
+        if lat:
+            lines += ["Latency p50 of the same run (ms): " + ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in lat.items()), ""]
     for note in r.get("notes", []):
         lines += [f"Note: {note}", ""]
     if "modelopt" in r:
