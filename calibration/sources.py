@@ -351,8 +351,8 @@ class EncoderFeeds:
 def head_inputs(pipeline: Any, frame: CalibFrame) -> Dict[str, np.ndarray]:
     """The head's inputs for one frame from the FP32 reference (foundation model -> propagation).
 
-    Mirrors the first half of ``ReferencePipeline.__call__`` (mode ``psd``/``propagate``): the
-    foundation model, IP-Basic, both alignments and the dual-space propagation.
+    The reference's own first half (``ReferencePipeline.head_feeds``): the foundation model,
+    IP-Basic, both alignments and the dual-space propagation.
 
     Args:
         pipeline (ReferencePipeline): a reference in mode ``psd`` or ``propagate``.
@@ -367,26 +367,7 @@ def head_inputs(pipeline: Any, frame: CalibFrame) -> Dict[str, np.ndarray]:
     if frame.sparse is None or frame.K is None:
         raise InputError(f"frame {frame.name!r} needs sparse depth and intrinsics K for head calibration; "
                          "give ImageFolderSource sparse_dir= and K=")
-    import torch
-
-    from psdrt.export.reference import propagation as P
-    from psdrt.export.reference.pipeline import _t
-    from psdrt.runtime.classical import ip_basic_fill
-    from psdrt.runtime.inputs import validate_frame
-
-    f = validate_frame(frame.rgb, frame.sparse, frame.K)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(pipeline.seed)
-        S = _t(f.sparse)
-        Kt = torch.from_numpy(f.K).float()[None]
-        rel, feats = pipeline.run_foundation(f.rgb)
-        ip = _t(ip_basic_fill(f.sparse))
-        polyfit = P.align_inverse_ls(rel, S)
-        ip_median = P.align_median(ip, S, safe=True)
-        diff = P.dual_propagation(feats[0], ip_median, polyfit, S, Kt, pipeline.preset, gen, safe=True)
-    out = {"sparse": S.numpy(), "depth_diff": diff.numpy().astype(np.float32)}
-    out.update({f"feat{i}": t.numpy().astype(np.float32) for i, t in enumerate(feats)})
-    return out
+    return pipeline.head_feeds(frame.rgb, frame.sparse, frame.K)
 
 
 class HeadFeeds:

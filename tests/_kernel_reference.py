@@ -112,3 +112,11 @@ def cspn_naive(sparse, dense, feat, iterations):
         acc = sum(wts[j] * pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for j, (dy, dx) in enumerate(offs))
         d = acc + cen * raw
     return d
+
+
+def t4(a):
+    """NumPy (H, W) or (C, H, W) -> a 4-D torch tensor for the PyTorch reference."""
+    import torch
+
+    a = torch.from_numpy(np.ascontiguousarray(a))
+    return a[None, None] if a.ndim == 2 else a[None]

@@ -122,6 +122,31 @@ class ReferencePipeline:
         rel, feats = self.fm(x)
         return P.resize_bicubic(rel, (h, w)), feats
 
+    def _propagate(self, frame, S):
+        """Foundation model, alignment and dual-space propagation of a validated frame."""
+        gen = torch.Generator().manual_seed(self.seed)
+        Kt = torch.from_numpy(frame.K).float()[None]
+        rel, feats = self.run_foundation(frame.rgb)
+        ip = _t(ip_basic_fill(frame.sparse))
+        polyfit = P.align_inverse_ls(rel, S)
+        ip_median = P.align_median(ip, S, safe=True)
+        diff = P.dual_propagation(feats[0], ip_median, polyfit, S, Kt, self.preset, gen, safe=True)
+        return ip, polyfit, diff, feats
+
+    @torch.no_grad()
+    def head_feeds(self, rgb, sparse, K, bgr: bool = False) -> dict:
+        """The correction head's inputs for one frame, as float32 NumPy arrays named like the
+        exported head graph: ``sparse``, ``depth_diff`` (1 x 1 x H x W) and ``feat0..feat3``.
+        Used by calibration and the correctness gate. Needs mode ``psd`` or ``propagate``."""
+        if self.fm is None:
+            raise InputError("head_feeds needs the foundation model: use mode 'psd' or 'propagate'")
+        frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        S = _t(frame.sparse)
+        _, _, diff, feats = self._propagate(frame, S)
+        out = {"sparse": S.numpy(), "depth_diff": diff.numpy().astype(np.float32)}
+        out.update({f"feat{i}": f.numpy().astype(np.float32) for i, f in enumerate(feats)})
+        return out
+
     @torch.no_grad()
     def __call__(self, rgb, sparse, K, bgr: bool = False, return_stages: bool = False) -> DepthResult:
         """Complete one frame.
@@ -153,13 +178,7 @@ class ReferencePipeline:
             depth = guided_propagation(S, init, feat, self.guided)
             stages["nearest_fill"] = init
         else:
-            gen = torch.Generator().manual_seed(self.seed)
-            Kt = torch.from_numpy(frame.K).float()[None]
-            rel, feats = self.run_foundation(frame.rgb)
-            ip = _t(ip_basic_fill(frame.sparse))
-            polyfit = P.align_inverse_ls(rel, S)
-            ip_median = P.align_median(ip, S, safe=True)
-            diff = P.dual_propagation(feats[0], ip_median, polyfit, S, Kt, self.preset, gen, safe=True)
+            ip, polyfit, diff, feats = self._propagate(frame, S)
             stages.update(ip=ip, depth_polyfit=polyfit, depth_diff=diff)
             if self.mode == "propagate":
                 depth = diff

@@ -4,18 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from _kernel_reference import kernel_lib
+from _kernel_reference import t4
 from psdrt.export.reference import propagation as R
 from psdrt.runtime.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return kernel_lib()
-
-
-def t4(a):
-    return torch.from_numpy(np.ascontiguousarray(a))[None, None]
 
 
 def frame(n_points, seed=0, h=57, w=76):

@@ -4,18 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from _kernel_reference import cspn_naive, kernel_lib
+from _kernel_reference import cspn_naive, t4
 from psdrt.export.reference import propagation as R
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return kernel_lib()
-
-
-def t4(a):
-    a = torch.from_numpy(np.ascontiguousarray(a))
-    return a[None, None] if a.ndim == 2 else a[None]
 
 
 def inputs(c, h, w, seed=0):

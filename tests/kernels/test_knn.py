@@ -4,18 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from _kernel_reference import kernel_lib, knn_naive
+from _kernel_reference import knn_naive, t4
 from psdrt.export.reference import propagation as R
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return kernel_lib()
-
-
-def t4(a):
-    a = torch.from_numpy(np.ascontiguousarray(a))
-    return a[None, None] if a.ndim == 2 else a[None]
 
 
 def cells(h, w, density, seed, positive=False, clustered=False):

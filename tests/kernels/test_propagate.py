@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _kernel_reference import kernel_lib
+from _kernel_reference import t4
 from _support import SHARED_DATA, requires_shared_data
 from psdrt.export.reference import propagation as R
 from psdrt.runtime import _capi
@@ -16,16 +16,6 @@ from psdrt.runtime.errors import InputError, ShapeError
 from psdrt.runtime.presets import PRESETS
 
 K_NYU = np.array([[259.43, 0, 154.79], [0, 259.73, 120.87], [0, 0, 1]], np.float32)
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return kernel_lib()
-
-
-def t4(a):
-    a = torch.from_numpy(np.ascontiguousarray(a))
-    return a[None, None] if a.ndim == 2 else a[None]
 
 
 def frame(h, w, n, seed=0):

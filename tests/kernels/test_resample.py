@@ -4,22 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from _kernel_reference import kernel_lib
+from _kernel_reference import t4
 from _support import SHARED_DATA, requires_shared_data
 from psdrt.export.reference import propagation as R
 from psdrt.runtime import preprocess as PP
 
 TOL = 2e-6  # float32, values O(1); ATen accumulates in a different order
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return kernel_lib()
-
-
-def t4(a):
-    a = torch.from_numpy(np.ascontiguousarray(a))
-    return a[None, None] if a.ndim == 2 else a[None]
 
 
 @pytest.mark.parametrize("src,dst", [((392, 518), (228, 304)), ((57, 76), (228, 304)),
