@@ -77,7 +77,7 @@ def test_save_outputs_writes_all_formats_and_png_reads_back(tmp_path):
     np.testing.assert_allclose(read_depth(files["png16"], 1000.0)[0, 1], 2.0)
     color = np.asarray(Image.open(files["color"]))
     assert color.shape == (4, 5, 3) and (color[0, 0] == 0).all()
-    assert _read_ply(files["ply"])[1].size == 19
+    assert _read_ply(files["ply"])[1].size == 18  # the zero and the former NaN are skipped
 
 
 def test_save_outputs_subset_and_unknown_format(tmp_path):
