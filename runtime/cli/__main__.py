@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "demo": "demo",
     "inspect": "inspect_cmd",
     "calibrate": "calibrate",
+    "run": "run_cmd",
 }
 
 
