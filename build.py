@@ -19,18 +19,29 @@ written for auto-vectorisation (SSE2 on x86-64, NEON on aarch64), with ``#pragma
 a reduction must be allowed to reassociate; ``-ffast-math`` is never used (the kernels rely on
 IEEE NaN/Inf semantics and on PyTorch-like rounding). ``--native`` opts into ``-march=native``
 for a local, non-distributable build.
+
+Deployable directories (``python build.py --checkpoint CKPT --size HxW --out DIR`` or
+``psdrt build ...``): :func:`build_artifacts` goes from a checkpoint to a directory holding the ONNX
+models of every requested precision, TensorRT engines where TensorRT imports, the kernel library
+and ``manifest.json`` (checksums, gate results), which ``Pipeline.from_artifacts(DIR)`` opens.
+Heavy dependencies (torch, onnx, onnxruntime, TensorRT) are imported only when that step runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = ROOT / "kernels"
@@ -228,8 +239,440 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
     return built
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
+# ------------------------------------------------------------------------------------------------
+# Deployable directories: checkpoint -> ONNX (+ FP16 / INT8) -> engines -> kernels -> gate -> manifest
+
+ARTIFACTS_MANIFEST = "manifest.json"
+ARTIFACTS_FORMAT = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+#: target -> (default precisions, whether TensorRT engines are built)
+TARGETS = {
+    "cpu": (("fp32",), False),
+    "desktop-gpu": (("fp32", "fp16"), True),
+    "orin": (("fp16", "int8"), True),
+}
+
+
+def _say(msg: str) -> None:
+    """One progress line on stderr."""
+    print(f"[psdrt build] {msg}", file=sys.stderr, flush=True)
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(module: str) -> Optional[str]:
+    """Installed version of a distribution/module without importing it (None when absent)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _psdrt_version() -> str:
+    return _version("psdrt") or "0+unknown"
+
+
+def _fingerprint(doc: dict) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"228x304"`` -> (228, 304)."""
+    try:
+        h, w = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r} must be HxW, e.g. 228x304") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"size {text!r} must be positive")
+    return h, w
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_artifacts` did: the directory, its manifest, and one summary row per step."""
+
+    out_dir: Path
+    manifest: dict
+    rows: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The summary table (artefact, precision, status, gate max error, time)."""
+        head = ("artefact", "precision", "status", "gate max-rel", "time s")
+        rows = [head] + [(r["artefact"], r.get("precision", "-"), r["status"],
+                          "-" if r.get("gate_max_rel") is None else f"{r['gate_max_rel']:.3g}",
+                          f"{r.get('time_s', 0.0):.1f}") for r in self.rows]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        notes = [f"  {r['artefact']}: {r['why']}" for r in self.rows if r.get("why")]
+        return "\n".join(lines + (["", "why:"] + notes if notes else [])) + "\n"
+
+
+class _Lazy:
+    """The model, golden inputs and reference, built only when some artefact must be (re)built."""
+
+    def __init__(self, checkpoint: Path, size, hm, preset, fm_lower, golden_shared):
+        self.checkpoint, self.size, self.hm = checkpoint, size, hm
+        self.preset, self.fm_lower, self.golden_shared = preset, fm_lower, golden_shared
+        self._model = self._info = None
+        self._golden = {}
+
+    def model(self):
+        if self._model is None:
+            from psdrt.export.checkpoints import load_model
+
+            _say(f"loading checkpoint {self.checkpoint}")
+            self._model, self._info = load_model(self.checkpoint)
+        return self._model
+
+    def info(self):
+        if self._info is None:
+            from psdrt.export.checkpoints import inspect_checkpoint
+
+            self._info = inspect_checkpoint(self.checkpoint)
+        return self._info
+
+    def golden(self, part: str):
+        if part not in self._golden:
+            from psdrt.export import gate as G
+
+            _say(f"golden inputs for the {part} (FP32 reference)")
+            frames = G.golden_frames(shared=self.golden_shared, max_shared=2)
+            shape = self.hm if part == "encoder" else self.size
+            self._golden[part] = G.make_golden_inputs(self.model(), part, shape, frames=frames,
+                                                      fm_lower=None if part == "encoder" else self.fm_lower)
+        return self._golden[part]
+
+    def reference(self):
+        from psdrt.export.reference.pipeline import ReferencePipeline
+
+        mode = "psd" if self.info().kind == "psd" else "propagate"
+        return ReferencePipeline(mode, self.model(), preset=self.preset, fm_lower=self.fm_lower)
+
+
+def _export_fp32(lazy: _Lazy, part: str, dst: Path, opset: int) -> None:
+    from psdrt.export.onnx_export import encoder_feat_sizes, export_encoder, export_head
+
+    model = lazy.model()
+    fm = model.foundation if hasattr(model, "foundation") else model
+    if part == "encoder":
+        export_encoder(fm, dst, size=lazy.hm, opset=opset)
+    else:
+        export_head(model, dst, size=lazy.size, feat_sizes=encoder_feat_sizes(lazy.hm), opset=opset)
+
+
+def _convert_fp16(part: str, src: Path, dst: Path) -> None:
+    from psdrt.export.fp16 import ENCODER_KEEP_FP32, HEAD_KEEP_FP32, convert_fp16
+
+    convert_fp16(src, dst, keep_fp32=ENCODER_KEEP_FP32 if part == "encoder" else HEAD_KEEP_FP32)
+
+
+def _calibrate_int8(lazy: _Lazy, part: str, src: Path, dst: Path, calibration: str, work: Path) -> None:
+    from psdrt.calibration import calibrate as C
+    from psdrt.calibration import sources as S
+
+    if part == "encoder":
+        feeds = S.EncoderFeeds(S.frame_source(calibration, None, 8), size=lazy.hm)
+    else:
+        feeds = S.HeadFeeds(S.frame_source(calibration, lazy.size, 8), lazy.reference())
+    res = C.calibrate(src, feeds, work, name=f"{part}", formats=("ort",), progress=False)
+    if res.int8_ort is None:
+        raise RuntimeError(f"calibration wrote no INT8 model for the {part}: {res.notes}")
+    shutil.copyfile(res.int8_ort, dst)
+
+
+def _gate(lazy: _Lazy, part: str, path: Path, precision: str, backend=None) -> dict:
+    """Run the correctness gate on one artefact; a plain-JSON summary (passed, max errors, why)."""
+    from psdrt.export.gate import pipeline_depth_fn
+    from psdrt.runtime.gate_check import check_backend
+
+    golden = lazy.golden(part)
+    if backend is None:
+        from psdrt.runtime.backends.ort import OrtBackend
+
+        backend = OrtBackend(path, providers=["cpu"])
+    depth_fn = pipeline_depth_fn(lazy.model(), golden, backend)
+    rep = check_backend(backend, golden, precision, depth_fn=depth_fn, artifact=path.name, raise_on_fail=False)
+    bad = [f"{r.case}/{r.tensor}: {r.reason}" for r in rep.tensors if not r.ok]
+    bad += [f"{r.case}/depth: {r.reason}" for r in rep.depth if not r.ok]
+    finite = [r.max_rel for r in rep.tensors if r.max_rel == r.max_rel]
+    return {
+        "passed": bool(rep.passed),
+        "max_rel": max(finite) if finite else None,
+        "max_abs": max((r.max_abs for r in rep.tensors), default=None),
+        "depth_rmse_mm": max((r.rmse_mm for r in rep.depth), default=None),
+        "why": "; ".join(bad[:3]) if bad else "",
+        "golden_sha256": rep.golden_sha256,
+    }
+
+
+def _read_old_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return {a["name"]: a for a in data.get("artifacts", []) if isinstance(a, dict) and "name" in a}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
+
+
+def build_artifacts(
+    checkpoint,
+    out_dir,
+    size: Sequence[int] = (228, 304),
+    precisions: Optional[Sequence[str]] = ("fp32",),
+    target: str = "cpu",
+    calibration: Optional[str] = None,
+    preset: str = "NYUv2",
+    force: bool = False,
+    *,
+    fm_lower: int = 392,
+    opset: Optional[int] = None,
+    workspace: Optional[int] = None,
+    timing_cache=None,
+    dla_core: Optional[int] = None,
+    kernels: bool = True,
+    golden_shared: Optional[bool] = None,
+) -> BuildResult:
+    """One command from a checkpoint to a deployable directory (``manifest.json`` + artefacts).
+
+    Steps: load the checkpoint (PSD: encoder + head; DA-V2: encoder only, mode ``propagate``) ->
+    FP32 ONNX at the working size (encoder at ``fm_input_size(H, W)``) -> FP16 / INT8 ONNX as
+    requested -> TensorRT engines where TensorRT imports (targets ``desktop-gpu``/``orin``) ->
+    kernel library -> correctness gate on every artefact -> ``manifest.json``. Each artefact is
+    keyed by a fingerprint of its inputs; an unchanged one is reused ("up to date").
+
+    Args:
+        checkpoint (path): PSD or Depth Anything V2 checkpoint (``export.checkpoints.load_model``).
+        out_dir (path): the deployable directory (created).
+        size (tuple[int, int]): working resolution (H, W) of the frames. Defaults to (228, 304).
+        precisions (Sequence[str], optional): any of fp32, fp16, int8. None: the target's preset
+            (cpu: fp32; desktop-gpu: fp32, fp16; orin: fp16, int8). Defaults to ("fp32",).
+        target (str): ``cpu``, ``desktop-gpu`` or ``orin``. Defaults to "cpu".
+        calibration (str, optional): INT8 calibration frames, a folder or ``"middlebury"``.
+            Defaults to None: Middlebury (generated frames), said on stderr.
+        preset (str): propagation preset recorded for the pipeline. Defaults to "NYUv2".
+        force (bool): rebuild every artefact. Defaults to False.
+        fm_lower (int): encoder input lower bound (PSD: 392). Defaults to 392.
+        opset (int, optional): ONNX opset. Defaults to the exporter's (17).
+        workspace, timing_cache, dla_core: TensorRT ``BuildConfig`` fields (engines only).
+        kernels (bool): build and copy the kernel library. Defaults to True.
+        golden_shared (bool, optional): gate also on the shared KITTI/NYU frames. Defaults to None
+            (when present; at most 2 per dataset).
+
+    Returns:
+        BuildResult: directory, manifest (as written) and summary rows.
+
+    Raises:
+        ValueError: an unknown target or precision, or a bad size.
+    """
+    t_start = time.perf_counter()
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+    precisions = tuple(p.lower() for p in (precisions or TARGETS[target][0]))
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise ValueError(f"unknown precision(s) {bad}; use any of {', '.join(PRECISIONS)}")
+    h, w = (int(size[0]), int(size[1]))
+    from psdrt.export.onnx_export import DEFAULT_OPSET
+    from psdrt.runtime.preprocess import fm_input_size
+
+    opset = int(opset or DEFAULT_OPSET)
+    hm = fm_input_size(h, w, lower=fm_lower)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise ValueError(f"checkpoint {ckpt} does not exist")
+    _say(f"checkpoint {ckpt}: sha256")
+    ckpt_sha = _sha256(ckpt)
+    lazy = _Lazy(ckpt, (h, w), hm, preset, fm_lower, golden_shared)
+    info = lazy.info()
+    parts = ("encoder", "head") if info.kind == "psd" else ("encoder",)
+    mode = "psd" if info.kind == "psd" else "propagate"
+    _say(f"{info.kind} checkpoint, encoder {info.encoder}, mode {mode}; working size {h}x{w}, "
+         f"encoder input {hm[0]}x{hm[1]}; precisions {', '.join(precisions)}; target {target}")
+    if "int8" in precisions and calibration is None:
+        calibration = "middlebury"
+        _say("INT8: no calibration data given; calibrating on Middlebury (generated frames). "
+             "Pass --calib-data DIR for frames of your camera")
+    old = {} if force else _read_old_manifest(out / ARTIFACTS_MANIFEST)
+    tools = {"psdrt": _psdrt_version(), "torch": _version("torch"), "onnx": _version("onnx"),
+             "onnxslim": _version("onnxslim"), "onnxruntime": _version("onnxruntime")}
+    base = {"checkpoint_sha256": ckpt_sha, "size": [h, w], "fm_size": list(hm), "fm_lower": fm_lower,
+            "opset": opset, "tools": tools, "format": ARTIFACTS_FORMAT}
+    entries, rows = [], []
+    # FP32 ONNX is the source of the other precisions, so it is always built
+    wanted = ("fp32",) + tuple(p for p in precisions if p != "fp32")
+    for precision in wanted:
+        for part in parts:
+            name = f"{part}.{precision}.onnx"
+            path = out / name
+            extra = {}
+            if precision == "fp16":
+                extra = {"onnxconverter_common": _version("onnxconverter-common")}
+            elif precision == "int8":
+                extra = {"calibration": str(calibration), "method": "minmax"}
+            fp = _fingerprint({**base, "part": part, "precision": precision, **extra})
+            t0 = time.perf_counter()
+            prev = old.get(name)
+            row = {"artefact": name, "precision": precision}
+            if (prev and prev.get("fingerprint") == fp and path.is_file() and prev.get("gate")
+                    and _sha256(path) == prev.get("sha256")):
+                entry = dict(prev)
+                row.update(status="up to date", gate_max_rel=(prev["gate"] or {}).get("max_rel"))
+                _say(f"{name}: up to date")
+            else:
+                entry = {"name": name, "file": name, "part": part, "precision": precision, "backend": "onnxruntime",
+                         "fingerprint": fp, "requested": precision in precisions}
+                try:
+                    _say(f"{name}: {'exporting' if precision == 'fp32' else 'converting' if precision == 'fp16' else 'calibrating'}")
+                    tmp = out / f".{name}.tmp.onnx"
+                    src = out / f"{part}.fp32.onnx"
+                    if precision == "fp32":
+                        _export_fp32(lazy, part, tmp, opset)
+                    elif precision == "fp16":
+                        _convert_fp16(part, src, tmp)
+                    else:
+                        _calibrate_int8(lazy, part, src, tmp, calibration, out / "_calibration")
+                    tmp.replace(path)
+                    entry["sha256"] = _sha256(path)
+                    _say(f"{name}: correctness gate")
+                    entry["gate"] = _gate(lazy, part, path, precision)
+                    row.update(status="built" if entry["gate"]["passed"] else "FAILED gate",
+                               gate_max_rel=entry["gate"]["max_rel"], why=entry["gate"]["why"])
+                except Exception as exc:  # one failing artefact must not stop the others
+                    entry.update(sha256=None, gate={"passed": False, "why": f"build failed: {exc}"})
+                    row.update(status="FAILED", why=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                    _say(f"{name}: FAILED ({row['why']})")
+            entry["usable"] = bool(entry.get("sha256")) and bool((entry.get("gate") or {}).get("passed"))
+            entry["requested"] = precision in precisions
+            row["time_s"] = time.perf_counter() - t0
+            entries.append(entry)
+            rows.append(row)
+    # TensorRT engines
+    if TARGETS[target][1]:
+        rows += _build_engines(lazy, out, entries, precisions, parts, force, workspace, timing_cache, dla_core)
+    else:
+        _say("TensorRT engines: not built for target cpu (use --target desktop-gpu or orin)")
+    # kernel library
+    kernel = None
+    if kernels:
+        t0 = time.perf_counter()
+        _say("kernel libraries")
+        try:
+            built = build_kernels(cuda=False if target == "cpu" else None)
+            lib_dir = out / "lib"
+            lib_dir.mkdir(exist_ok=True)
+            kernel = {}
+            for kind, src in built.items():
+                if kind == "cpu_asan":
+                    continue
+                dst = lib_dir / src.name
+                if not dst.is_file() or _sha256(dst) != _sha256(src):
+                    shutil.copyfile(src, dst)
+                kernel[kind] = {"file": f"lib/{src.name}", "sha256": _sha256(dst)}
+            rows.append({"artefact": "kernels (" + ", ".join(kernel) + ")", "status": "built",
+                         "time_s": time.perf_counter() - t0})
+        except Exception as exc:
+            rows.append({"artefact": "kernels", "status": "FAILED", "why": str(exc).splitlines()[0],
+                         "time_s": time.perf_counter() - t0})
+            _say(f"kernel libraries: FAILED ({exc})")
+    manifest = {
+        "format": ARTIFACTS_FORMAT,
+        "psdrt_version": _psdrt_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"kind": info.kind, "mode": mode, "encoder": info.encoder, "licence": info.licence,
+                  "checkpoint": ckpt.name, "checkpoint_sha256": ckpt_sha},
+        "size": [h, w],
+        "fm_size": list(hm),
+        "fm_lower": fm_lower,
+        "preset": preset,
+        "target": target,
+        "precisions": list(precisions),
+        "opset": opset,
+        "tools": tools,
+        "artifacts": entries,
+        "kernels": kernel,
+    }
+    tmp = out / (ARTIFACTS_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / ARTIFACTS_MANIFEST)
+    _say(f"wrote {out / ARTIFACTS_MANIFEST} ({time.perf_counter() - t_start:.1f} s)")
+    return BuildResult(out, manifest, rows)
+
+
+def _build_engines(lazy, out, entries, precisions, parts, force, workspace, timing_cache, dla_core) -> list:
+    """TensorRT engines of the usable ONNX artefacts, or one 'skipped' row without TensorRT."""
+    from psdrt.runtime.errors import BackendUnavailable
+
+    try:
+        from psdrt.runtime.backends import _trt_compat as compat
+
+        compat.import_trt()
+    except BackendUnavailable as exc:
+        _say(f"TensorRT engines: skipped: TensorRT not available ({exc})")
+        return [{"artefact": "TensorRT engines", "status": "skipped: TensorRT not available"}]
+    from psdrt.export.trt_build import BuildConfig, build_engine
+
+    rows = []
+    by_name = {e["name"]: e for e in entries}
+    for precision in precisions:
+        for part in parts:
+            src = by_name.get(f"{part}.{precision}.onnx")
+            name = f"{part}.{precision}.engine"
+            t0 = time.perf_counter()
+            row = {"artefact": name, "precision": precision}
+            if not src or not src.get("usable"):
+                rows.append({**row, "status": "skipped", "why": f"its ONNX {part}.{precision}.onnx is not usable"})
+                continue
+            _say(f"{name}: TensorRT build")
+            cfg = BuildConfig(precision=precision, workspace=workspace, timing_cache=timing_cache,
+                              dla_core=dla_core if part == "encoder" else None)
+            try:
+                path, m = build_engine(out / src["file"], out / "engines", cfg, stem=part,
+                                       golden=lazy.golden(part), force=force)
+                gate = dict(m.gate or {})
+                entries.append({"name": name, "file": str(path.relative_to(out)), "part": part,
+                                "precision": precision, "backend": "tensorrt", "fingerprint": m.fingerprint,
+                                "sha256": m.engine_sha256, "trt_version": m.trt_version, "gpu": m.gpu_name,
+                                "gate": {"passed": bool(gate.get("passed")), "why": ""}, "requested": True,
+                                "usable": bool(gate.get("passed"))})
+                rows.append({**row, "status": "built", "time_s": time.perf_counter() - t0})
+            except Exception as exc:
+                entries.append({"name": name, "file": None, "part": part, "precision": precision,
+                                "backend": "tensorrt", "gate": {"passed": False, "why": str(exc)[:500]},
+                                "usable": False, "requested": True})
+                rows.append({**row, "status": "FAILED", "why": str(exc).splitlines()[0],
+                             "time_s": time.perf_counter() - t0})
+    return rows
+
+
+def _artifacts_main(a) -> int:
+    try:
+        size = parse_size(a.size)
+        precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else None
+        res = build_artifacts(a.checkpoint, a.out, size=size, precisions=precisions, target=a.target,
+                              calibration=a.calib_data, preset=a.preset, force=a.force,
+                              workspace=a.workspace, timing_cache=a.timing_cache, dla_core=a.dla_core)
+    except ValueError as e:
+        print(f"build failed: {e}", file=sys.stderr)
+        return 2
+    print(res.summary(), end="")
+    failed = [r for r in res.rows if str(r["status"]).startswith("FAILED")]
+    print(f"{res.out_dir}: {'usable' if not failed else f'{len(failed)} step(s) failed'}; "
+          f"open it with Pipeline.from_artifacts({str(res.out_dir)!r})")
+    return 1 if failed else 0
+
+
+def main(argv=None, prog: str = "build.py") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--cuda", action="store_true", help="require the CUDA library")
     g.add_argument("--no-cuda", action="store_true", help="skip the CUDA library")
@@ -240,7 +683,24 @@ def main(argv=None) -> int:
     ap.add_argument("-j", "--jobs", type=int, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--force", action="store_true", help="rebuild everything")
+    d = ap.add_argument_group("deployable directory (with --checkpoint): checkpoint -> ONNX/engines + manifest.json")
+    d.add_argument("--checkpoint", default=None, help="PSD or Depth Anything V2 checkpoint")
+    d.add_argument("--size", default="228x304", help="working size HxW of the frames (default 228x304)")
+    d.add_argument("--precision", default=None,
+                   help="comma list of fp32, fp16, int8 (default: the --target preset)")
+    d.add_argument("--target", default="cpu", choices=tuple(TARGETS),
+                   help="cpu: fp32, no TensorRT; desktop-gpu: fp32+fp16 + engines; orin: fp16+int8 + engines "
+                        "(default cpu)")
+    d.add_argument("--calib-data", default=None, metavar="DIR|middlebury",
+                   help="INT8 calibration frames (default: middlebury, generated)")
+    d.add_argument("--preset", default="NYUv2", help="propagation preset recorded in the manifest (default NYUv2)")
+    d.add_argument("--out", default="psdrt_artifacts", help="output directory (default psdrt_artifacts)")
+    d.add_argument("--workspace", type=int, default=None, help="TensorRT workspace bytes (default 1 GiB)")
+    d.add_argument("--timing-cache", default=None, help="TensorRT timing cache file")
+    d.add_argument("--dla-core", type=int, default=None, help="TensorRT DLA core for the encoder (Orin)")
     a = ap.parse_args(argv)
+    if a.checkpoint:
+        return _artifacts_main(a)
     cuda = True if a.cuda else (False if a.no_cuda else None)
     archs = tuple(x for x in a.cuda_archs.split(",") if x) if a.cuda_archs else None
     try:
@@ -252,7 +712,6 @@ def main(argv=None) -> int:
     for name, path in built.items():
         print(f"{name}: {path}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _capi
 from .classical import ip_basic_fill, nearest_fill
-from .errors import InputError, PsdError
+from .errors import ArtifactError, InputError, PsdError, ShapeError
 from .guided import GuidedParams, guided_features
 from .inputs import validate_frame
 from .preprocess import fm_input_size, preprocess_rgb
@@ -72,6 +72,8 @@ class Pipeline:
         self.fm_lower = fm_lower
         self.seed = seed
         self._feat_cache = {}
+        #: (H, W) the artefacts were built for (``from_artifacts``); None accepts any frame size
+        self.working_size: Optional[tuple] = None
 
     # --------------------------------------------------------------------------------------------
     @classmethod
@@ -84,6 +86,84 @@ class Pipeline:
         enc = OrtBackend(encoder, providers=providers, threads=threads)
         hd = OrtBackend(head, providers=providers, threads=threads) if head else None
         return cls(mode or ("psd" if hd else "propagate"), enc, hd, **kwargs)
+
+    @classmethod
+    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, **kwargs):
+        """Pipeline over a deployable directory written by ``psdrt build`` (``build.build_artifacts``).
+
+        Reads and checks ``manifest.json`` (format, files present, SHA-256 of each file, the
+        correctness gate), opens ONNX Runtime sessions of the ``precision`` artefacts and returns a
+        Pipeline with the manifest's mode, preset and encoder input bound. Frames must have the
+        working size the directory was built for (``__call__`` raises ``ShapeError`` otherwise).
+
+        Args:
+            directory (path): the directory holding ``manifest.json``.
+            precision (str): ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to "fp32".
+            providers (Sequence, optional): ONNX Runtime providers (``OrtBackend``). Defaults to None.
+            **kwargs: ``threads`` (ORT) and ``Pipeline`` arguments (``seed``, ``kernels``, ``preset``...).
+
+        Raises:
+            ArtifactError: missing/corrupt manifest or files, a checksum mismatch, an artefact that
+                failed the gate, or no artefact of ``precision``; the message names the fix.
+        """
+        import hashlib
+        import json
+        from pathlib import Path
+
+        from .backends.ort import OrtBackend
+
+        root = Path(directory)
+        mpath = root / "manifest.json"
+        rebuild = f"rebuild it with `psdrt build --checkpoint CKPT --out {root}`"
+        if not mpath.is_file():
+            raise ArtifactError(f"{root} has no manifest.json (not a psdrt build directory); {rebuild}")
+        try:
+            m = json.loads(mpath.read_text())
+            size = (int(m["size"][0]), int(m["size"][1]))
+            mode, arts = m["model"]["mode"], list(m["artifacts"])
+            fm_lower = int(m.get("fm_lower", 392))
+            if m.get("format") != 1:
+                raise ArtifactError(f"{mpath} has format {m.get('format')!r}, this psdrt reads 1; {rebuild}")
+        except ArtifactError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ArtifactError(f"{mpath} is corrupt ({type(exc).__name__}: {exc}); {rebuild}") from None
+        rebuild = (f"rebuild it with `psdrt build --checkpoint CKPT --size {size[0]}x{size[1]} "
+                   f"--precision {precision} --out {root} --force`")
+        parts = ("encoder", "head") if mode == "psd" else ("encoder",)
+        paths = {}
+        for part in parts:
+            found = [a for a in arts if isinstance(a, dict) and a.get("part") == part
+                     and a.get("precision") == precision and a.get("backend", "onnxruntime") == "onnxruntime"]
+            if not found:
+                have = sorted({a.get("precision") for a in arts if isinstance(a, dict) and a.get("part") == part})
+                raise ArtifactError(f"{root} has no {precision} {part} (built: {', '.join(map(str, have)) or 'none'}); "
+                                    f"{rebuild}")
+            a = found[0]
+            gate = a.get("gate") or {}
+            if not gate.get("passed") or not a.get("usable", True):
+                raise ArtifactError(f"{a.get('name')} failed the correctness gate "
+                                    f"({gate.get('why') or 'no gate result'}) and must not be deployed; "
+                                    f"use another precision or {rebuild}")
+            path = root / str(a.get("file"))
+            if not path.is_file():
+                raise ArtifactError(f"{path} listed in {mpath} is missing; {rebuild}")
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != a.get("sha256"):
+                raise ArtifactError(f"{path}: SHA-256 {h.hexdigest()[:16]}... differs from the manifest's "
+                                    f"{str(a.get('sha256'))[:16]}... (modified or truncated copy); {rebuild}")
+            paths[part] = path
+        threads = kwargs.pop("threads", None)
+        kwargs.setdefault("preset", m.get("preset", "NYUv2"))
+        kwargs.setdefault("fm_lower", fm_lower)
+        enc = OrtBackend(paths["encoder"], providers=providers, threads=threads)
+        hd = OrtBackend(paths["head"], providers=providers, threads=threads) if "head" in paths else None
+        pipe = cls(mode, enc, hd, **kwargs)
+        pipe.working_size = size
+        return pipe
 
     @classmethod
     def from_checkpoint(cls, path, mode: Optional[str] = None, **kwargs):
@@ -126,6 +206,11 @@ class Pipeline:
         t = {}
         t0 = time.perf_counter()
         frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        if self.working_size is not None and tuple(frame.sparse.shape) != tuple(self.working_size):
+            hw = f"{frame.sparse.shape[0]}x{frame.sparse.shape[1]}"
+            raise ShapeError(f"frame is {hw} but the artefacts were built for "
+                             f"{self.working_size[0]}x{self.working_size[1]}; resize the frame, or rebuild "
+                             f"with `psdrt build --size {hw}`")
         info = {"points": frame.points, "alignment": "ok" if frame.interior >= 2 else "degenerate",
                 "preset": self.preset.name}
         stages = {}

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "demo": "demo",
     "inspect": "inspect_cmd",
     "calibrate": "calibrate",
+    "build": "build_cmd",
     "run": "run_cmd",
 }
 
