@@ -570,15 +570,17 @@ def build_artifacts(
             built = build_kernels(cuda=False if target == "cpu" else None)
             lib_dir = out / "lib"
             lib_dir.mkdir(exist_ok=True)
-            kernel = {}
+            kernel, copied = {}, False
             for kind, src in built.items():
                 if kind == "cpu_asan":
                     continue
                 dst = lib_dir / src.name
                 if not dst.is_file() or _sha256(dst) != _sha256(src):
                     shutil.copyfile(src, dst)
+                    copied = True
                 kernel[kind] = {"file": f"lib/{src.name}", "sha256": _sha256(dst)}
-            rows.append({"artefact": "kernels (" + ", ".join(kernel) + ")", "status": "built",
+            rows.append({"artefact": "kernels (" + ", ".join(kernel) + ")",
+                         "status": "built" if copied else "up to date",
                          "time_s": time.perf_counter() - t0})
         except Exception as exc:
             rows.append({"artefact": "kernels", "status": "FAILED", "why": str(exc).splitlines()[0],
