@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Protocol, Sequence, 
 import numpy as np
 
 from psdrt.runtime.errors import CalibrationError, InputError
-from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb, resize_bilinear
+from psdrt.runtime.inputs import fit_to_size
+from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb
 
 __all__ = [
     "CalibrationSource",
@@ -72,49 +73,13 @@ class CalibFrame:
     name: str = ""
 
 
-def _resize_nearest(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    # depth must never be interpolated across edges or invalid (0) samples
-    h, w = a.shape[:2]
-    ys = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
-    return np.ascontiguousarray(a[ys][:, xs])
-
-
 def fit_frame(frame: CalibFrame, size: Tuple[int, int]) -> CalibFrame:
-    """Scale (aspect kept) so that the frame covers ``size``, then centre-crop to it.
-
-    RGB is resized bilinearly (``runtime.preprocess``), depth maps by nearest sampling; K is scaled
-    and shifted with the image. A frame already of that size is returned unchanged.
-
-    Args:
-        frame (CalibFrame): input frame.
-        size (tuple[int, int]): (H, W) wanted.
-
-    Returns:
-        CalibFrame: the frame at exactly (H, W).
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    h, w = frame.rgb.shape[:2]
-    if (h, w) == (out_h, out_w):
+    """``frame`` at exactly ``size`` (H, W): scaled to cover it, centre-cropped, K adjusted
+    (``runtime.inputs.fit_to_size``). A frame already of that size is returned unchanged."""
+    if frame.rgb.shape[:2] == (int(size[0]), int(size[1])):
         return frame
-    s = max(out_h / h, out_w / w)
-    rh, rw = max(out_h, int(round(h * s))), max(out_w, int(round(w * s)))
-    y0, x0 = (rh - out_h) // 2, (rw - out_w) // 2
-    rgb = resize_bilinear(frame.rgb, rh, rw)
-    rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)[y0:y0 + out_h, x0:x0 + out_w]
-
-    def depth(a):
-        return None if a is None else _resize_nearest(a, rh, rw)[y0:y0 + out_h, x0:x0 + out_w].astype(np.float32)
-
-    K = None
-    if frame.K is not None:
-        K = np.array(frame.K, dtype=np.float64)
-        K[0, :] *= rw / w
-        K[1, :] *= rh / h
-        K[0, 2] -= x0
-        K[1, 2] -= y0
-        K[2] = (0.0, 0.0, 1.0)
-    return CalibFrame(np.ascontiguousarray(rgb), depth(frame.sparse), K, depth(frame.gt), frame.name)
+    rgb, K, sparse, gt = fit_to_size(frame.rgb, frame.K, size, frame.sparse, frame.gt)
+    return CalibFrame(rgb, sparse, K, gt, frame.name)
 
 
 class _FrameList:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from psdrt.export.onnx_export import ENCODER_INPUTS, ENCODER_OUTPUTS, HEAD_INPUT
 from psdrt.export.reference.pipeline import ReferencePipeline
 from psdrt.runtime.errors import InputError
 from psdrt.runtime.gate_check import THRESHOLDS, GateReport, GoldenCase, GoldenInputs, Thresholds, check_backend
+from psdrt.runtime.inputs import fit_to_size
 from psdrt.runtime.io import Frame, list_shared_frames, load_middlebury, load_shared_frame
 from psdrt.runtime.patterns import make_sparse
 
@@ -70,28 +70,14 @@ def golden_frames(shared: Optional[bool] = None, max_shared: Optional[int] = Non
 
 
 def fit_frame(frame: Frame, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre-crop ``frame`` to the aspect ratio of ``size`` and resize it to ``size``.
-
-    RGB uses area averaging, depth nearest-neighbour (0 stays invalid), and K follows the crop and scale.
+    """``frame`` at exactly ``size`` (``runtime.inputs.fit_to_size``: scale to cover, centre-crop,
+    K adjusted; depth by nearest sampling).
 
     Returns:
         tuple: ``(rgb uint8 (H, W, 3), gt float32 (H, W), K float64 (3, 3))``.
     """
-    h, w = frame.shape
-    th, tw = int(size[0]), int(size[1])
-    if th * w > tw * h:  # target is taller: crop width
-        cw, ch = max(1, round(h * tw / th)), h
-    else:
-        cw, ch = w, max(1, round(w * th / tw))
-    x0, y0 = (w - cw) // 2, (h - ch) // 2
-    rgb = cv2.resize(frame.rgb[y0:y0 + ch, x0:x0 + cw], (tw, th), interpolation=cv2.INTER_AREA)
-    gt = cv2.resize(frame.depth[y0:y0 + ch, x0:x0 + cw], (tw, th), interpolation=cv2.INTER_NEAREST)
-    K = frame.K.astype(np.float64).copy()
-    K[0, 2] -= x0
-    K[1, 2] -= y0
-    K[0] *= tw / cw
-    K[1] *= th / ch
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(gt, dtype=np.float32), K
+    rgb, K, gt = fit_to_size(frame.rgb, frame.K, size, frame.depth)
+    return rgb, np.ascontiguousarray(gt, dtype=np.float32), K
 
 
 class _Recorder(nn.Module):

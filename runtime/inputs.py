@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, ShapeError
-from .io import validate_intrinsics
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> 
         ShapeError: wrong rank or channel count, or RGB and sparse sizes differ.
         InputError: wrong dtype, NaN/Inf or negative depth, no sparse point, invalid K.
     """
+    from .io import validate_intrinsics  # io needs OpenCV; keep this module importable without it
+
     sp = np.asarray(sparse)
     if sp.ndim == 3 and 1 in (sp.shape[0], sp.shape[-1]):
         sp = sp.reshape(sp.shape[1:] if sp.shape[0] == 1 else sp.shape[:2])
@@ -98,3 +99,54 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> 
         im = None
     Kv = validate_intrinsics(K, (h, w))
     return FrameInputs(rgb=im, sparse=sp, K=Kv, points=n, interior=interior)
+
+
+def _resize_nearest(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    # depth must never be interpolated across edges or invalid (0) samples
+    h, w = a.shape[:2]
+    ys = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+    return np.ascontiguousarray(a[ys][:, xs])
+
+
+def fit_to_size(rgb: np.ndarray, K, size, *depths):
+    """Scale a frame (aspect kept) so that it covers ``size``, then centre-crop to exactly ``size``.
+
+    The one definition used wherever a frame must match a fixed working resolution (calibration
+    sources, the correctness gate's golden inputs). RGB is resized bilinearly with PyTorch's
+    semantics (``runtime.preprocess``), depth maps by nearest sampling (0 stays invalid), and K is
+    scaled and shifted with the image.
+
+    Args:
+        rgb (ndarray): H x W x 3 uint8.
+        K (ndarray | None): 3 x 3 intrinsics of the frame, or None.
+        size (tuple[int, int]): (H, W) wanted.
+        *depths (ndarray | None): H x W depth maps to carry along (None passes through).
+
+    Returns:
+        tuple: ``(rgb, K, *depths)`` at exactly ``size`` (the inputs themselves when already there).
+    """
+    from .preprocess import resize_bilinear
+
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = rgb.shape[:2]
+    if (h, w) == (out_h, out_w):
+        return (rgb, K, *depths)
+    s = max(out_h / h, out_w / w)
+    rh, rw = max(out_h, int(round(h * s))), max(out_w, int(round(w * s)))
+    y0, x0 = (rh - out_h) // 2, (rw - out_w) // 2
+    out = np.clip(np.rint(resize_bilinear(rgb, rh, rw)), 0, 255).astype(np.uint8)
+    out = np.ascontiguousarray(out[y0:y0 + out_h, x0:x0 + out_w])
+    fitted = [
+        None if d is None else _resize_nearest(d, rh, rw)[y0:y0 + out_h, x0:x0 + out_w].astype(np.float32)
+        for d in depths
+    ]
+    Kf = None
+    if K is not None:
+        Kf = np.array(K, dtype=np.float64)
+        Kf[0, :] *= rw / w
+        Kf[1, :] *= rh / h
+        Kf[0, 2] -= x0
+        Kf[1, 2] -= y0
+        Kf[2] = (0.0, 0.0, 1.0)
+    return (out, Kf, *fitted)
