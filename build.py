@@ -258,12 +258,12 @@ def _say(msg: str) -> None:
     print(f"[psdrt build] {msg}", file=sys.stderr, flush=True)
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def _sha256(path: Path) -> str:
+    # one implementation of file hashing: the manifests' (imported here, not at module level, so
+    # that `python build.py` for the kernels alone needs nothing but the standard library)
+    from psdrt.runtime.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 def _version(module: str) -> Optional[str]:

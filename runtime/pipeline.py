@@ -106,11 +106,11 @@ class Pipeline:
             ArtifactError: missing/corrupt manifest or files, a checksum mismatch, an artefact that
                 failed the gate, or no artefact of ``precision``; the message names the fix.
         """
-        import hashlib
         import json
         from pathlib import Path
 
         from .backends.ort import OrtBackend
+        from .manifest import sha256_file
 
         root = Path(directory)
         mpath = root / "manifest.json"
@@ -148,12 +148,9 @@ class Pipeline:
             path = root / str(a.get("file"))
             if not path.is_file():
                 raise ArtifactError(f"{path} listed in {mpath} is missing; {rebuild}")
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != a.get("sha256"):
-                raise ArtifactError(f"{path}: SHA-256 {h.hexdigest()[:16]}... differs from the manifest's "
+            digest = sha256_file(path)
+            if digest != a.get("sha256"):
+                raise ArtifactError(f"{path}: SHA-256 {digest[:16]}... differs from the manifest's "
                                     f"{str(a.get('sha256'))[:16]}... (modified or truncated copy); {rebuild}")
             paths[part] = path
         threads = kwargs.pop("threads", None)
