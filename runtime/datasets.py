@@ -251,23 +251,29 @@ def _bottom_crop(rgb, gt, sparse, K, size, name):
 
 
 def _resize_align_corners(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize with PyTorch's ``align_corners=True`` semantics, float64 out ((H, W) or (H, W, C))."""
+    """Bilinear resize with PyTorch's ``align_corners=True`` semantics ((H, W) or (H, W, C)).
+
+    Source coordinates and weights are computed in float32 like PyTorch's CPU kernel (a float64
+    coordinate differs by ~1e-5 px, which shows between a 0 m and a 255 m neighbour); the blend
+    is float32 too.
+    """
     h, w = img.shape[:2]
     oh, ow = size
-    ys = np.arange(oh) * ((h - 1) / (oh - 1) if oh > 1 else 0.0)
-    xs = np.arange(ow) * ((w - 1) / (ow - 1) if ow > 1 else 0.0)
+    f32 = np.float32
+    ys = np.arange(oh, dtype=f32) * (f32((h - 1) / (oh - 1)) if oh > 1 else f32(0))
+    xs = np.arange(ow, dtype=f32) * (f32((w - 1) / (ow - 1)) if ow > 1 else f32(0))
     y0 = np.clip(np.floor(ys).astype(np.int64), 0, h - 1)
     x0 = np.clip(np.floor(xs).astype(np.int64), 0, w - 1)
     y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    wy, wx = ys - y0, xs - x0
-    a = img.astype(np.float64)
+    wy, wx = ys - y0.astype(f32), xs - x0.astype(f32)
+    a = img.astype(f32)
     if a.ndim == 3:
         wy, wx = wy[:, None, None], wx[None, :, None]
     else:
         wy, wx = wy[:, None], wx[None, :]
-    top = a[y0][:, x0] * (1 - wx) + a[y0][:, x1] * wx
-    bot = a[y1][:, x0] * (1 - wx) + a[y1][:, x1] * wx
-    return top * (1 - wy) + bot * wy
+    top = a[y0][:, x0] * (f32(1) - wx) + a[y0][:, x1] * wx
+    bot = a[y1][:, x0] * (f32(1) - wx) + a[y1][:, x1] * wx
+    return top * (f32(1) - wy) + bot * wy
 
 
 def _resize_nearest_torch(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -373,8 +379,9 @@ class DatasetReader:
         if not d["gt"].is_dir():
             raise InputError(f"{root} has RGB frames in {d['rgb']} but no ground-truth folder {d['gt']}; "
                              "evaluation needs the depth/ folder beside rgb/")
+        d["sparse_source"] = self.sparse_kind
         if sparse_dir is not None:
-            d["sparse"] = Path(sparse_dir)
+            d["sparse"] = d["sparse_source"] = Path(sparse_dir)
             if not d["sparse"].is_dir():
                 raise MissingFileError(f"sparse folder {d['sparse']} does not exist; pass an existing folder "
                                        "or leave --sparse-dir out")
@@ -525,10 +532,7 @@ class DatasetReader:
     @property
     def sparse_source(self) -> Optional[str]:
         """What the stored sparse files are (``"raw"``, ``"scatter_001"``, a folder), or None."""
-        if not self.has_sparse:
-            return None
-        sp = self._dirs["sparse"]
-        return self.sparse_kind if sp.parent.name == self.sparse_kind or sp.name == self.sparse_kind else str(sp)
+        return str(self._dirs["sparse_source"]) if self.has_sparse else None
 
     def eval_mask(self, gt: np.ndarray) -> np.ndarray:
         """The dataset's evaluation mask for ``gt``."""
@@ -827,6 +831,7 @@ class MiddleburyReader(DatasetReader):
         out = super().describe()
         if self.builtin:
             out["root"] = "built-in (scikit-image stereo_motorcycle)"
+            out["title"] = "Middlebury Motorcycle"
         return out
 
 
@@ -1001,7 +1006,7 @@ class KittiSharedReader(_SharedReader, KittiReader):
     KITTI to the bottom 256x1216 (y0 = 119, x0 = 13; K shifted) unless ``crop=False``. No stored
     sparse depth: the evaluation patterns are generated from the semi-dense ground truth."""
 
-    name, title, shared_key = "kitti-shared", "KITTI (shared frames)", "KITTI"
+    name, title, shared_key = "kitti-shared", "KITTI shared frames", "KITTI"
 
 
 class NyuSharedReader(_SharedReader, NYUv2Reader):
@@ -1009,7 +1014,7 @@ class NyuSharedReader(_SharedReader, NYUv2Reader):
     228x304 NYUv2 working size like ``NYUv2Reader`` (K = ``K_NYU``) unless ``crop=False``. No stored
     sparse depth: the evaluation patterns are generated from the ground truth."""
 
-    name, title, shared_key = "nyu-shared", "NYUv2 (shared frames)", "NYUv2"
+    name, title, shared_key = "nyu-shared", "NYUv2 shared frames", "NYUv2"
 
     def load(self, entry):
         return _SharedReader.load(self, entry)
