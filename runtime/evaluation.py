@@ -216,7 +216,9 @@ def parse_configs(texts: Optional[Sequence[str]], baselines: bool = False) -> li
 
 
 def environment() -> dict:
-    """A minimal description of this machine and run, for result files."""
+    """A minimal description of this machine and run, for result files (the key names of
+    ``psdrt.benchmarks.harness.capture_environment``: timestamp, cpu_model, cpu_cores, machine, os,
+    python, versions)."""
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -227,20 +229,26 @@ def environment() -> dict:
         pass
     import cv2
 
+    try:
+        from importlib.metadata import version
+
+        psdrt_version = version("psdrt")
+    except Exception:  # not installed as a distribution
+        psdrt_version = None
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu or platform.machine(),
-        "cores": os.cpu_count(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        .replace("+00:00", "Z"),
+        "cpu_model": cpu or platform.machine(),
+        "cpu_cores": os.cpu_count(),
         "machine": platform.machine(),
-        "os": platform.platform(terse=True),
+        "os": platform.platform(),
         "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
+        "versions": {"numpy": np.__version__, "opencv": cv2.__version__, "psdrt": psdrt_version},
     }
 
 
 def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None, seed: int = 0,
-             progress: Optional[Callable[[str], None]] = None) -> dict:
+             progress: Optional[Callable[[str], None]] = None, env: Optional[dict] = None) -> dict:
     """Run every configuration on every frame and pattern of ``reader``.
 
     Args:
@@ -250,9 +258,10 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
             the stored sparse files when the dataset has them, else the four generated patterns.
         seed (int): run seed of the generated patterns (per frame: ``pattern_seed(seed, name)``).
         progress (callable | None): called with one line per frame and pattern.
+        env (dict | None): environment recorded in ``meta`` (default: ``environment()``).
 
     Returns:
-        dict: ``meta`` (dataset, patterns, seed, configs, environment), ``rows`` (one per frame,
+        dict: ``meta`` (dataset, patterns, seed, frame shapes, configs, environment), ``rows`` (one per frame,
         pattern and configuration: points, seconds and ``METRIC_KEYS``), ``summary`` (per pattern
         and configuration: frames and the mean of each metric), ``skipped`` (frame, pattern, reason).
 
@@ -264,11 +273,13 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
         raise InputError("no configuration to evaluate; pass at least one --config")
     patterns = parse_patterns(patterns, reader.has_sparse)
     predictors = {c.label: c.build(reader.key) for c in configs}
-    rows, skipped = [], []
+    rows, skipped, shapes = [], [], []
     n = len(reader)
     t_start = time.perf_counter()
     for i, sample in enumerate(reader, 1):
         mask = sample.mask
+        if list(sample.gt.shape) not in shapes:
+            shapes.append(list(sample.gt.shape))
         for pattern in patterns:
             sparse = sample_sparse(sample, pattern, seed)
             points = int(np.count_nonzero(sparse > 0))
@@ -298,8 +309,9 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
         "dataset": reader.describe(),
         "patterns": patterns,
         "seed": int(seed),
+        "shapes": shapes,
         "configs": [c.describe() for c in configs],
-        "environment": environment(),
+        "environment": env if env is not None else environment(),
         "wall_seconds": time.perf_counter() - t_start,
         "metric_units": dict(METRIC_UNITS),
     }
@@ -349,7 +361,7 @@ def summary_markdown(result: dict) -> str:
         + (f", working size {size[0]}x{size[1]}" if size else ", stored size") + ". "
         + (f"Stored sparse input: {ds['sparse']}. " if ds.get("sparse") else "")
         + f"Generated patterns are seeded per frame from seed {meta['seed']}.",
-        f"Measured {env.get('date', '?')} on {env.get('cpu', '?')} ({env.get('cores', '?')} cores). "
+        f"Measured {env.get('timestamp', '?')} on {env.get('cpu_model', '?')} ({env.get('cpu_cores', '?')} cores). "
         "Mean over frames of the per-frame metrics (official definitions): RMSE, MAE in mm; iRMSE, iMAE "
         "in 1/km; REL, δ1 in %; s/frame is the configuration's own time. Best value per pattern in bold.",
         "",

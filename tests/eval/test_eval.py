@@ -1,0 +1,227 @@
+"""psdrt eval: hand-computed dataset scores, configuration syntax, CLI end to end, error exits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from _eval_layout import decode, write_frame, write_list
+from psdrt.runtime.classical import ip_basic_fill, nearest_fill
+from psdrt.runtime.cli.__main__ import main
+from psdrt.runtime.datasets import DATASETS, open_dataset, sample_sparse
+from psdrt.runtime.errors import InputError
+from psdrt.runtime.evaluation import evaluate, parse_config, parse_configs, read_result, write_outputs
+from psdrt.runtime.metrics import METRIC_KEYS, depth_metrics
+from psdrt.runtime.pipeline import Pipeline
+from psdrt.runtime.visualize import write_png
+
+
+def _scannet_frame(root, stem, gt, sparse):
+    """A 2x2 ScanNet-layout frame with exact /256 values and an identity-ish K."""
+    for kind, arr in (("depth", gt), ("sparse/scatter_001", sparse)):
+        p = root / kind / "Scannet" / f"{stem}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_png(p, np.rint(np.asarray(arr) * 256).astype(np.uint16))
+    p = root / "rgb" / "Scannet" / f"{stem}.png"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_png(p, np.full((2, 2, 3), 128, np.uint8))
+    k = root / "intrinsics" / "Scannet" / f"{stem}.txt"
+    k.parent.mkdir(parents=True, exist_ok=True)
+    k.write_text("2 0 0.5\n0 2 0.5\n0 0 1\n")
+
+
+def test_dataset_score_is_the_mean_of_per_image_values_by_hand(tmp_path):
+    """Nearest fill of a single sparse point is that depth everywhere, so every number is by hand.
+
+    Image A: gt (1, 2) valid, prediction 1 -> errors 0, -1000 mm:
+      MAE 500, RMSE sqrt(1e6 / 2) = 707.107, inverse errors 0, 500 -> iMAE 250, iRMSE 353.553,
+      REL (0 + 0.5) / 2 = 25 %, ratios 1, 2 -> delta1 50 %.
+    Image B: gt (4, 4) valid, prediction 2 -> MAE = RMSE = 2000, inverse 250, 250 -> iMAE = iRMSE = 250,
+      REL 50 %, ratio 2 -> delta1 0 %.
+    Dataset = mean of the two (RMSE 1353.553), not the pooled RMSE sqrt(9e6 / 4) = 1500.
+    """
+    _scannet_frame(tmp_path, "a", [[1, 2], [0, 0]], [[1, 0], [0, 0]])
+    _scannet_frame(tmp_path, "b", [[4, 4], [0, 0]], [[0, 0], [2, 0]])
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    a, b = result["rows"]
+    assert (a["frame"], b["frame"], a["points"], b["pattern"]) == ("a", "b", 1, "stored")
+    hand_a = {"mae": 500, "rmse": math.sqrt(5e5), "imae": 250, "irmse": math.sqrt(125000), "rel": 25, "d1": 50}
+    hand_b = {"mae": 2000, "rmse": 2000, "imae": 250, "irmse": 250, "rel": 50, "d1": 0}
+    for row, hand in ((a, hand_a), (b, hand_b)):
+        for k, v in hand.items():
+            assert row[k] == pytest.approx(v, rel=1e-6), k
+    (s,) = result["summary"]
+    assert s["frames"] == 2 and s["rmse"] == pytest.approx((math.sqrt(5e5) + 2000) / 2, rel=1e-6)
+    assert s["rmse"] != pytest.approx(1500.0, rel=1e-3)
+    assert s["irmse"] == pytest.approx((math.sqrt(125000) + 250) / 2, rel=1e-6)
+    assert (s["d1"], s["rel"]) == (pytest.approx(25.0), pytest.approx(37.5))
+
+
+def test_void_mask_bounds_by_hand(tmp_path):
+    """VOID scores only 0.2 < gt < 5: gt (0.25, 1, 5, 0), prediction 2 everywhere, the 5 m pixel is out."""
+    cls = DATASETS["void"]
+    for kind, arr in (("depth", [[0.25, 1, 5, 0]]), ("sparse/raw", [[0, 0, 0, 2]])):
+        p = tmp_path / kind / "VOID1500" / "f.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_png(p, np.rint(np.asarray(arr) * 256).astype(np.uint16))
+    (tmp_path / "rgb" / "VOID1500").mkdir(parents=True)
+    write_png(tmp_path / "rgb" / "VOID1500" / "f.png", np.zeros((1, 4, 3), np.uint8))
+    (tmp_path / "intrinsics" / "VOID1500").mkdir(parents=True)
+    (tmp_path / "intrinsics" / "VOID1500" / "f.txt").write_text("3 3 1.5 0.5")
+    assert cls.key == "VOID1500"
+    (row,) = evaluate(open_dataset("void", root=tmp_path), parse_configs(["nearest"]))["rows"]
+    # 0.25 m and 1 m are inside (0.2, 5), 5 m is not: errors 1750 and 1000 mm
+    assert row["mae"] == pytest.approx(1375.0) and row["rel"] == pytest.approx(100 * (7.0 + 1.0) / 2)
+
+
+def test_frames_without_valid_gt_are_skipped_not_averaged(tmp_path):
+    _scannet_frame(tmp_path, "a", [[1, 2], [0, 0]], [[1, 0], [0, 0]])
+    _scannet_frame(tmp_path, "b", [[0, 0], [0, 0]], [[0, 0], [2, 0]])
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    assert [r["frame"] for r in result["rows"]] == ["a"]
+    assert result["skipped"] == [{"frame": "b", "pattern": "stored",
+                                  "reason": "empty evaluation mask (no valid ground truth in range)"}]
+    assert result["summary"][0]["frames"] == 1 and math.isfinite(result["summary"][0]["rmse"])
+
+
+def test_config_syntax(tmp_path):
+    (tmp_path / "art").mkdir()
+    (tmp_path / "enc.onnx").write_bytes(b"")
+    (tmp_path / "head.onnx").write_bytes(b"")
+    (tmp_path / "m.ckpt").write_bytes(b"")
+    c = parse_config(f"psd:{tmp_path / 'art'}:int8")
+    assert (c.kind, c.path, c.option, c.label) == ("psd", str(tmp_path / "art"), "int8", "psd:art:int8")
+    c = parse_config(f"q=psd:{tmp_path / 'art'}")
+    assert (c.label, c.option) == ("q", None)
+    c = parse_config(f"onnx:{tmp_path / 'enc.onnx'}:{tmp_path / 'head.onnx'}")
+    assert (c.path, c.option, c.label) == (str(tmp_path / "enc.onnx"), str(tmp_path / "head.onnx"),
+                                            "onnx:enc.onnx:head.onnx")
+    c = parse_config(f"ref:{tmp_path / 'm.ckpt'}:propagate")
+    assert (c.kind, c.option) == ("ref", "propagate")
+    assert parse_config("IP-Basic").kind == "ip_basic" and parse_config("guided").label == "guided"
+    assert [c.label for c in parse_configs(None, baselines=True)] == ["guided", "ip_basic", "nearest"]
+    for bad, msg in ((f"psd:{tmp_path / 'art'}:int4", "'int4' is not one of fp32, fp16, int8"),
+                     ("psd:/no/such/dir", "does not exist"), ("psd", "needs a path"),
+                     ("guided:x", "takes no arguments"), ("trt:x", "unknown kind 'trt'"),
+                     ("=guided", "empty label")):
+        with pytest.raises(InputError, match=msg):
+            parse_config(bad)
+    with pytest.raises(InputError, match="two configurations are labelled 'guided'"):
+        parse_configs(["guided", "guided"])
+
+
+def test_kitti360_refuses_pipelines_that_need_its_camera():
+    c = parse_config("ip_basic")
+    assert c.build("KITTI360")(None, np.ones((2, 2), np.float32), None).shape == (2, 2)
+    with pytest.raises(InputError, match="MEI camera"):
+        parse_config(f"ckpt:{__file__}").build("KITTI360")
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_middlebury_end_to_end(tmp_path, capsys):
+    rc = main(["eval", "--dataset", "middlebury", "--pattern", "random0.1,harris", "--baselines",
+               "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    files = {ext: tmp_path / f"eval_middlebury.{ext}" for ext in ("csv", "md", "json")}
+    assert all(p.is_file() for p in files.values())
+    rows = _csv_rows(files["csv"])
+    assert [(r["pattern"], r["config"]) for r in rows] == [
+        (p, c) for p in ("random0.1", "harris") for c in ("guided", "ip_basic", "nearest")]
+    sample = open_dataset("middlebury")[0]
+    pipe = Pipeline("guided", preset="MIDDLEBURY")
+    for r in rows:
+        sparse = sample_sparse(sample, r["pattern"], seed=0)
+        pred = {"guided": lambda s: pipe(sample.rgb, s, sample.K).depth, "ip_basic": ip_basic_fill,
+                "nearest": nearest_fill}[r["config"]](sparse)
+        m = depth_metrics(pred, sample.gt, sample.mask)
+        assert int(r["points"]) == np.count_nonzero(sparse)
+        for k in METRIC_KEYS:
+            assert float(r[k]) == m[k] or (math.isinf(m[k]) and r[k] == "inf"), (r["config"], k)
+    result = read_result(files["json"])
+    assert result["meta"]["dataset"]["dataset"] == "middlebury" and result["meta"]["shapes"] == [[500, 741]]
+    for s in result["summary"]:
+        (row,) = [r for r in rows if (r["pattern"], r["config"]) == (s["pattern"], s["config"])]
+        assert s["rmse"] == float(row["rmse"]) and s["frames"] == 1
+    md = files["md"].read_text()
+    g = [s for s in result["summary"] if (s["pattern"], s["config"]) == ("harris", "guided")][0]
+    assert f"| harris | guided | 1 | " in md and f"{g['rmse']:.1f}" in md
+    assert md in out  # the summary goes to stdout
+
+
+def test_cli_kitti_layout_end_to_end(tmp_path, capsys):
+    """Two frames in the KITTI layout with the official list, cropped to 256x1216, stored raw sparse."""
+    cls = DATASETS["kitti"]
+    data = tmp_path / "data"
+    frames = [write_frame(cls, data, f"{i:010d}", (258, 1218), seed=i) for i in range(2)]
+    write_list(data / "filename" / "val_kitti.txt", frames)
+    rc = main(["eval", "--dataset", "KITTI", "--root", str(data), "--baselines", "--config", "g=guided",
+               "--out", str(tmp_path / "out"), "--name", "k"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "[2/2] seq/0000000001 stored" in err
+    rows = _csv_rows(tmp_path / "out" / "k.csv")
+    assert [(r["frame"], r["config"]) for r in rows] == [
+        (f["name"], c) for f in frames for c in ("g", "ip_basic", "nearest")]
+    pipe = Pipeline("guided", preset="KITTI")
+    for f, r in zip([f for f in frames for _ in range(3)], rows):
+        y0, x0 = 2, 1
+        gt = decode(f["gt_int"])[y0:, x0:x0 + 1216]
+        sparse = decode(f["sparse_int"])[y0:, x0:x0 + 1216]
+        K = f["K"].copy()
+        K[:2, 2] -= (x0, y0)
+        pred = {"g": lambda s: pipe(f["rgb"][y0:, x0:x0 + 1216], s, K).depth, "ip_basic": ip_basic_fill,
+                "nearest": nearest_fill}[r["config"]](sparse)
+        m = depth_metrics(pred, gt, gt > 0)
+        for k in METRIC_KEYS:
+            v = float(r[k])
+            assert v == m[k] or (math.isinf(v) and math.isinf(m[k])), (r["config"], k)
+    data_json = json.loads((tmp_path / "out" / "k.json").read_text())
+    assert data_json["meta"]["patterns"] == ["stored"] and data_json["meta"]["dataset"]["sparse"] == "raw"
+    assert data_json["meta"]["dataset"]["working_size"] == [256, 1216]
+    (g,) = [s for s in data_json["summary"] if s["config"] == "g"]
+    assert g["mae"] == pytest.approx(np.mean([float(r["mae"]) for r in rows if r["config"] == "g"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("argv, code, msg", [
+    (["--dataset", "kitti", "--root", "/no/such/dir"], 2, "data root /no/such/dir does not exist"),
+    (["--dataset", "kitti"], 2, "needs --root"),
+    (["--dataset", "nope"], 2, "unknown dataset 'nope'"),
+    (["--dataset", "middlebury", "--pattern", "stored"], 2, "pattern 'stored' is unavailable"),
+    (["--dataset", "middlebury", "--config", "psd:/no/dir"], 2, "does not exist"),
+    (["--dataset", "middlebury", "--limit", "0"], 2, "--limit must be at least 1"),
+])
+def test_cli_errors_exit_with_a_fix(tmp_path, capsys, argv, code, msg):
+    assert main(["eval", *argv, "--out", str(tmp_path)]) == code
+    assert msg in capsys.readouterr().err
+
+
+def test_cli_wrong_layout(tmp_path, capsys):
+    (tmp_path / "stuff").mkdir()
+    assert main(["eval", "--dataset", "void", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "rgb/VOID1500/" in capsys.readouterr().err
+
+
+def test_json_round_trips_infinite_metrics(tmp_path):
+    """IP-Basic can leave 0 m pixels (its documented quirk): iMAE is inf, written as "inf", read back as inf."""
+    result = {"meta": {"dataset": {"dataset": "x", "title": "X", "frames": 1, "root": None},
+                       "patterns": ["random1"], "seed": 0, "environment": {}},
+              "rows": [{"frame": "inf", "pattern": "random1", "config": "ip_basic", "points": 3, "seconds": 0.1,
+                        **{k: (math.inf if k == "imae" else 1.0) for k in METRIC_KEYS}}],
+              "summary": [{"pattern": "random1", "config": "ip_basic", "frames": 1, "points": 3.0, "seconds": 0.1,
+                           **{k: (math.inf if k == "imae" else 1.0) for k in METRIC_KEYS}}],
+              "skipped": []}
+    paths = write_outputs(result, tmp_path, "r")
+    text = paths["json"].read_text()
+    assert '"imae": "inf"' in text and "Infinity" not in text
+    back = read_result(paths["json"])
+    assert back["summary"][0]["imae"] == math.inf and back["rows"][0]["frame"] == "inf"
+    assert _csv_rows(paths["csv"])[0]["imae"] == "inf"
+    assert "| random1 | ip_basic | 1 | 1.0 | 1.0 | 1.00 | inf |" in paths["md"].read_text()
