@@ -13,6 +13,17 @@ Outputs (git-ignored) in ``kernels/_build/`` unless ``--build-dir`` says otherwi
 Both libraries export the same C ABI (``runtime/capi/include/psd/psd.h``); the CUDA one also
 contains the CPU kernels. ``psdrt.runtime._capi`` finds them (search order in its docstring).
 
+The session API (``psd_session_*``: the whole pipeline in C, ``runtime/capi/session.cpp`` and
+friends) is compiled into the same libraries unless ``--no-session``. It loads ONNX Runtime with
+dlopen at run time, so building it needs only ONNX Runtime's C headers (API version 21):
+``--ort-include DIR`` / ``$ORT_INCLUDE_DIR``, else a cached or system copy, else Debian trixie's
+``libonnxruntime-dev`` fetched with a private apt configuration (the system is not changed) into
+``<build-dir>/third_party/onnxruntime``. Without headers the session is still built (guided mode
+works) and the ONNX Runtime modes report how to fix it. The onnxruntime Python wheel's
+``libonnxruntime.so`` found at build time is recorded as the library's default ONNX Runtime.
+``--install PREFIX`` installs ``lib/libpsd.so``, ``include/psd/psd.h``, ``lib/pkgconfig/psd.pc``
+and ``lib/cmake/psd/psdConfig.cmake`` (imported target ``psd::psd``).
+
 Compile flags, and why: ``-O3 -fopenmp`` with the default portable ISA (no ``-march=native``,
 which would make the binary crash on older CPUs of the same architecture). The hot loops are
 written for auto-vectorisation (SSE2 on x86-64, NEON on aarch64), with ``#pragma omp simd`` where
@@ -52,6 +63,14 @@ CPU_LIB = "libpsd_kernels_cpu.so"
 CPU_ASAN_LIB = "libpsd_kernels_cpu_asan.so"
 CUDA_LIB = "libpsd_kernels_cuda.so"
 
+#: psd.h's PSD_ABI_VERSION: the major version of the installed libpsd.so (its soname)
+ABI_MAJOR = 1
+SONAME = f"libpsd.so.{ABI_MAJOR}"
+#: ONNX Runtime C API version the session code is written against (headers of ORT 1.21)
+ORT_API_VERSION = 21
+#: generated in the build folder: the session's compile-time configuration
+BUILD_CONFIG_H = "psd_build_config.h"
+
 #: CI/desktop fatbin (CUDA 13 cannot target sm_72; JetPack builds locally, see module docstring)
 DEFAULT_CUDA_ARCHS = ("75", "80", "86", "87", "89", "90")
 
@@ -69,8 +88,13 @@ def _host_sources() -> list[Path]:
     return srcs + [CAPI / "psd_capi.cpp"]
 
 
+def _session_sources() -> list[Path]:
+    """The session API (runtime/capi/*.cpp other than psd_capi.cpp; host compiler, both libs)."""
+    return sorted(p for p in CAPI.glob("*.cpp") if p.name != "psd_capi.cpp")
+
+
 def _headers() -> list[Path]:
-    return _sources("**/*.h") + [CAPI / "include" / "psd" / "psd.h"]
+    return (_sources("**/*.h") + sorted(CAPI.glob("*.h")) + [CAPI / "include" / "psd" / "psd.h"])
 
 
 def _newest(paths) -> float:
@@ -87,10 +111,10 @@ def _run(cmd: list[str], verbose: bool) -> None:
 
 
 def _compile_all(jobs: list[tuple[Path, list[str]]], obj_dir: Path, n_jobs: int, verbose: bool,
-                 force: bool) -> list[Path]:
+                 force: bool, extra_deps: Sequence[Path] = ()) -> list[Path]:
     """Compile (source, command-prefix) pairs into obj_dir, skipping up-to-date objects."""
     obj_dir.mkdir(parents=True, exist_ok=True)
-    header_time = _newest(_headers())
+    header_time = _newest(_headers() + [p for p in extra_deps if p.exists()])
     objs, todo = [], []
     for src, prefix in jobs:
         obj = obj_dir / (src.parent.name + "__" + src.name + ".o")
@@ -145,6 +169,242 @@ def default_cuda_archs(nvcc: str) -> tuple[str, ...]:
     return DEFAULT_CUDA_ARCHS
 
 
+# ------------------------------------------------------------------------------------------------
+# The session API: ONNX Runtime C headers (fetched once when missing) and the build configuration
+
+
+def _say_build(msg: str) -> None:
+    print(f"[build.py] {msg}", file=sys.stderr, flush=True)
+
+
+def _ort_header_version(include_dir: Path) -> int:
+    """ORT_API_VERSION of ``include_dir/onnxruntime_c_api.h`` (0 when absent or unreadable)."""
+    h = Path(include_dir) / "onnxruntime_c_api.h"
+    try:
+        for line in h.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "#define" and parts[1] == "ORT_API_VERSION":
+                return int(parts[2])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _apt_debian_source() -> Optional[tuple[str, Optional[str]]]:
+    """(URI, Signed-By keyring or None) of the system's main Debian archive, from its apt config.
+
+    The mirror is never named here: it is whatever the machine already uses.
+    """
+    deb822 = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    for f in deb822:
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        for stanza in text.split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                if line.strip().startswith("#") or ":" not in line:
+                    continue
+                k, v = line.split(":", 1)
+                fields[k.strip().lower()] = v.strip()
+            uris = fields.get("uris", "").split()
+            types = fields.get("types", "deb").split()
+            for uri in uris:
+                if "deb" in types and uri.rstrip("/").endswith("/debian"):
+                    return uri, fields.get("signed-by") or None
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text(errors="replace").splitlines():
+            tok = line.split("#", 1)[0].split()
+            if len(tok) >= 3 and tok[0] == "deb":
+                rest = tok[1:]
+                keyring = None
+                if rest[0].startswith("["):
+                    while rest and not rest[0].endswith("]"):
+                        if "signed-by=" in rest[0]:
+                            keyring = rest[0].split("signed-by=", 1)[1].strip("[]")
+                        rest = rest[1:]
+                    if rest and "signed-by=" in rest[0]:
+                        keyring = rest[0].split("signed-by=", 1)[1].strip("[]")
+                    rest = rest[1:]
+                if rest and rest[0].rstrip("/").endswith("/debian"):
+                    return rest[0], keyring
+    return None
+
+
+ORT_HEADERS_FIX = (
+    "to build the ONNX Runtime part of the session API, give build.py ONNX Runtime's C headers "
+    f"(API version >= {ORT_API_VERSION}, i.e. ONNX Runtime >= 1.21): `python build.py --ort-include DIR` or "
+    "ORT_INCLUDE_DIR=DIR, where DIR holds onnxruntime_c_api.h (e.g. include/ of an onnxruntime release "
+    "archive from GitHub, or /usr/include/onnxruntime of Debian trixie's libonnxruntime-dev); "
+    "`--no-session` skips the session API"
+)
+
+
+def fetch_ort_headers(dest: Path, verbose: bool = False, timeout: float = 300.0) -> Path:
+    """Debian trixie's ``libonnxruntime-dev`` extracted into ``dest``; returns its include folder.
+
+    Uses a private apt configuration (a temporary sources file derived from the system's Debian
+    source with the suite replaced by ``trixie``, and temporary lists/cache folders), so the
+    system's apt state is not changed. Raises RuntimeError with the reason on any failure.
+    """
+    import tempfile
+
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise RuntimeError("apt-get/dpkg-deb not found (not a Debian-like system)")
+    src = _apt_debian_source()
+    if src is None:
+        raise RuntimeError("no Debian archive in /etc/apt/sources.list(.d) to derive a trixie source from")
+    uri, keyring = src
+    with tempfile.TemporaryDirectory(prefix="psd_ort_apt_") as tmp:
+        t = Path(tmp)
+        for d in ("lists/partial", "cache/archives/partial", "etc", "deb"):
+            (t / d).mkdir(parents=True, exist_ok=True)
+        lines = ["Types: deb", f"URIs: {uri}", "Suites: trixie", "Components: main"]
+        if keyring:
+            lines.append(f"Signed-By: {keyring}")
+        (t / "etc" / "trixie.sources").write_text("\n".join(lines) + "\n")
+        opts = ["-o", f"Dir::Etc::SourceList={t / 'etc' / 'trixie.sources'}", "-o", "Dir::Etc::SourceParts=/dev/null",
+                "-o", f"Dir::State::Lists={t / 'lists'}", "-o", f"Dir::Cache={t / 'cache'}", "-q"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            opts += ["-o", "APT::Sandbox::User=root"]
+        for args in (["update"], ["download", "libonnxruntime-dev"]):
+            if verbose:
+                print("apt-get " + " ".join(opts + args), flush=True)
+            try:
+                p = subprocess.run(["apt-get", *opts, *args], cwd=t / "deb", capture_output=True, text=True,
+                                   timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"apt-get {args[0]} timed out after {timeout:.0f} s") from None
+            if p.returncode != 0:
+                tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+                raise RuntimeError(f"apt-get {args[0]} failed ({p.returncode}): " + " | ".join(tail))
+        debs = sorted((t / "deb").glob("libonnxruntime-dev_*.deb"))
+        if not debs:
+            raise RuntimeError("apt-get download libonnxruntime-dev produced no .deb")
+        tmp_dest = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp_dest, ignore_errors=True)
+        tmp_dest.mkdir(parents=True)
+        p = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp_dest)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"dpkg-deb -x failed: {p.stderr.strip()}")
+        (tmp_dest / "SOURCE").write_text(f"{debs[0].name} from the Debian trixie archive (apt-get download)\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp_dest.replace(dest)
+    inc = dest / "usr" / "include" / "onnxruntime"
+    if _ort_header_version(inc) < ORT_API_VERSION:
+        raise RuntimeError(f"the fetched package has no onnxruntime_c_api.h of API version >= {ORT_API_VERSION}")
+    return inc
+
+
+def find_ort_include(build_dir: Path, explicit=None, fetch: bool = True, verbose: bool = False) -> Optional[Path]:
+    """Folder holding ``onnxruntime_c_api.h`` (API >= 21), or None (a message says why and how to fix).
+
+    Order: ``explicit`` (``--ort-include``) or ``$ORT_INCLUDE_DIR``; the copy fetched earlier into
+    ``<build_dir>/third_party/onnxruntime``; ``/usr/include/onnxruntime`` and
+    ``/usr/local/include/onnxruntime``; then a fetch of Debian trixie's ``libonnxruntime-dev``.
+    """
+    given = explicit or os.environ.get("ORT_INCLUDE_DIR")
+    if given:
+        d = Path(given)
+        v = _ort_header_version(d)
+        if v < ORT_API_VERSION:
+            raise RuntimeError(f"--ort-include/ORT_INCLUDE_DIR {d}: "
+                               + ("no onnxruntime_c_api.h there" if v == 0 else f"ORT_API_VERSION {v} < {ORT_API_VERSION}")
+                               + f"; {ORT_HEADERS_FIX}")
+        return d
+    cache = Path(build_dir) / "third_party" / "onnxruntime"
+    for d in (cache / "usr" / "include" / "onnxruntime", Path("/usr/include/onnxruntime"),
+              Path("/usr/local/include/onnxruntime")):
+        if _ort_header_version(d) >= ORT_API_VERSION:
+            return d
+    if not fetch:
+        return None
+    _say_build("ONNX Runtime C headers not found: fetching Debian trixie's libonnxruntime-dev "
+               f"(private apt configuration, system unchanged) into {cache}")
+    try:
+        inc = fetch_ort_headers(cache, verbose)
+    except Exception as exc:  # noqa: BLE001 - any failure: build without, say how to fix
+        _say_build(f"could not fetch the ONNX Runtime headers ({exc}). Building the kernels and the "
+                   f"session API without ONNX Runtime (guided mode only). Fix: {ORT_HEADERS_FIX}")
+        return None
+    _say_build(f"ONNX Runtime headers (API {_ort_header_version(inc)}) cached in {inc}")
+    return inc
+
+
+def find_ort_library() -> Optional[str]:
+    """``libonnxruntime.so*`` of the installed onnxruntime(-gpu) wheel, found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        libs = sorted(Path(loc, "capi").glob("libonnxruntime.so*"), key=lambda p: len(p.name), reverse=True)
+        for lib in libs:  # the versioned file (libonnxruntime.so.1.x.y) first
+            if lib.is_file() and "providers" not in lib.name:
+                return str(lib.resolve())
+    return None
+
+
+def _find_tensorrt() -> Optional[tuple[Path, Path]]:
+    """(include dir holding NvInfer.h, lib dir holding libnvinfer.so) or None."""
+    roots = [Path(os.environ["TENSORRT_HOME"])] if os.environ.get("TENSORRT_HOME") else []
+    arch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine(), "")
+    incs = [r / "include" for r in roots] + [Path("/usr/include") / arch, Path("/usr/include"),
+                                             Path("/usr/local/tensorrt/include")]
+    libs = [r / "lib" for r in roots] + [Path("/usr/lib") / arch, Path("/usr/lib"), Path("/usr/local/tensorrt/lib")]
+    inc = next((d for d in incs if (d / "NvInfer.h").is_file()), None)
+    lib = next((d for d in libs if any(d.glob("libnvinfer.so*"))), None)
+    return (inc, lib) if inc and lib else None
+
+
+@dataclass
+class SessionBuild:
+    """How the session API is compiled into the libraries (``prepare_session``)."""
+
+    enabled: bool = True
+    ort_include: Optional[Path] = None
+    ort_library: Optional[str] = None
+    config_header: Optional[Path] = None
+
+    def flags(self, build_dir: Path) -> list[str]:
+        out = [f"-I{build_dir}"]
+        if self.ort_include:
+            out += ["-isystem", str(self.ort_include)]
+        return out
+
+
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def prepare_session(build_dir: Path, enabled: bool = True, ort_include=None, fetch: bool = True,
+                    verbose: bool = False) -> SessionBuild:
+    """Find the ONNX Runtime headers and library and write ``<build_dir>/psd_build_config.h``.
+
+    The header is rewritten only when its content changes, so unchanged builds stay up to date.
+    """
+    if not enabled:
+        return SessionBuild(enabled=False)
+    inc = find_ort_include(build_dir, ort_include, fetch, verbose)
+    lib = find_ort_library()
+    lines = ["// generated by build.py: the session API's build configuration (do not edit)", "#pragma once",
+             f"#define PSD_HAVE_ORT {1 if inc else 0}",
+             f"#define PSD_ORT_DEFAULT_LIB {_c_string(lib or '')}"]
+    cfg = Path(build_dir) / BUILD_CONFIG_H
+    text = "\n".join(lines) + "\n"
+    if not cfg.is_file() or cfg.read_text() != text:
+        cfg.write_text(text)
+    if not lib:
+        _say_build("no onnxruntime Python wheel found: the library will look for ONNX Runtime through "
+                   "$PSD_ONNXRUNTIME_LIB and dlopen('libonnxruntime.so') at run time")
+    return SessionBuild(True, inc, lib, cfg)
+
+
 def _cpu_flags(sanitize: bool, native: bool) -> list[str]:
     flags = CXX_STD + WARN + ["-fPIC", "-fopenmp", "-fvisibility=hidden", "-DPSD_BUILDING_LIBRARY",
                               f"-I{CAPI / 'include'}"]
@@ -160,22 +420,27 @@ def _cpu_flags(sanitize: bool, native: bool) -> list[str]:
 
 
 def build_cpu(build_dir: Path, sanitize: bool = False, native: bool = False, jobs: int = 2,
-              verbose: bool = False, force: bool = False) -> Path:
+              verbose: bool = False, force: bool = False, session: Optional[SessionBuild] = None) -> Path:
     """Build the CPU library (or its ASan/UBSan variant) and return its path."""
     cxx = os.environ.get("CXX", "g++")
     flags = _cpu_flags(sanitize, native)
     srcs = _sources("*/*_cpu.cpp") + _host_sources()
+    jobs_list = [(s, [cxx] + flags) for s in srcs]
+    deps = []
+    if session and session.enabled:
+        jobs_list += [(s, [cxx] + flags + session.flags(build_dir)) for s in _session_sources()]
+        deps = [session.config_header]
     tag = "cpu_asan" if sanitize else ("cpu_native" if native else "cpu")
-    objs = _compile_all([(s, [cxx] + flags) for s in srcs], build_dir / f"obj_{tag}", jobs, verbose,
-                        force)
+    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
     out = build_dir / (CPU_ASAN_LIB if sanitize else CPU_LIB)
-    link = [cxx, "-shared", "-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else [])
-    _run(link + [str(o) for o in objs] + ["-o", str(out)], verbose)
+    link = [cxx, "-shared", "-fopenmp", f"-Wl,-soname,{SONAME}"]
+    link += ["-fsanitize=address,undefined"] if sanitize else []
+    _run(link + [str(o) for o in objs] + ["-ldl", "-lpthread", "-o", str(out)], verbose)
     return out
 
 
 def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: bool = False,
-               force: bool = False, out_name: str = CUDA_LIB) -> Path:
+               force: bool = False, out_name: str = CUDA_LIB, session: Optional[SessionBuild] = None) -> Path:
     """Build the CUDA library (CPU kernels included) and return its path."""
     archs = tuple(archs) if archs else default_cuda_archs(nvcc)
     cuda_home = _cuda_home(nvcc)
@@ -191,17 +456,27 @@ def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: b
     host = [cxx] + _cpu_flags(False, False) + ["-DPSD_WITH_CUDA", f"-I{cuda_home / 'include'}"]
     jobs_list = [(s, nv_flags) for s in _sources("*/*_cuda.cu")]
     jobs_list += [(s, host) for s in _sources("*/*_cpu.cpp") + _host_sources()]
+    deps, extra_libs = [], []
+    if session and session.enabled:
+        sflags = host + session.flags(build_dir)
+        trt = _find_tensorrt()
+        if trt:  # the TensorRT backend of the session (trt_backend.cpp)
+            sflags += ["-DPSD_HAVE_TENSORRT=1", "-isystem", str(trt[0])]
+            extra_libs += [f"-L{trt[1]}", "-lnvinfer"]
+        jobs_list += [(s, sflags) for s in _session_sources()]
+        deps = [session.config_header]
     tag = "cuda_" + "_".join(archs)
-    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force)
+    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
     out = build_dir / out_name
-    link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp"] + gencode
-    _run(link + [str(o) for o in objs] + ["-lgomp", "-o", str(out)], verbose)
+    link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp", "-Xlinker", f"-soname={SONAME}"] + gencode
+    _run(link + [str(o) for o in objs] + ["-lgomp", "-ldl", "-lpthread"] + extra_libs + ["-o", str(out)], verbose)
     return out
 
 
 def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=None,
                   cuda_archs=None, native: bool = False, jobs: int | None = None,
-                  verbose: bool = False, force: bool = False) -> dict[str, Path]:
+                  verbose: bool = False, force: bool = False, session: bool = True,
+                  ort_include=None) -> dict[str, Path]:
     """Build the kernel libraries.
 
     Args:
@@ -215,6 +490,9 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
         jobs (int | None): parallel compile jobs. Defaults to the CPU count (at most 4).
         verbose (bool): print the commands. Defaults to False.
         force (bool): rebuild every object. Defaults to False.
+        session (bool): compile the session API (``psd_session_*``) in. Defaults to True.
+        ort_include (path | None): ONNX Runtime C headers for the session; None searches and
+            fetches them (``find_ort_include``). Defaults to None.
 
     Returns:
         dict[str, Path]: ``{"cpu": ..., "cpu_asan": ..., "cuda": ...}`` for what was built.
@@ -225,9 +503,10 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
     build_dir = Path(build_dir) if build_dir else DEFAULT_BUILD_DIR
     build_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs or min(4, os.cpu_count() or 1)
-    built = {"cpu": build_cpu(build_dir, False, native, jobs, verbose, force)}
+    sess = prepare_session(build_dir, session, ort_include, verbose=verbose)
+    built = {"cpu": build_cpu(build_dir, False, native, jobs, verbose, force, sess)}
     if sanitize:
-        built["cpu_asan"] = build_cpu(build_dir, True, False, jobs, verbose, force)
+        built["cpu_asan"] = build_cpu(build_dir, True, False, jobs, verbose, force, sess)
     forced = os.environ.get("PSD_FORCE_CUDA", "") not in ("", "0")
     want = cuda if cuda is not None else None
     nvcc = find_nvcc()
@@ -235,8 +514,87 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
         if not nvcc:
             raise RuntimeError("CUDA build requested (PSD_FORCE_CUDA=1 or --cuda) but nvcc was not "
                                "found; install the CUDA toolkit or set CUDA_HOME")
-        built["cuda"] = build_cuda(build_dir, nvcc, cuda_archs, jobs, verbose, force)
+        built["cuda"] = build_cuda(build_dir, nvcc, cuda_archs, jobs, verbose, force, session=sess)
     return built
+
+
+# ------------------------------------------------------------------------------------------------
+# Installation for C/C++ embedders: libpsd.so + psd.h + pkg-config + CMake package
+
+_CMAKE_CONFIG = """# psdConfig.cmake: generated by psdrt's build.py --install. Relocatable: paths are relative to
+# this file. Defines the imported target psd::psd (libpsd + psd.h).
+get_filename_component(_psd_prefix "${{CMAKE_CURRENT_LIST_DIR}}/../../.." ABSOLUTE)
+if(NOT TARGET psd::psd)
+  add_library(psd::psd SHARED IMPORTED)
+  set_target_properties(psd::psd PROPERTIES
+    IMPORTED_LOCATION "${{_psd_prefix}}/lib/{soname}"
+    IMPORTED_SONAME "{soname}"
+    INTERFACE_INCLUDE_DIRECTORIES "${{_psd_prefix}}/include")
+endif()
+set(psd_VERSION "{version}")
+set(psd_FOUND TRUE)
+unset(_psd_prefix)
+"""
+
+_CMAKE_VERSION = """# psdConfigVersion.cmake: generated by psdrt's build.py --install (same major version = compatible).
+set(PACKAGE_VERSION "{version}")
+if(PACKAGE_FIND_VERSION_MAJOR STREQUAL "" OR PACKAGE_FIND_VERSION_MAJOR EQUAL "{major}")
+  if(PACKAGE_FIND_VERSION VERSION_GREATER PACKAGE_VERSION)
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+  else()
+    set(PACKAGE_VERSION_COMPATIBLE TRUE)
+    if(PACKAGE_FIND_VERSION STREQUAL PACKAGE_VERSION)
+      set(PACKAGE_VERSION_EXACT TRUE)
+    endif()
+  endif()
+else()
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+endif()
+"""
+
+
+def install(prefix, built: dict, verbose: bool = False) -> dict[str, Path]:
+    """Install the library built here for C/C++ embedders under ``prefix``.
+
+    ``lib/libpsd.so.1`` (the CUDA library when it was built, else the CPU one; soname
+    ``libpsd.so.1``) with the ``lib/libpsd.so`` link, ``include/psd/psd.h``,
+    ``lib/pkgconfig/psd.pc`` (with an rpath to ``lib/``, so ``pkg-config --cflags --libs psd`` is
+    all a build needs) and ``lib/cmake/psd/psdConfig.cmake`` (``find_package(psd)`` ->
+    ``psd::psd``). Returns the installed paths by kind.
+    """
+    prefix = Path(prefix).expanduser().resolve()
+    src = built.get("cuda") or built["cpu"]
+    libdir, incdir = prefix / "lib", prefix / "include" / "psd"
+    pcdir, cmakedir = libdir / "pkgconfig", libdir / "cmake" / "psd"
+    for d in (libdir, incdir, pcdir, cmakedir):
+        d.mkdir(parents=True, exist_ok=True)
+    real = libdir / SONAME
+    tmp = real.with_name(real.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    tmp.replace(real)  # atomic: a running program keeps its mapped copy
+    dev = libdir / "libpsd.so"
+    if dev.is_symlink() or dev.exists():
+        dev.unlink()
+    dev.symlink_to(SONAME)
+    header = incdir / "psd.h"
+    shutil.copyfile(CAPI / "include" / "psd" / "psd.h", header)
+    version = _psdrt_version()
+    pc = pcdir / "psd.pc"
+    pc.write_text(
+        f"prefix={prefix}\nlibdir=${{prefix}}/lib\nincludedir=${{prefix}}/include\n\n"
+        "Name: psd\nDescription: psdrt: PSD depth completion (RGB + sparse depth + K -> dense metric depth), C API\n"
+        f"Version: {version}\n"
+        "Libs: -L${libdir} -Wl,-rpath,${libdir} -lpsd\nCflags: -I${includedir}\n")
+    cfg = cmakedir / "psdConfig.cmake"
+    cfg.write_text(_CMAKE_CONFIG.format(soname=SONAME, version=version))
+    cver = cmakedir / "psdConfigVersion.cmake"
+    cver.write_text(_CMAKE_VERSION.format(version=version, major=version.split(".")[0]))
+    paths = {"library": real, "link": dev, "header": header, "pkgconfig": pc, "cmake": cfg}
+    if verbose:
+        for k, v in paths.items():
+            print(f"installed {k}: {v}")
+    return paths
 
 
 # ------------------------------------------------------------------------------------------------
@@ -685,6 +1043,14 @@ def main(argv=None, prog: str = "build.py") -> int:
     ap.add_argument("-j", "--jobs", type=int, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--force", action="store_true", help="rebuild everything")
+    ap.add_argument("--no-session", action="store_true",
+                    help="leave the session API (psd_session_*, the whole pipeline in C) out of the libraries")
+    ap.add_argument("--ort-include", default=None, metavar="DIR",
+                    help="ONNX Runtime C headers for the session API (default: $ORT_INCLUDE_DIR, a cached or "
+                         "system copy, else Debian trixie's libonnxruntime-dev is fetched)")
+    ap.add_argument("--install", "--prefix", dest="install", default=None, metavar="PREFIX",
+                    help="install lib/libpsd.so, include/psd/psd.h, lib/pkgconfig/psd.pc and "
+                         "lib/cmake/psd/psdConfig.cmake under PREFIX")
     d = ap.add_argument_group("deployable directory (with --checkpoint): checkpoint -> ONNX/engines + manifest.json")
     d.add_argument("--checkpoint", default=None, help="PSD or Depth Anything V2 checkpoint")
     d.add_argument("--size", default="228x304", help="working size HxW of the frames (default 228x304)")
@@ -707,12 +1073,19 @@ def main(argv=None, prog: str = "build.py") -> int:
     archs = tuple(x for x in a.cuda_archs.split(",") if x) if a.cuda_archs else None
     try:
         built = build_kernels(cuda, a.sanitize, a.build_dir, archs, a.native, a.jobs, a.verbose,
-                              a.force)
+                              a.force, session=not a.no_session, ort_include=a.ort_include)
     except RuntimeError as e:
         print(f"build failed: {e}", file=sys.stderr)
         return 1
     for name, path in built.items():
         print(f"{name}: {path}")
+    if a.install:
+        paths = install(a.install, built)
+        for k, v in paths.items():
+            print(f"installed {k}: {v}")
+        print(f"compile against it: cc app.c $(PKG_CONFIG_PATH={paths['pkgconfig'].parent} pkg-config --cflags "
+              f"--libs psd), or in CMake: find_package(psd) with CMAKE_PREFIX_PATH={Path(a.install).expanduser().resolve()}"
+              f" and target_link_libraries(app psd::psd)")
     return 0
 
 if __name__ == "__main__":

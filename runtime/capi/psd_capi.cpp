@@ -95,6 +95,13 @@ size_t PropagateBytes(const psd_frame_desc* desc, const psd_propagation_params* 
 
 }  // namespace
 
+namespace psd {
+namespace capi {
+// The session code (runtime/capi/session.cpp) reports through the same thread-local string.
+void SetLastError(const std::string& message) { g_last_error = message; }
+}  // namespace capi
+}  // namespace psd
+
 #define PSD_CAPI_GUARD(...)                                                    \
   try {                                                                        \
     __VA_ARGS__;                                                                   \
@@ -136,6 +143,10 @@ PSD_API const char* psd_status_string(psd_status_t status) {
     case PSD_E_NOT_BUILT_WITH_CUDA: return "PSD_E_NOT_BUILT_WITH_CUDA";
     case PSD_E_CUDA: return "PSD_E_CUDA";
     case PSD_E_INTERNAL: return "PSD_E_INTERNAL";
+    case PSD_E_UNSUPPORTED: return "PSD_E_UNSUPPORTED";
+    case PSD_E_ARTIFACT: return "PSD_E_ARTIFACT";
+    case PSD_E_BACKEND_UNAVAILABLE: return "PSD_E_BACKEND_UNAVAILABLE";
+    case PSD_E_BACKEND: return "PSD_E_BACKEND";
     default: return "PSD_E_UNKNOWN";
   }
 }

@@ -59,7 +59,12 @@ typedef enum psd_status_t {
   PSD_E_NOT_BUILT_WITH_CUDA = 6, /* PSD_DEVICE_CUDA requested from the CPU library */
   PSD_E_CUDA = 7,                /* a CUDA runtime error (message has its name) */
   PSD_E_INTERNAL = 8,            /* a bug: please report with psd_last_error() */
-  PSD_STATUS_COUNT = 9
+  /* sessions (psd_session_*, end of this header) */
+  PSD_E_UNSUPPORTED = 9,          /* a valid request this build/session cannot serve */
+  PSD_E_ARTIFACT = 10,            /* artefact directory: manifest, file, hash, gate, precision */
+  PSD_E_BACKEND_UNAVAILABLE = 11, /* inference runtime (ONNX Runtime/TensorRT) not loadable */
+  PSD_E_BACKEND = 12,             /* the inference runtime failed (message has its error) */
+  PSD_STATUS_COUNT = 13
 } psd_status_t;
 
 typedef enum psd_device_t { PSD_DEVICE_CPU = 0, PSD_DEVICE_CUDA = 1, PSD_DEVICE_COUNT = 2 } psd_device_t;
@@ -259,6 +264,219 @@ PSD_API psd_status_t psd_cspn(psd_device_t device, int64_t channels, int64_t hei
 PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int64_t width,
                                         int32_t bgr, int64_t out_h, int64_t out_w,
                                         const uint8_t* rgb, psd_stream_t stream, float* out);
+
+/* ================================================================== sessions: the whole pipeline
+ *
+ * A psd_session runs the complete per-frame pipeline of psdrt.runtime.pipeline.Pipeline
+ * (preprocess -> encoder -> alignment + dual-space propagation -> head -> post-processing) from
+ * host images, in one call. Modes:
+ *  - PSD_SESSION_MODE_PSD:       encoder + propagation + correction head (+ post-processing);
+ *  - PSD_SESSION_MODE_PROPAGATE: encoder + propagation (no head);
+ *  - PSD_SESSION_MODE_GUIDED:    no network and no weights (artifact_dir may be NULL).
+ * The networks come from an artefact directory written by `psdrt build` (manifest.json): it is
+ * checked exactly as Pipeline.from_artifacts checks it (format 1, files present, SHA-256 of every
+ * file used, correctness gate passed, the requested precision present). The encoder and head
+ * run in ONNX Runtime, loaded at run time with dlopen (no link-time dependency); search order:
+ * psd_session_options.ort_library, $PSD_ONNXRUNTIME_LIB, the library recorded by build.py (the
+ * onnxruntime Python wheel found at build time), then dlopen("libonnxruntime.so").
+ *
+ * Ownership: the session owns everything it allocates; psd_session_destroy frees it. It keeps
+ *   no pointer to the caller's options, strings or frames after a call returns. Strings returned
+ *   by the library (psd_last_error, psd_session_info.*) are owned by the library.
+ * Allocation: buffers are allocated at create (fixed working size) or at the first run of a
+ *   frame size (guided without artefacts; a new size reallocates once). psd_session_run never
+ *   allocates for a frame of the size already seen.
+ * Synchrony: psd_session_run is synchronous: the outputs are complete when it returns.
+ *   psd_session_enqueue (CUDA builds) enqueues everything on the caller's stream and returns;
+ *   outputs are valid after the stream is synchronised, inputs must stay alive until then.
+ * Streams: psd_session_enqueue takes a cudaStream_t as void* (NULL = cudaStreamPerThread).
+ * Thread safety: a session must not be used by two threads at the same time (it reuses its
+ *   buffers); distinct sessions are independent and may run concurrently. psd_last_error() is
+ *   thread-local. create/destroy are thread-safe.
+ * Errors: every call returns a psd_status_t; psd_last_error() says what failed and how to fix it.
+ *   Bad frames: PSD_E_NULL_POINTER, PSD_E_SHAPE_MISMATCH (sizes, strides, frame size differs
+ *   from the artefacts'), PSD_E_INVALID_ARGUMENT (NaN/Inf/negative sparse depth, no sparse
+ *   point, invalid K, bad struct_size or enum). The output never contains NaN or Inf: a
+ *   non-finite result is reported as PSD_E_INTERNAL instead of being written.
+ */
+#define PSD_SESSION_ABI_VERSION 1
+
+#define PSD_STATUS_UNSUPPORTED PSD_E_UNSUPPORTED /* spelling used in the session docs */
+
+typedef struct psd_session psd_session; /* opaque */
+
+typedef enum psd_session_mode_t {
+  PSD_SESSION_MODE_AUTO = 0,      /* the manifest's mode; guided when artifact_dir is NULL */
+  PSD_SESSION_MODE_PSD = 1,
+  PSD_SESSION_MODE_PROPAGATE = 2,
+  PSD_SESSION_MODE_GUIDED = 3,
+  PSD_SESSION_MODE_COUNT = 4
+} psd_session_mode_t;
+
+typedef enum psd_precision_t {
+  PSD_PRECISION_FP32 = 0,
+  PSD_PRECISION_FP16 = 1,
+  PSD_PRECISION_INT8 = 2,
+  PSD_PRECISION_COUNT = 3
+} psd_precision_t;
+
+typedef enum psd_backend_t {
+  PSD_BACKEND_AUTO = 0,        /* ONNX Runtime */
+  PSD_BACKEND_ONNXRUNTIME = 1, /* the manifest's onnxruntime artefacts */
+  PSD_BACKEND_TENSORRT = 2,    /* the manifest's tensorrt engines (builds with TensorRT only) */
+  PSD_BACKEND_COUNT = 3
+} psd_backend_t;
+
+/* Session ABI version (PSD_SESSION_ABI_VERSION of the build); 0 when the library was built
+ * with `build.py --no-session`. Never fails; thread-safe. */
+PSD_API uint32_t psd_session_abi_version(void);
+
+/* A dataset preset (psdrt.runtime.presets): the propagation and post-processing parameters. */
+typedef struct psd_preset {
+  uint32_t struct_size;  /* sizeof(psd_preset) */
+  int32_t mode;          /* psd_mode_t */
+  int32_t camera;        /* psd_camera_t (sessions support PSD_CAMERA_PINHOLE) */
+  int32_t k;             /* kNN neighbours, >= 1 */
+  double rate;           /* (0, 1] */
+  int64_t candidates;    /* >= 0, 0 = all */
+  int32_t post_iters;    /* -1 = none, 0 = re-inject sparse, > 0 = CSPN sweeps */
+  int32_t iters_quarter; /* >= 0 */
+  int32_t iters_full;    /* >= 0 */
+  int32_t reserved;
+  double min_depth, max_depth; /* the dataset's depth range (information only) */
+  char name[32];         /* official dataset key, e.g. "NYUv2" */
+} psd_preset;
+
+/* Looks up a preset by its official name or alias ("NYUv2", "kitti", "default", ...), as
+ * psdrt.runtime.presets.get_preset does.
+ * @param[out] out  host memory; out->struct_size must be set to sizeof(psd_preset).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT
+ * (unknown name: the message lists the known ones; bad struct_size). */
+PSD_API psd_status_t psd_preset_get(const char* name, psd_preset* out);
+
+/* Options of psd_session_create. Always initialise with psd_session_options_init. */
+typedef struct psd_session_options {
+  uint32_t struct_size;     /* sizeof(psd_session_options) (set by _init) */
+  int32_t device;           /* psd_device_t: CPU (default) or CUDA (ORT CUDA EP, CUDA kernels) */
+  int32_t precision;        /* psd_precision_t (default FP32); or see precision_name */
+  int32_t mode;             /* psd_session_mode_t (default AUTO) */
+  int32_t backend;          /* psd_backend_t (default AUTO = ONNX Runtime) */
+  int32_t intra_op_threads; /* ONNX Runtime intra-op threads; 0 = its default */
+  int32_t device_id;        /* CUDA device ordinal (default 0) */
+  int32_t fm_lower;         /* encoder input lower bound; 0 = the manifest's (guided: unused) */
+  uint64_t seed;            /* seed of the kNN subsets (presets with rate < 1 or a cap) */
+  const char* precision_name; /* "fp32" / "fp16" / "int8"; overrides `precision` when not NULL */
+  const char* ort_library;    /* path of libonnxruntime.so*; NULL = search (see above) */
+  const char* preset;         /* preset name or alias; NULL = the manifest's ("NYUv2" without) */
+  const psd_preset* preset_override; /* used instead of `preset` when not NULL (copied) */
+  /* guided mode (psdrt.runtime.guided.GuidedParams); 0 = the default */
+  int32_t guided_levels;      /* pyramid levels (default 2) */
+  int32_t guided_iterations;  /* CSPN sweeps per level (default 40) */
+  double guided_colour_scale; /* CIELAB distance of one kernel bandwidth (default 10) */
+} psd_session_options;
+
+/* Fills *options with the defaults (CPU, FP32, AUTO mode, ORT, seed 0) and struct_size.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER. Thread-safe. */
+PSD_API psd_status_t psd_session_options_init(psd_session_options* options);
+
+/* Creates a session.
+ * @param[in]  artifact_dir  directory holding manifest.json (psdrt build), or NULL for
+ *                           PSD_SESSION_MODE_GUIDED / AUTO (guided, any frame size).
+ * @param[in]  options       NULL = defaults. Copied; not retained.
+ * @param[out] out           the new session (*out = NULL on failure).
+ * Loads ONNX Runtime, opens the encoder (and head) of the requested precision, allocates every
+ * buffer of the working size. Synchronous; thread-safe.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (options), PSD_E_ARTIFACT
+ * (missing/corrupt manifest, missing file, SHA-256 mismatch, failed gate, precision not built),
+ * PSD_E_BACKEND_UNAVAILABLE (ONNX Runtime not found/too old, CUDA EP missing, TensorRT not
+ * built), PSD_E_BACKEND (ONNX Runtime refused the model), PSD_E_UNSUPPORTED (a preset that
+ * needs IP-Basic: rate < 1, a candidate cap or a mode other than 3D-2D; a non-pinhole camera;
+ * guided mode before the guided kernel exists), PSD_E_OUT_OF_MEMORY. */
+PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_session_options* options,
+                                        psd_session** out);
+
+/* Destroys a session (NULL is a no-op). Not concurrently with a run of the same session. */
+PSD_API void psd_session_destroy(psd_session* session);
+
+/* Frame size (H, W) the session accepts: the artefacts' working size; 0 x 0 = any size (guided
+ * without artefacts). Statuses: PSD_OK, PSD_E_NULL_POINTER. */
+PSD_API psd_status_t psd_session_input_shape(const psd_session* session, int64_t* height,
+                                             int64_t* width);
+/* Output size: equal to the input size (0 x 0 = the size of each frame). */
+PSD_API psd_status_t psd_session_output_shape(const psd_session* session, int64_t* height,
+                                              int64_t* width);
+
+/* What a session runs. Strings are owned by the session (valid until destroy). */
+typedef struct psd_session_info {
+  uint32_t struct_size;   /* sizeof(psd_session_info), set by the caller */
+  int32_t mode;           /* psd_session_mode_t (never AUTO) */
+  int32_t device;         /* psd_device_t */
+  int32_t precision;      /* psd_precision_t (guided: FP32) */
+  int64_t height, width;  /* as psd_session_input_shape */
+  int64_t fm_height, fm_width; /* encoder input size (0 for guided) */
+  psd_preset preset;      /* the effective preset */
+  const char* backend;    /* "onnxruntime 1.21.0 (CPU)", "none" for guided */
+  const char* artifact_dir; /* "" for guided without artefacts */
+} psd_session_info;
+
+/* Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
+PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_session_info* info);
+
+#define PSD_FRAME_BGR 1u /* psd_frame_in.flags: rgb holds B, G, R (OpenCV order) */
+
+typedef enum psd_dtype_t { PSD_DTYPE_FLOAT64 = 0, PSD_DTYPE_FLOAT32 = 1 } psd_dtype_t;
+
+/* One input frame. Host memory for psd_session_run, device memory (rgb, sparse) for
+ * psd_session_enqueue; K is always host memory. */
+typedef struct psd_frame_in {
+  uint32_t struct_size;    /* sizeof(psd_frame_in) */
+  uint32_t flags;          /* PSD_FRAME_* */
+  int64_t height, width;   /* >= 4 each */
+  const uint8_t* rgb;      /* H rows of W x 3 uint8 (RGB, or BGR with PSD_FRAME_BGR) */
+  int64_t rgb_stride;      /* bytes between rows; 0 = 3 * width */
+  const float* sparse;     /* H rows of W float32 metres, 0 = missing; 4-byte aligned */
+  int64_t sparse_stride;   /* bytes between rows (multiple of 4); 0 = 4 * width */
+  const void* K;           /* 3x3 row-major pinhole intrinsics at H x W */
+  int32_t K_dtype;         /* psd_dtype_t of K (default FLOAT64) */
+  int32_t reserved;
+} psd_frame_in;
+
+/* Per-stage wall times of the last run, milliseconds (psd_frame_out.timings_ms). */
+typedef enum psd_stage_t {
+  PSD_STAGE_VALIDATE = 0, PSD_STAGE_PREPROCESS = 1, PSD_STAGE_ENCODER = 2,
+  PSD_STAGE_PROPAGATION = 3, PSD_STAGE_HEAD = 4, PSD_STAGE_POST = 5, PSD_STAGE_GUIDED = 6,
+  PSD_STAGE_TOTAL = 7, PSD_STAGE_COUNT = 8
+} psd_stage_t;
+
+/* One output frame: caller-allocated buffers plus what the run reports. */
+typedef struct psd_frame_out {
+  uint32_t struct_size;    /* sizeof(psd_frame_out) */
+  uint32_t reserved;
+  float* depth;            /* H rows of W float32 metres (required; finite) */
+  int64_t depth_stride;    /* bytes between rows (multiple of 4); 0 = 4 * width */
+  uint16_t* depth_mm;      /* optional: uint16 millimetres, round(depth * 1000) saturated to
+                              65535, 0 = invalid (psdrt DepthResult.depth_mm) */
+  int64_t depth_mm_stride; /* bytes between rows (even); 0 = 2 * width */
+  /* written by psd_session_run: */
+  int64_t points;          /* valid (> 0) sparse points */
+  int32_t alignment_degenerate; /* 1: < 2 points strictly between min and max depth */
+  int32_t reserved2;
+  double timings_ms[PSD_STAGE_COUNT];
+} psd_frame_out;
+
+/* Completes one frame (host memory in and out). Synchronous; allocation-free once warm.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
+ * PSD_E_BACKEND, PSD_E_UNSUPPORTED, PSD_E_INTERNAL (non-finite result; nothing is written). */
+PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* in,
+                                     psd_frame_out* out);
+
+/* Device-pointer variant (CUDA library, session created with device = PSD_DEVICE_CUDA):
+ * in->rgb, in->sparse, out->depth (and out->depth_mm) are CUDA device memory; every stage is
+ * enqueued on `stream` and the call returns without synchronising. Data-dependent checks (NaN,
+ * point count) are not made (they would need a host sync); points, alignment_degenerate and
+ * timings_ms are not written. CPU builds and CPU sessions return PSD_E_UNSUPPORTED. */
+PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_in* in,
+                                         psd_frame_out* out, psd_stream_t stream);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,0 +1,834 @@
+// psd_session_*: the whole per-frame pipeline behind the C ABI (psd.h, "sessions").
+//
+// The orchestration mirrors psdrt.runtime.pipeline.Pipeline.__call__ step by step and calls the
+// same kernels through their C entry points (psd_preprocess_rgb, psd_propagate,
+// psd_post_process, ...); the networks run behind InferenceBackend (ort_backend.cpp,
+// trt_backend.cpp). Every buffer is allocated at create (or at the first frame of a size in
+// guided mode), so a warm psd_session_run allocates nothing.
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "session_internal.h"
+
+#if defined(PSD_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+using psd::capi::ArtifactSelection;
+using psd::capi::BackendConfig;
+using psd::capi::Error;
+using psd::capi::InferenceBackend;
+using psd::capi::TensorSpec;
+using psd::capi::Throw;
+
+namespace {
+
+constexpr int64_t kMaxSide = 1 << 15;
+constexpr int64_t kPostChannels = 32;  // Pipeline: kernels.post_process(..., channels=32)
+
+const char* ModeName(int32_t m) {
+  switch (m) {
+    case PSD_SESSION_MODE_PSD: return "psd";
+    case PSD_SESSION_MODE_PROPAGATE: return "propagate";
+    case PSD_SESSION_MODE_GUIDED: return "guided";
+    default: return "auto";
+  }
+}
+const char* PrecisionName(int32_t p) {
+  switch (p) {
+    case PSD_PRECISION_FP16: return "fp16";
+    case PSD_PRECISION_INT8: return "int8";
+    default: return "fp32";
+  }
+}
+
+double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+template <typename F>
+psd_status_t Guard(F&& f) {
+  try {
+    f();
+    return PSD_OK;
+  } catch (const Error& e) {
+    psd::capi::SetLastError(e.what());
+    return e.status;
+  } catch (const std::bad_alloc&) {
+    psd::capi::SetLastError("out of host memory");
+    return PSD_E_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    psd::capi::SetLastError(std::string("internal error: ") + e.what() + " (please report)");
+    return PSD_E_INTERNAL;
+  } catch (...) {
+    psd::capi::SetLastError("unknown C++ exception (please report)");
+    return PSD_E_INTERNAL;
+  }
+}
+
+#if defined(PSD_WITH_CUDA)
+void CudaCheck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) Throw(PSD_E_CUDA, std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// cudaMalloc'd memory freed with the session.
+struct DeviceBuffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p) cudaFree(p);
+  }
+  void Resize(size_t n) {
+    if (n <= bytes && p) return;
+    if (p) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+    CudaCheck(cudaMalloc(&p, n ? n : 1), "cudaMalloc");
+    bytes = n;
+  }
+  float* f() const { return static_cast<float*>(p); }
+};
+#endif
+
+// A host buffer or a device buffer, by the session's device.
+struct Buffer {
+  std::vector<float> host;
+#if defined(PSD_WITH_CUDA)
+  DeviceBuffer dev;
+#endif
+  float* ptr = nullptr;
+  int64_t count = 0;
+  void Resize(int32_t device, int64_t n) {
+    count = n;
+#if defined(PSD_WITH_CUDA)
+    if (device == PSD_DEVICE_CUDA) {
+      dev.Resize(static_cast<size_t>(n) * sizeof(float));
+      ptr = dev.f();
+      return;
+    }
+#endif
+    (void)device;
+    host.assign(static_cast<size_t>(n > 0 ? n : 1), 0.0f);
+    ptr = host.data();
+  }
+};
+
+struct ValidFrame {
+  int64_t h = 0, w = 0;
+  const uint8_t* rgb = nullptr;  // contiguous H x W x 3 (the caller's or our copy)
+  bool bgr = false;
+  float K[9] = {0};  // float32 K as the kernels take it (Pipeline: float64 -> float32)
+  int64_t points = 0, interior = 0;
+  float smin = 0.f, smax = 0.f;
+};
+
+}  // namespace
+
+struct psd_session {
+  int32_t mode = PSD_SESSION_MODE_GUIDED;
+  int32_t device = PSD_DEVICE_CPU;
+  int32_t precision = PSD_PRECISION_FP32;
+  int32_t device_id = 0;
+  psd_preset preset{};
+  uint64_t seed = 0;
+  int64_t height = 0, width = 0;  // 0 = any size (guided without artefacts)
+  int64_t fm_h = 0, fm_w = 0, fm_lower = 392;
+  int32_t guided_levels = 2, guided_iterations = 40;
+  double guided_colour_scale = 10.0;
+  std::string artifact_dir, backend_desc;
+  std::unique_ptr<InferenceBackend> encoder, head;
+
+  // buffers of the working size (device memory for CUDA sessions)
+  int64_t buf_h = 0, buf_w = 0;
+  std::vector<uint8_t> rgb_host;  // contiguous copy of a strided host image
+  Buffer sparse, x, rel_inv, diff, depth_pix, fd0, depth;
+  Buffer feat[4];
+  std::vector<uint8_t> ws_prop, ws_post;
+  psd_frame_desc desc{};
+  psd_frame_desc post_desc{};
+  psd_propagation_params params{};
+  int64_t feat_shape[4][3] = {{0}};
+  int64_t fd0_shape[3] = {0, 0, 0};
+  int64_t rel_shape[2] = {0, 0};
+#if defined(PSD_WITH_CUDA)
+  DeviceBuffer d_rgb, d_ws_prop, d_ws_post;
+  DeviceBuffer d_in_rgb, d_in_sparse, d_out_depth;  // staging of psd_session_run on the GPU
+  cudaStream_t stream = nullptr;
+#endif
+};
+
+namespace {
+
+void CheckStructSize(uint32_t got, size_t want, const char* name) {
+  if (got < want)
+    Throw(PSD_E_INVALID_ARGUMENT, std::string(name) + "->struct_size is " + std::to_string(got) +
+                                      ", expected sizeof(" + name + ") = " + std::to_string(want) +
+                                      "; set it (or use the *_init function) with this psd.h");
+}
+
+// ------------------------------------------------------------------ frame validation (host)
+void ValidateK(const psd_frame_in* in, ValidFrame* f) {
+  if (in->K == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: in->K (3x3 intrinsics)");
+  if (in->K_dtype != PSD_DTYPE_FLOAT64 && in->K_dtype != PSD_DTYPE_FLOAT32)
+    Throw(PSD_E_INVALID_ARGUMENT, "in->K_dtype must be PSD_DTYPE_FLOAT64 (0) or PSD_DTYPE_FLOAT32 (1)");
+  double K[9];
+  for (int i = 0; i < 9; ++i) {
+    if (in->K_dtype == PSD_DTYPE_FLOAT64) {
+      std::memcpy(&K[i], static_cast<const char*>(in->K) + i * sizeof(double), sizeof(double));
+    } else {
+      float v;
+      std::memcpy(&v, static_cast<const char*>(in->K) + i * sizeof(float), sizeof(float));
+      K[i] = v;
+    }
+  }
+  // the checks and messages of psdrt.runtime.io.validate_intrinsics
+  for (double v : K)
+    if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K contains NaN or Inf; fix the calibration file");
+  if (!(K[0] > 0 && K[4] > 0))
+    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K has non-positive focal lengths fx=" + std::to_string(K[0]) +
+                                      ", fy=" + std::to_string(K[4]) +
+                                      "; focal lengths are in pixels and must be > 0");
+  auto close = [](double a, double b) { return std::fabs(a - b) <= 1e-8 + 1e-5 * std::fabs(b); };
+  if (!(close(K[6], 0.0) && close(K[7], 0.0) && close(K[8], 1.0)))
+    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K bottom row is [" + std::to_string(K[6]) + ", " +
+                                      std::to_string(K[7]) + ", " + std::to_string(K[8]) +
+                                      "], expected [0, 0, 1]; normalise K by K[2, 2]");
+  const double det = K[0] * (K[4] * K[8] - K[5] * K[7]) - K[1] * (K[3] * K[8] - K[5] * K[6]) +
+                     K[2] * (K[3] * K[7] - K[4] * K[6]);
+  if (std::fabs(det) < 1e-12)
+    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K is singular; fix the calibration (fx, fy must be non-zero)");
+  const double cx = K[2], cy = K[5], w = static_cast<double>(f->w), h = static_cast<double>(f->h);
+  if (!(-0.5 * w <= cx && cx <= 1.5 * w && -0.5 * h <= cy && cy <= 1.5 * h))
+    Throw(PSD_E_INVALID_ARGUMENT,
+          "principal point (" + std::to_string(cx) + ", " + std::to_string(cy) + ") is far outside the " +
+              std::to_string(f->w) + "x" + std::to_string(f->h) +
+              " image; K is probably for another resolution: scale fx, cx by the width ratio and fy, "
+              "cy by the height ratio (and shift cx, cy by any crop offset)");
+  for (int i = 0; i < 9; ++i) f->K[i] = static_cast<float>(K[i]);
+}
+
+int64_t Stride(int64_t given, int64_t min_bytes, int64_t h, int64_t elem, const char* name) {
+  const int64_t s = given == 0 ? min_bytes : given;
+  if (s < min_bytes)
+    Throw(PSD_E_SHAPE_MISMATCH, std::string(name) + " is " + std::to_string(given) +
+                                    " bytes, smaller than one row (" + std::to_string(min_bytes) +
+                                    " bytes); pass the row pitch in bytes, or 0 for packed rows");
+  if (s % elem != 0)
+    Throw(PSD_E_SHAPE_MISMATCH, std::string(name) + " (" + std::to_string(s) + " bytes) must be a multiple of " +
+                                    std::to_string(elem) + " bytes");
+  if (s > std::numeric_limits<int64_t>::max() / (h + 1))
+    Throw(PSD_E_SHAPE_MISMATCH, std::string(name) + " is implausibly large (" + std::to_string(s) + " bytes)");
+  return s;
+}
+
+void CheckAligned(const void* p, size_t a, const char* name) {
+  if (reinterpret_cast<uintptr_t>(p) % a != 0)
+    Throw(PSD_E_INVALID_ARGUMENT, std::string(name) + " must be " + std::to_string(a) + "-byte aligned");
+}
+
+struct Strides {
+  int64_t rgb, sparse, depth, mm;
+};
+
+// Pointers, sizes, strides and the session's size: everything but the pixel values.
+Strides ValidateLayout(const psd_session* s, const psd_frame_in* in, const psd_frame_out* out,
+                       bool device_pointers, ValidFrame* f) {
+  if (in == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: in (psd_frame_in)");
+  if (out == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: out (psd_frame_out)");
+  CheckStructSize(in->struct_size, sizeof(psd_frame_in), "psd_frame_in");
+  CheckStructSize(out->struct_size, sizeof(psd_frame_out), "psd_frame_out");
+  if (in->flags & ~PSD_FRAME_BGR)
+    Throw(PSD_E_INVALID_ARGUMENT, "in->flags has unknown bits; use 0 or PSD_FRAME_BGR");
+  const int64_t h = in->height, w = in->width;
+  if (h < 4 || w < 4 || h > kMaxSide || w > kMaxSide)
+    Throw(PSD_E_SHAPE_MISMATCH, "frame size " + std::to_string(h) + "x" + std::to_string(w) +
+                                    " (HxW) is out of range: both sides must be in [4, 32768]");
+  if (s->height > 0 && (h != s->height || w != s->width)) {
+    const std::string hw = std::to_string(h) + "x" + std::to_string(w);
+    Throw(PSD_E_SHAPE_MISMATCH, "frame is " + hw + " but the artefacts were built for " +
+                                    std::to_string(s->height) + "x" + std::to_string(s->width) +
+                                    "; resize the frame, or rebuild with `psdrt build --size " + hw + "`");
+  }
+  if (in->rgb == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: in->rgb (H x W x 3 uint8)");
+  if (in->sparse == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: in->sparse (H x W float32 metres)");
+  if (out->depth == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: out->depth (H x W float32)");
+  CheckAligned(in->sparse, alignof(float), "in->sparse");
+  CheckAligned(out->depth, alignof(float), "out->depth");
+  if (out->depth_mm) CheckAligned(out->depth_mm, alignof(uint16_t), "out->depth_mm");
+  Strides st;
+  st.rgb = Stride(in->rgb_stride, 3 * w, h, 1, "in->rgb_stride");
+  st.sparse = Stride(in->sparse_stride, 4 * w, h, 4, "in->sparse_stride");
+  st.depth = Stride(out->depth_stride, 4 * w, h, 4, "out->depth_stride");
+  st.mm = out->depth_mm ? Stride(out->depth_mm_stride, 2 * w, h, 2, "out->depth_mm_stride") : 0;
+  (void)device_pointers;
+  f->h = h;
+  f->w = w;
+  f->bgr = (in->flags & PSD_FRAME_BGR) != 0;
+  return st;
+}
+
+// Copies the sparse depth into `dst` (contiguous) with validate_frame's checks.
+void CopySparse(const psd_frame_in* in, int64_t stride, float* dst, ValidFrame* f) {
+  const int64_t h = f->h, w = f->w;
+  int64_t n = 0;
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  bool bad = false, neg = false;
+  for (int64_t y = 0; y < h; ++y) {
+    const float* row = reinterpret_cast<const float*>(reinterpret_cast<const char*>(in->sparse) + y * stride);
+    float* d = dst + y * w;
+    for (int64_t x = 0; x < w; ++x) {
+      const float v = row[x];
+      d[x] = v;
+      bad |= !std::isfinite(v);
+      neg |= v < 0.0f;
+      if (v > 0.0f) {
+        ++n;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+      }
+    }
+  }
+  if (bad) Throw(PSD_E_INVALID_ARGUMENT, "sparse depth contains NaN or Inf; mark missing pixels with 0 instead");
+  if (neg)
+    Throw(PSD_E_INVALID_ARGUMENT, "sparse depth contains negative values; depths are metres >= 0 with 0 = missing");
+  if (n == 0)
+    Throw(PSD_E_INVALID_ARGUMENT, "sparse depth has no valid point (all zeros); at least one measurement is "
+                                  "needed to fix the metric scale");
+  int64_t interior = 0;
+  for (int64_t i = 0; i < h * w; ++i) interior += (dst[i] > lo && dst[i] < hi) ? 1 : 0;
+  f->points = n;
+  f->interior = interior;
+  f->smin = lo;
+  f->smax = hi;
+}
+
+void KernelOk(psd_status_t st, const char* what) { psd::capi::CheckKernel(st, what); }
+
+// ------------------------------------------------------------------ buffers
+void AllocateForSize(psd_session* s, int64_t h, int64_t w) {
+  if (s->buf_h == h && s->buf_w == w) return;
+  const int32_t dev = s->device;
+  s->sparse.Resize(dev, h * w);
+  s->diff.Resize(dev, h * w);
+  s->depth.Resize(dev, h * w);
+  s->buf_h = h;
+  s->buf_w = w;
+}
+
+// Binds the networks to the buffers and sizes the kernels' workspaces (fixed working size).
+void SetUpNetworks(psd_session* s) {
+  const int64_t h = s->height, w = s->width;
+  const int32_t dev = s->device;
+  AllocateForSize(s, h, w);
+  InferenceBackend& enc = *s->encoder;
+  // encoder: rgb (1, 3, fm_h, fm_w) -> rel_inv (1, 1, h', w'), feat0..3 (1, C, h, w)
+  const std::string where = " of " + s->artifact_dir + "'s encoder";
+  if (enc.inputs().size() != 1 || enc.inputs()[0].shape.size() != 4 || enc.inputs()[0].shape[0] != 1 ||
+      enc.inputs()[0].shape[1] != 3)
+    Throw(PSD_E_ARTIFACT, "the encoder must have one input (1, 3, H, W)" + where +
+                              "; rebuild the directory with `psdrt build`");
+  const TensorSpec& xin = enc.inputs()[0];
+  if (xin.shape[2] != s->fm_h || xin.shape[3] != s->fm_w)
+    Throw(PSD_E_ARTIFACT, "the encoder input is " + std::to_string(xin.shape[2]) + "x" + std::to_string(xin.shape[3]) +
+                              " but the working size " + std::to_string(h) + "x" + std::to_string(w) +
+                              " with fm_lower " + std::to_string(s->fm_lower) + " needs " + std::to_string(s->fm_h) +
+                              "x" + std::to_string(s->fm_w) + "; rebuild with `psdrt build --size " +
+                              std::to_string(h) + "x" + std::to_string(w) + " --force`");
+  s->x.Resize(dev, xin.count());
+  std::vector<std::string> names = {"rel_inv", "feat0", "feat1", "feat2", "feat3"};
+  std::vector<float*> outs;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const TensorSpec* spec = nullptr;
+    for (const auto& o : enc.outputs())
+      if (o.name == names[i]) spec = &o;
+    if (!spec || spec->shape.size() != 4 || spec->shape[0] != 1 || (i == 0 && spec->shape[1] != 1))
+      Throw(PSD_E_ARTIFACT, "the encoder has no output " + names[i] + " of shape (1, C, H, W)" + where +
+                                "; rebuild the directory with `psdrt build`");
+    Buffer& b = i == 0 ? s->rel_inv : s->feat[i - 1];
+    b.Resize(dev, spec->count());
+    outs.push_back(b.ptr);
+    if (i == 0) {
+      s->rel_shape[0] = spec->shape[2];
+      s->rel_shape[1] = spec->shape[3];
+    } else {
+      for (int k = 0; k < 3; ++k) s->feat_shape[i - 1][k] = spec->shape[k + 1];
+    }
+  }
+  enc.Bind({s->x.ptr}, names, outs);
+  // propagation
+  s->desc = psd_frame_desc{sizeof(psd_frame_desc), 0, h, w, s->rel_shape[0], s->rel_shape[1],
+                           s->feat_shape[0][0], s->feat_shape[0][1], s->feat_shape[0][2]};
+  s->params = psd_propagation_params{};
+  s->params.struct_size = sizeof(psd_propagation_params);
+  s->params.mode = s->preset.mode;
+  s->params.camera = s->preset.camera;
+  s->params.k = s->preset.k;
+  s->params.rate = s->preset.rate;
+  s->params.candidates = s->preset.candidates;
+  s->params.seed = s->seed;
+  s->params.iters_quarter = s->preset.iters_quarter;
+  s->params.iters_full = s->preset.iters_full;
+  size_t bytes = 0;
+  KernelOk(psd_propagate_workspace_size(static_cast<psd_device_t>(dev), &s->desc, &s->params, 0, &bytes),
+           "propagation parameters");
+#if defined(PSD_WITH_CUDA)
+  if (dev == PSD_DEVICE_CUDA) s->d_ws_prop.Resize(bytes);
+  else
+#endif
+    s->ws_prop.assign(bytes, 0);
+  if (s->mode != PSD_SESSION_MODE_PSD) return;
+  // head: sparse, depth_diff (1, 1, H, W), feat0..3 -> depth_pix (1, 1, H, W), fd0 (1, C, h, w)
+  InferenceBackend& hd = *s->head;
+  std::vector<float*> ins;
+  for (const TensorSpec& in : hd.inputs()) {
+    const std::string& n = in.name;
+    if (n == "sparse" || n == "depth_diff") {
+      if (in.count() != h * w)
+        Throw(PSD_E_ARTIFACT, "the head input " + n + " does not have the working size " + std::to_string(h) + "x" +
+                                  std::to_string(w) + "; rebuild the directory with `psdrt build --force`");
+      ins.push_back(n == "sparse" ? s->sparse.ptr : s->diff.ptr);
+    } else if (n.size() == 5 && n.compare(0, 4, "feat") == 0 && n[4] >= '0' && n[4] <= '3') {
+      const Buffer& b = s->feat[n[4] - '0'];
+      if (in.count() != b.count)
+        Throw(PSD_E_ARTIFACT, "the head input " + n + " does not match the encoder's output; rebuild the "
+                                  "directory with `psdrt build --force`");
+      ins.push_back(b.ptr);
+    } else {
+      Throw(PSD_E_ARTIFACT, "the head has an unexpected input '" + n + "'; rebuild the directory with `psdrt build`");
+    }
+  }
+  const TensorSpec* dp = nullptr;
+  const TensorSpec* f0 = nullptr;
+  for (const auto& o : hd.outputs()) {
+    if (o.name == "depth_pix") dp = &o;
+    if (o.name == "fd0") f0 = &o;
+  }
+  if (!dp || dp->count() != h * w || !f0 || f0->shape.size() != 4 || f0->shape[0] != 1)
+    Throw(PSD_E_ARTIFACT, "the head has no depth_pix (1, 1, H, W) / fd0 (1, C, h, w) outputs; rebuild the "
+                          "directory with `psdrt build`");
+  s->depth_pix.Resize(dev, dp->count());
+  s->fd0.Resize(dev, f0->count());
+  for (int k = 0; k < 3; ++k) s->fd0_shape[k] = f0->shape[k + 1];
+  hd.Bind(ins, {"depth_pix", "fd0"}, {s->depth_pix.ptr, s->fd0.ptr});
+  s->post_desc = psd_frame_desc{sizeof(psd_frame_desc), 0, h, w, 0, 0, s->fd0_shape[0], s->fd0_shape[1],
+                                s->fd0_shape[2]};
+  bytes = 0;
+  KernelOk(psd_post_process_workspace_size(static_cast<psd_device_t>(dev), &s->post_desc, kPostChannels,
+                                           s->preset.post_iters, &bytes),
+           "post-processing parameters");
+#if defined(PSD_WITH_CUDA)
+  if (dev == PSD_DEVICE_CUDA) s->d_ws_post.Resize(bytes);
+  else
+#endif
+    s->ws_post.assign(bytes, 0);
+}
+
+// ------------------------------------------------------------------ the per-frame pipeline
+// Runs every stage on `stream` (device sessions) or synchronously (host sessions) from
+// s->sparse (contiguous) and a contiguous rgb, into s->depth. Returns per-stage times (host).
+void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* stream, double* t) {
+  using clock = std::chrono::steady_clock;
+  const psd_device_t dev = static_cast<psd_device_t>(s->device);
+  const auto t0 = clock::now();
+  if (s->mode == PSD_SESSION_MODE_GUIDED) {
+    Throw(PSD_E_UNSUPPORTED,
+          "guided mode needs the psd_guided kernel, which this build of the library does not "
+          "contain yet; use psdrt.runtime.pipeline.Pipeline('guided') from Python meanwhile");
+  }
+  KernelOk(psd_preprocess_rgb(dev, f.h, f.w, f.bgr ? 1 : 0, s->fm_h, s->fm_w, rgb, stream, s->x.ptr), "preprocess");
+  const auto t1 = clock::now();
+  s->encoder->Run(stream);
+  const auto t2 = clock::now();
+  void* wsp = s->ws_prop.data();
+  size_t wsn = s->ws_prop.size();
+#if defined(PSD_WITH_CUDA)
+  if (s->device == PSD_DEVICE_CUDA) {
+    wsp = s->d_ws_prop.p;
+    wsn = s->d_ws_prop.bytes;
+  }
+#endif
+  // ip = NULL: only presets with rate 1, no cap and mode 3D-2D reach here (checked at create),
+  // for which the official output does not depend on the IP-Basic fill (psd_method.md §1.4)
+  KernelOk(psd_propagate(dev, &s->desc, &s->params, s->rel_inv.ptr, s->sparse.ptr, nullptr, f.K, s->feat[0].ptr,
+                         wsp, wsn, stream, s->diff.ptr, nullptr),
+           "propagation");
+  const auto t3 = clock::now();
+  t[PSD_STAGE_PREPROCESS] = Ms(t0, t1);
+  t[PSD_STAGE_ENCODER] = Ms(t1, t2);
+  t[PSD_STAGE_PROPAGATION] = Ms(t2, t3);
+  if (s->mode != PSD_SESSION_MODE_PSD) return;  // propagate: the result is s->diff (Result())
+  s->head->Run(stream);
+  const auto t4 = clock::now();
+  void* wpp = s->ws_post.data();
+  size_t wpn = s->ws_post.size();
+#if defined(PSD_WITH_CUDA)
+  if (s->device == PSD_DEVICE_CUDA) {
+    wpp = s->d_ws_post.p;
+    wpn = s->d_ws_post.bytes;
+  }
+#endif
+  KernelOk(psd_post_process(dev, &s->post_desc, kPostChannels, s->preset.post_iters, s->fd0.ptr, s->depth_pix.ptr,
+                            s->sparse.ptr, wpn ? wpp : nullptr, wpn, stream, s->depth.ptr),
+           "post-processing");
+  const auto t5 = clock::now();
+  t[PSD_STAGE_HEAD] = Ms(t3, t4);
+  t[PSD_STAGE_POST] = Ms(t4, t5);
+}
+
+// The final depth map of the last RunStages (host sessions).
+const float* Result(const psd_session* s) {
+  return s->mode == PSD_SESSION_MODE_PROPAGATE ? s->diff.ptr : s->depth.ptr;
+}
+
+void WriteOutputs(const float* depth, const ValidFrame& f, const Strides& st, psd_frame_out* out) {
+  const int64_t n = f.h * f.w;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(depth[i]))
+      Throw(PSD_E_INTERNAL, "the pipeline produced non-finite depth; check the artefacts with the correctness "
+                            "gate (psdrt.export.gate) and report the inputs");
+  for (int64_t y = 0; y < f.h; ++y) {
+    float* row = reinterpret_cast<float*>(reinterpret_cast<char*>(out->depth) + y * st.depth);
+    std::memcpy(row, depth + y * f.w, static_cast<size_t>(f.w) * sizeof(float));
+  }
+  if (out->depth_mm) {
+    for (int64_t y = 0; y < f.h; ++y) {
+      uint16_t* row = reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(out->depth_mm) + y * st.mm);
+      const float* d = depth + y * f.w;
+      for (int64_t x = 0; x < f.w; ++x) {
+        // DepthResult.depth_mm: rint(depth * 1000) in float64 (half to even), < 0 -> 0, saturate
+        const double mm = std::nearbyint(static_cast<double>(d[x]) * 1000.0);
+        row[x] = static_cast<uint16_t>(mm <= 0.0 ? 0.0 : (mm >= 65535.0 ? 65535.0 : mm));
+      }
+    }
+  }
+}
+
+void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  ValidFrame f;
+  const Strides st = ValidateLayout(s, in, out, false, &f);
+  ValidateK(in, &f);
+  if (s->height == 0) AllocateForSize(s, f.h, f.w);
+  const uint8_t* rgb = in->rgb;
+  if (st.rgb != 3 * f.w) {  // the kernels read packed rows
+    s->rgb_host.resize(static_cast<size_t>(f.h * f.w * 3));
+    for (int64_t y = 0; y < f.h; ++y)
+      std::memcpy(s->rgb_host.data() + y * f.w * 3, in->rgb + y * st.rgb, static_cast<size_t>(f.w) * 3);
+    rgb = s->rgb_host.data();
+  }
+  double t[PSD_STAGE_COUNT] = {0};
+#if defined(PSD_WITH_CUDA)
+  if (s->device == PSD_DEVICE_CUDA) {
+    // host frame on a GPU session: validate here, stage to the device, run, copy back
+    std::vector<float>& host = s->sparse.host;
+    host.resize(static_cast<size_t>(f.h * f.w));
+    CopySparse(in, st.sparse, host.data(), &f);
+    const auto tv = clock::now();
+    t[PSD_STAGE_VALIDATE] = Ms(t0, tv);
+    s->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
+    CudaCheck(cudaMemcpyAsync(s->d_rgb.p, rgb, static_cast<size_t>(f.h * f.w * 3), cudaMemcpyHostToDevice, s->stream),
+              "cudaMemcpyAsync");
+    CudaCheck(cudaMemcpyAsync(s->sparse.ptr, host.data(), static_cast<size_t>(f.h * f.w) * sizeof(float),
+                              cudaMemcpyHostToDevice, s->stream),
+              "cudaMemcpyAsync");
+    RunStages(s, static_cast<const uint8_t*>(s->d_rgb.p), f, s->stream, t);
+    std::vector<float>& res = s->diff.host;
+    res.resize(static_cast<size_t>(f.h * f.w));
+    CudaCheck(cudaMemcpyAsync(res.data(), Result(s), res.size() * sizeof(float), cudaMemcpyDeviceToHost, s->stream),
+              "cudaMemcpyAsync");
+    CudaCheck(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
+    WriteOutputs(res.data(), f, st, out);
+  } else
+#endif
+  {
+    CopySparse(in, st.sparse, s->sparse.ptr, &f);
+    const auto tv = clock::now();
+    t[PSD_STAGE_VALIDATE] = Ms(t0, tv);
+    RunStages(s, rgb, f, nullptr, t);
+    WriteOutputs(Result(s), f, st, out);
+  }
+  out->points = f.points;
+  out->alignment_degenerate = f.interior >= 2 ? 0 : 1;
+  t[PSD_STAGE_TOTAL] = Ms(t0, clock::now());
+  for (int i = 0; i < PSD_STAGE_COUNT; ++i) out->timings_ms[i] = t[i];
+}
+
+}  // namespace
+
+namespace psd {
+namespace capi {
+void CheckKernel(psd_status_t status, const char* what) {
+  if (status != PSD_OK) Throw(status, std::string(what) + ": " + psd_last_error());
+}
+}  // namespace capi
+}  // namespace psd
+
+// ====================================================================== C ABI
+extern "C" {
+
+PSD_API uint32_t psd_session_abi_version(void) { return PSD_SESSION_ABI_VERSION; }
+
+PSD_API psd_status_t psd_preset_get(const char* name, psd_preset* out) {
+  return Guard([&] {
+    if (!name) Throw(PSD_E_NULL_POINTER, "null pointer: name");
+    if (!out) Throw(PSD_E_NULL_POINTER, "null pointer: out");
+    CheckStructSize(out->struct_size, sizeof(psd_preset), "psd_preset");
+    psd_preset p{};
+    if (!psd::capi::LookupPreset(name, &p))
+      Throw(PSD_E_INVALID_ARGUMENT, std::string("unknown dataset preset '") + name + "'; use one of: " +
+                                        psd::capi::KnownPresets());
+    p.struct_size = sizeof(psd_preset);
+    *out = p;
+  });
+}
+
+PSD_API psd_status_t psd_session_options_init(psd_session_options* options) {
+  return Guard([&] {
+    if (!options) Throw(PSD_E_NULL_POINTER, "null pointer: options");
+    std::memset(options, 0, sizeof(*options));
+    options->struct_size = sizeof(psd_session_options);
+    options->device = PSD_DEVICE_CPU;
+    options->precision = PSD_PRECISION_FP32;
+    options->mode = PSD_SESSION_MODE_AUTO;
+    options->backend = PSD_BACKEND_AUTO;
+  });
+}
+
+PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_session_options* options,
+                                        psd_session** out) {
+  if (out) *out = nullptr;
+  return Guard([&] {
+    if (!out) Throw(PSD_E_NULL_POINTER, "null pointer: out (psd_session**)");
+    psd_session_options o;
+    psd_session_options_init(&o);
+    if (options) {
+      CheckStructSize(options->struct_size, sizeof(psd_session_options), "psd_session_options");
+      o = *options;
+    }
+    if (o.device != PSD_DEVICE_CPU && o.device != PSD_DEVICE_CUDA)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.device must be PSD_DEVICE_CPU (0) or PSD_DEVICE_CUDA (1)");
+#if !defined(PSD_WITH_CUDA)
+    if (o.device == PSD_DEVICE_CUDA)
+      Throw(PSD_E_NOT_BUILT_WITH_CUDA, "options.device is PSD_DEVICE_CUDA but this library was built without "
+                                       "CUDA; use the CUDA library (libpsd_kernels_cuda.so, `python build.py` "
+                                       "with nvcc) or PSD_DEVICE_CPU");
+#endif
+    if (o.mode < 0 || o.mode >= PSD_SESSION_MODE_COUNT)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.mode must be a psd_session_mode_t (0..3)");
+    if (o.backend < 0 || o.backend >= PSD_BACKEND_COUNT)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.backend must be a psd_backend_t (0..2)");
+    if (o.intra_op_threads < 0) Throw(PSD_E_INVALID_ARGUMENT, "options.intra_op_threads must be >= 0 (0 = default)");
+    if (o.fm_lower < 0) Throw(PSD_E_INVALID_ARGUMENT, "options.fm_lower must be >= 0 (0 = the manifest's)");
+    int32_t precision = o.precision;
+    if (o.precision_name) {
+      const std::string p = o.precision_name;
+      precision = p == "fp32" ? PSD_PRECISION_FP32 : p == "fp16" ? PSD_PRECISION_FP16 : p == "int8" ? PSD_PRECISION_INT8 : -1;
+      if (precision < 0)
+        Throw(PSD_E_INVALID_ARGUMENT, "unknown precision '" + p + "'; use fp32, fp16 or int8");
+    }
+    if (precision < 0 || precision >= PSD_PRECISION_COUNT)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.precision must be a psd_precision_t (0..2)");
+    if (o.guided_levels < 0 || o.guided_iterations < 0 || !(o.guided_colour_scale >= 0.0) ||
+        !std::isfinite(o.guided_colour_scale))
+      Throw(PSD_E_INVALID_ARGUMENT, "guided options must be >= 0 (0 = the default) and finite");
+    int32_t mode = o.mode;
+    if (mode == PSD_SESSION_MODE_AUTO && !artifact_dir) mode = PSD_SESSION_MODE_GUIDED;
+    if (!artifact_dir && mode != PSD_SESSION_MODE_GUIDED)
+      Throw(PSD_E_NULL_POINTER, std::string("null pointer: artifact_dir; mode '") + ModeName(mode) +
+                                    "' needs a directory built by `psdrt build` (mode 'guided' needs none)");
+
+    std::unique_ptr<psd_session> s(new psd_session());
+    s->device = o.device;
+    s->device_id = o.device_id;
+    s->precision = precision;
+    s->seed = o.seed;
+    if (o.guided_levels) s->guided_levels = o.guided_levels;
+    if (o.guided_iterations) s->guided_iterations = o.guided_iterations;
+    if (o.guided_colour_scale > 0) s->guided_colour_scale = o.guided_colour_scale;
+    std::string preset_name = "NYUv2";
+    const std::string backend_name = o.backend == PSD_BACKEND_TENSORRT ? "tensorrt" : "onnxruntime";
+    ArtifactSelection sel;
+    if (artifact_dir) {
+      const char* over = mode == PSD_SESSION_MODE_PSD ? "psd" : mode == PSD_SESSION_MODE_PROPAGATE ? "propagate"
+                                                               : mode == PSD_SESSION_MODE_GUIDED ? "guided" : "";
+      sel = psd::capi::ReadArtifacts(artifact_dir, PrecisionName(precision), backend_name, over, true);
+      s->artifact_dir = artifact_dir;
+      s->height = sel.height;
+      s->width = sel.width;
+      s->fm_lower = o.fm_lower > 0 ? o.fm_lower : sel.fm_lower;
+      preset_name = sel.preset;
+      if (mode == PSD_SESSION_MODE_AUTO) mode = sel.mode == "psd" ? PSD_SESSION_MODE_PSD : PSD_SESSION_MODE_PROPAGATE;
+    }
+    s->mode = mode;
+    // preset: override struct > option name > manifest
+    if (o.preset_override) {
+      CheckStructSize(o.preset_override->struct_size, sizeof(psd_preset), "options.preset_override");
+      s->preset = *o.preset_override;
+      s->preset.name[sizeof(s->preset.name) - 1] = '\0';
+      const psd_preset& p = s->preset;
+      if (p.mode < 0 || p.mode >= PSD_MODE_COUNT || p.camera < 0 || p.camera >= PSD_CAMERA_COUNT || p.k < 1 ||
+          p.k > 16 || !(p.rate > 0.0 && p.rate <= 1.0) || p.candidates < 0 || p.iters_quarter < 0 ||
+          p.iters_full < 0 || p.post_iters < -1)
+        Throw(PSD_E_INVALID_ARGUMENT, "options.preset_override is invalid (mode 0..2, camera 0..2, k 1..16, "
+                                      "rate in (0, 1], candidates >= 0, iterations >= 0, post_iters >= -1); "
+                                      "start from psd_preset_get and change single fields");
+    } else {
+      const std::string name = o.preset ? o.preset : preset_name;
+      if (!psd::capi::LookupPreset(name, &s->preset))
+        Throw(o.preset ? PSD_E_INVALID_ARGUMENT : PSD_E_ARTIFACT,
+              "unknown dataset preset '" + name + "'" + (o.preset ? "" : " in the manifest") + "; use one of: " +
+                  psd::capi::KnownPresets());
+    }
+    s->preset.struct_size = sizeof(psd_preset);
+    if (mode != PSD_SESSION_MODE_GUIDED) {
+      const psd_preset& p = s->preset;
+      if (!(p.rate >= 1.0 && p.candidates == 0 && p.mode == PSD_MODE_3D_2D))
+        Throw(PSD_E_UNSUPPORTED, std::string("preset '") + p.name +
+                                     "' needs the IP-Basic fill (rate < 1, a candidate cap or a mode other than "
+                                     "3D-2D), which the C session does not implement; use a preset with rate 1, "
+                                     "no cap and mode 3D-2D (e.g. NYUv2, KITTI), or the Python Pipeline");
+      if (p.camera != PSD_CAMERA_PINHOLE)
+        Throw(PSD_E_UNSUPPORTED, std::string("preset '") + p.name + "' uses a non-pinhole camera; sessions take a "
+                                                                   "3x3 pinhole K");
+      int64_t fh = 0, fw = 0;
+      psd::capi::CheckKernel(psd_fm_input_size(s->height, s->width, s->fm_lower, 14, &fh, &fw), "encoder input size");
+      s->fm_h = fh;
+      s->fm_w = fw;
+      BackendConfig cfg;
+      cfg.device = o.device;
+      cfg.device_id = o.device_id;
+      cfg.intra_op_threads = o.intra_op_threads;
+      cfg.ort_library = o.ort_library ? o.ort_library : "";
+#if defined(PSD_WITH_CUDA)
+      if (s->device == PSD_DEVICE_CUDA) {
+        CudaCheck(cudaSetDevice(o.device_id), "cudaSetDevice");
+        CudaCheck(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      }
+#endif
+      auto make = [&](const std::string& path) {
+        return o.backend == PSD_BACKEND_TENSORRT ? psd::capi::CreateTrtBackend(path, cfg)
+                                                 : psd::capi::CreateOrtBackend(path, cfg);
+      };
+      s->encoder = make(sel.encoder_path);
+      if (mode == PSD_SESSION_MODE_PSD) s->head = make(sel.head_path);
+      s->backend_desc = s->encoder->Describe();
+      SetUpNetworks(s.get());
+    } else {
+      s->backend_desc = "none (guided mode: no network)";
+      if (s->height > 0) AllocateForSize(s.get(), s->height, s->width);
+    }
+    *out = s.release();
+  });
+}
+
+PSD_API void psd_session_destroy(psd_session* session) {
+  if (!session) return;
+#if defined(PSD_WITH_CUDA)
+  if (session->stream) {
+    cudaStreamSynchronize(session->stream);
+    session->encoder.reset();
+    session->head.reset();
+    cudaStreamDestroy(session->stream);
+    session->stream = nullptr;
+  }
+#endif
+  delete session;
+}
+
+PSD_API psd_status_t psd_session_input_shape(const psd_session* session, int64_t* height, int64_t* width) {
+  return Guard([&] {
+    if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+    if (!height || !width) Throw(PSD_E_NULL_POINTER, "null pointer: height/width");
+    *height = session->height;
+    *width = session->width;
+  });
+}
+
+PSD_API psd_status_t psd_session_output_shape(const psd_session* session, int64_t* height, int64_t* width) {
+  return psd_session_input_shape(session, height, width);
+}
+
+PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_session_info* info) {
+  return Guard([&] {
+    if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+    if (!info) Throw(PSD_E_NULL_POINTER, "null pointer: info");
+    CheckStructSize(info->struct_size, sizeof(psd_session_info), "psd_session_info");
+    psd_session_info i{};
+    i.struct_size = sizeof(psd_session_info);
+    i.mode = session->mode;
+    i.device = session->device;
+    i.precision = session->mode == PSD_SESSION_MODE_GUIDED ? PSD_PRECISION_FP32 : session->precision;
+    i.height = session->height;
+    i.width = session->width;
+    i.fm_height = session->fm_h;
+    i.fm_width = session->fm_w;
+    i.preset = session->preset;
+    i.backend = session->backend_desc.c_str();
+    i.artifact_dir = session->artifact_dir.c_str();
+    *info = i;
+  });
+}
+
+PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* in, psd_frame_out* out) {
+  return Guard([&] {
+    if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+    RunHost(session, in, out);
+  });
+}
+
+PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_in* in, psd_frame_out* out,
+                                         psd_stream_t stream) {
+  return Guard([&] {
+    if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+#if !defined(PSD_WITH_CUDA)
+    (void)in;
+    (void)out;
+    (void)stream;
+    Throw(PSD_E_UNSUPPORTED, "psd_session_enqueue takes device pointers and needs the CUDA build of the library "
+                             "(libpsd_kernels_cuda.so); this is the CPU build: use psd_session_run with host "
+                             "memory");
+#else
+    if (session->device != PSD_DEVICE_CUDA)
+      Throw(PSD_E_UNSUPPORTED, "psd_session_enqueue needs a session created with device = PSD_DEVICE_CUDA; use "
+                               "psd_session_run for host memory");
+    ValidFrame f;
+    const Strides st = ValidateLayout(session, in, out, true, &f);
+    ValidateK(in, &f);
+    if (out->depth_mm)
+      Throw(PSD_E_UNSUPPORTED, "out->depth_mm is not produced by psd_session_enqueue (device path); convert "
+                               "out->depth on the device, or use psd_session_run");
+    if (session->height == 0) AllocateForSize(session, f.h, f.w);
+    cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : cudaStreamPerThread;
+    const uint8_t* rgb = in->rgb;
+    if (st.rgb != 3 * f.w) {
+      session->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
+      CudaCheck(cudaMemcpy2DAsync(session->d_rgb.p, static_cast<size_t>(3 * f.w), in->rgb, static_cast<size_t>(st.rgb),
+                                  static_cast<size_t>(3 * f.w), static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync(rgb)");
+      rgb = static_cast<const uint8_t*>(session->d_rgb.p);
+    }
+    CudaCheck(cudaMemcpy2DAsync(session->sparse.ptr, static_cast<size_t>(4 * f.w), in->sparse,
+                                static_cast<size_t>(st.sparse), static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h),
+                                cudaMemcpyDeviceToDevice, s),
+              "cudaMemcpy2DAsync(sparse)");
+    double t[PSD_STAGE_COUNT] = {0};
+    RunStages(session, rgb, f, s, t);
+    CudaCheck(cudaMemcpy2DAsync(out->depth, static_cast<size_t>(st.depth), Result(session), static_cast<size_t>(4 * f.w),
+                                static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
+              "cudaMemcpy2DAsync(depth)");
+#endif
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,100 @@
+// Internals of the session API (psd_session_*): the error type, the preset table, the manifest
+// reader and the one interface every inference backend implements, so the orchestration in
+// session.cpp is written once. Not installed; not part of the ABI.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "psd/psd.h"
+
+namespace psd {
+namespace capi {
+
+// Every failure inside the session code: a status and a message that names the fix.
+struct Error : std::runtime_error {
+  Error(psd_status_t s, const std::string& what) : std::runtime_error(what), status(s) {}
+  psd_status_t status;
+};
+
+[[noreturn]] inline void Throw(psd_status_t s, const std::string& what) { throw Error(s, what); }
+
+// Sets the calling thread's psd_last_error() text (defined in psd_capi.cpp, which owns it).
+void SetLastError(const std::string& message);
+
+// Throws Error(status, psd_last_error()) when a psd_* kernel call failed.
+void CheckKernel(psd_status_t status, const char* what);
+
+// ------------------------------------------------------------------ presets (presets.cpp)
+// The official name or alias -> preset (psdrt.runtime.presets.get_preset); false if unknown.
+bool LookupPreset(const std::string& name, psd_preset* out);
+// "NYUv2, KITTI, ..." for error messages.
+std::string KnownPresets();
+
+// ------------------------------------------------------------------ manifest (artifacts.cpp)
+struct ArtifactSelection {
+  std::string root;        // the directory
+  std::string mode;        // "psd" | "propagate" (the manifest's, or the override)
+  std::string preset;      // the manifest's preset name ("NYUv2" when absent)
+  int64_t height = 0, width = 0;
+  int64_t fm_lower = 392;
+  std::string encoder_path, head_path;  // head_path empty unless mode == "psd"
+};
+
+// Reads and checks <dir>/manifest.json exactly as Pipeline.from_artifacts does (format, files,
+// SHA-256, gate, precision); `mode_override` is "" or "psd"/"propagate". Throws Error
+// (PSD_E_ARTIFACT) naming the fix.
+ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& precision,
+                                const std::string& backend, const std::string& mode_override,
+                                bool check_files);
+
+// ------------------------------------------------------------------ backends
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;  // static shape (every dim > 0)
+  int64_t count() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+struct BackendConfig {
+  int32_t device = PSD_DEVICE_CPU;
+  int32_t device_id = 0;
+  int32_t intra_op_threads = 0;
+  std::string ort_library;  // "" = search
+};
+
+// One network (encoder or head) with float32 inputs and outputs of static shapes. Buffers are
+// bound once (host memory for CPU sessions, device memory for CUDA ones) and every Run() reads
+// the inputs and writes the requested outputs in place: no allocation per frame.
+class InferenceBackend {
+ public:
+  virtual ~InferenceBackend() = default;
+  virtual const std::vector<TensorSpec>& inputs() const = 0;
+  virtual const std::vector<TensorSpec>& outputs() const = 0;
+  // buffers[i] for inputs()[i] / the outputs named in `wanted` (in that order). Call once.
+  virtual void Bind(const std::vector<float*>& input_buffers, const std::vector<std::string>& wanted,
+                    const std::vector<float*>& output_buffers) = 0;
+  // Runs once. `stream`: the caller's cudaStream_t for device sessions (ordering is kept with
+  // it), ignored on the CPU.
+  virtual void Run(void* stream) = 0;
+  // "onnxruntime 1.21.0 (CPUExecutionProvider)"
+  virtual std::string Describe() const = 0;
+};
+
+std::unique_ptr<InferenceBackend> CreateOrtBackend(const std::string& model_path,
+                                                   const BackendConfig& config);
+// Throws Error(PSD_E_BACKEND_UNAVAILABLE) unless built with TensorRT (PSD_HAVE_TENSORRT).
+std::unique_ptr<InferenceBackend> CreateTrtBackend(const std::string& engine_path,
+                                                   const BackendConfig& config);
+// The ONNX Runtime library that would be loaded for `override_path` ("" = search), without
+// creating anything; throws Error(PSD_E_BACKEND_UNAVAILABLE) when none loads.
+std::string ProbeOrtLibrary(const std::string& override_path);
+
+}  // namespace capi
+}  // namespace psd

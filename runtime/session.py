@@ -1,0 +1,335 @@
+"""The C session API (``psd_session_*`` in ``runtime/capi/include/psd/psd.h``) from Python.
+
+``CSession`` runs the whole pipeline (preprocess -> encoder -> alignment + propagation -> head ->
+post-processing, or the weight-free guided mode) inside the kernel library, exactly what a C/C++
+embedder calls, through ctypes: no torch, and no onnxruntime Python package at run time (the
+library dlopens ``libonnxruntime.so`` itself). Results match ``Pipeline`` (same artefacts, same
+frame): ``tests/capi/test_session_parity.py`` states the tolerance.
+
+    from psdrt.runtime.session import CSession
+    sess = CSession.from_artifacts("psd_nyu")      # checks manifest.json like Pipeline.from_artifacts
+    depth = sess(rgb, sparse, K).depth             # DepthResult, float32 metres
+
+Errors: the C statuses become the usual exceptions (``ArtifactError``, ``InputError``,
+``ShapeError``, ``BackendUnavailable``, ``PsdError``) with the library's message.
+
+Thread safety: one CSession must not be called from two threads at once (the C session reuses
+its buffers); distinct sessions are independent.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import os
+import threading
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _capi
+from .errors import ArtifactError, BackendUnavailable, InputError, PsdError, ShapeError
+from .guided import GuidedParams
+from .result import DepthResult
+
+__all__ = ["CSession", "SESSION_ABI_VERSION", "STATUS_NAMES", "session_library", "preset_from_c"]
+
+SESSION_ABI_VERSION = 1
+
+#: psd_status_t (psd.h), including the session statuses
+STATUS_NAMES = dict(_capi.STATUS)
+STATUS_NAMES.update({9: "PSD_E_UNSUPPORTED", 10: "PSD_E_ARTIFACT", 11: "PSD_E_BACKEND_UNAVAILABLE",
+                     12: "PSD_E_BACKEND"})
+_ERRORS = {1: InputError, 2: InputError, 3: ShapeError, 6: BackendUnavailable, 9: BackendUnavailable,
+           10: ArtifactError, 11: BackendUnavailable}
+
+MODES = {"auto": 0, "psd": 1, "propagate": 2, "guided": 3}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+PRECISIONS = {"fp32": 0, "fp16": 1, "int8": 2}
+DEVICES = {"cpu": 0, "cuda": 1}
+STAGES = ("validate", "preprocess", "encoder", "propagation", "head", "post", "guided", "total")
+FRAME_BGR = 1
+DTYPE_FLOAT64, DTYPE_FLOAT32 = 0, 1
+
+_i64, _u32, _i32, _u64, _f64 = C.c_int64, C.c_uint32, C.c_int32, C.c_uint64, C.c_double
+
+
+class Preset(C.Structure):
+    """psd_preset."""
+
+    _fields_ = [("struct_size", _u32), ("mode", _i32), ("camera", _i32), ("k", _i32), ("rate", _f64),
+                ("candidates", _i64), ("post_iters", _i32), ("iters_quarter", _i32), ("iters_full", _i32),
+                ("reserved", _i32), ("min_depth", _f64), ("max_depth", _f64), ("name", C.c_char * 32)]
+
+
+class SessionOptions(C.Structure):
+    """psd_session_options."""
+
+    _fields_ = [("struct_size", _u32), ("device", _i32), ("precision", _i32), ("mode", _i32),
+                ("backend", _i32), ("intra_op_threads", _i32), ("device_id", _i32), ("fm_lower", _i32),
+                ("seed", _u64), ("precision_name", C.c_char_p), ("ort_library", C.c_char_p),
+                ("preset", C.c_char_p), ("preset_override", C.POINTER(Preset)),
+                ("guided_levels", _i32), ("guided_iterations", _i32), ("guided_colour_scale", _f64)]
+
+
+class SessionInfo(C.Structure):
+    """psd_session_info."""
+
+    _fields_ = [("struct_size", _u32), ("mode", _i32), ("device", _i32), ("precision", _i32),
+                ("height", _i64), ("width", _i64), ("fm_height", _i64), ("fm_width", _i64),
+                ("preset", Preset), ("backend", C.c_char_p), ("artifact_dir", C.c_char_p)]
+
+
+class FrameIn(C.Structure):
+    """psd_frame_in."""
+
+    _fields_ = [("struct_size", _u32), ("flags", _u32), ("height", _i64), ("width", _i64),
+                ("rgb", C.c_void_p), ("rgb_stride", _i64), ("sparse", C.c_void_p), ("sparse_stride", _i64),
+                ("K", C.c_void_p), ("K_dtype", _i32), ("reserved", _i32)]
+
+
+class FrameOut(C.Structure):
+    """psd_frame_out."""
+
+    _fields_ = [("struct_size", _u32), ("reserved", _u32), ("depth", C.c_void_p), ("depth_stride", _i64),
+                ("depth_mm", C.c_void_p), ("depth_mm_stride", _i64), ("points", _i64),
+                ("alignment_degenerate", _i32), ("reserved2", _i32), ("timings_ms", _f64 * len(STAGES))]
+
+
+_vp = C.c_void_p
+_SIGNATURES = {
+    "psd_session_abi_version": (_u32, []),
+    "psd_last_error": (C.c_char_p, []),
+    "psd_status_string": (C.c_char_p, [_i32]),
+    "psd_preset_get": (_i32, [C.c_char_p, C.POINTER(Preset)]),
+    "psd_session_options_init": (_i32, [C.POINTER(SessionOptions)]),
+    "psd_session_create": (_i32, [C.c_char_p, C.POINTER(SessionOptions), C.POINTER(_vp)]),
+    "psd_session_destroy": (None, [_vp]),
+    "psd_session_input_shape": (_i32, [_vp, C.POINTER(_i64), C.POINTER(_i64)]),
+    "psd_session_output_shape": (_i32, [_vp, C.POINTER(_i64), C.POINTER(_i64)]),
+    "psd_session_get_info": (_i32, [_vp, C.POINTER(SessionInfo)]),
+    "psd_session_run": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut)]),
+    "psd_session_enqueue": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut), _vp]),
+}
+
+_LOCK = threading.Lock()
+_LIBS: dict = {}
+
+
+def session_library(path: Union[str, os.PathLike, None] = None) -> C.CDLL:
+    """The kernel library with the session API bound (``runtime._capi.load()``'s by default).
+
+    Raises:
+        BackendUnavailable: no library, or one built without the session API (``--no-session``)
+            or with another session ABI; the message names the fix.
+    """
+    p = str(Path(path) if path is not None else _capi.load().path)
+    with _LOCK:
+        if p in _LIBS:
+            return _LIBS[p]
+        try:
+            lib = C.CDLL(p)
+        except OSError as e:
+            raise BackendUnavailable(f"cannot load {p}: {e}; rebuild it with `python build.py`") from e
+        if not hasattr(lib, "psd_session_create"):
+            raise BackendUnavailable(f"{p} was built without the session API; rebuild it with `python build.py` "
+                                     "(without --no-session)")
+        for name, (res, args) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        ver = int(lib.psd_session_abi_version())
+        if ver != SESSION_ABI_VERSION:
+            raise BackendUnavailable(f"{p} has session ABI version {ver}, this binding needs "
+                                     f"{SESSION_ABI_VERSION}; rebuild with `python build.py`")
+        _LIBS[p] = lib
+        return lib
+
+
+def _raise(lib, status: int, what: str = "") -> None:
+    if status == 0:
+        return
+    msg = (lib.psd_last_error() or b"").decode("utf-8", "replace")
+    name = STATUS_NAMES.get(status, f"status {status}")
+    raise _ERRORS.get(status, PsdError)(f"{what}{name}: {msg}")
+
+
+def preset_from_c(name: str, library=None) -> dict:
+    """``psd_preset_get(name)`` as a dict of the ``PropagationPreset`` fields (mode/cam spelled as in Python)."""
+    lib = session_library(library)
+    p = Preset()
+    p.struct_size = C.sizeof(Preset)
+    _raise(lib, lib.psd_preset_get(str(name).encode(), C.byref(p)))
+    modes = {v: k for k, v in _capi.MODES.items()}
+    cams = {v: k for k, v in _capi.CAMERAS.items()}
+    return dict(name=p.name.decode(), k=p.k, rate=p.rate, candidates=p.candidates, mode=modes[p.mode],
+                post_iters=p.post_iters, cam=cams[p.camera], iters_quarter=p.iters_quarter,
+                iters_full=p.iters_full, min_depth=p.min_depth, max_depth=p.max_depth)
+
+
+class CSession:
+    """One ``psd_session``: the whole pipeline in the C library.
+
+    Args:
+        artifact_dir (path, optional): a ``psdrt build`` directory; None for the guided mode.
+        mode (str, optional): ``"psd"``, ``"propagate"`` or ``"guided"``. Defaults to None: the
+            manifest's mode, or guided without a directory.
+        precision (str): ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to "fp32".
+        preset (str, optional): preset name overriding the manifest's. Defaults to None.
+        seed (int): seed of the kNN subsets. Defaults to 0.
+        threads (int, optional): ONNX Runtime intra-op threads. Defaults to None (its default).
+        device (str): ``"cpu"`` or ``"cuda"``. Defaults to "cpu".
+        ort_library (path, optional): ``libonnxruntime.so*`` to load. Defaults to None (the
+            library's search: ``$PSD_ONNXRUNTIME_LIB``, the wheel recorded at build time, the system).
+        fm_lower (int, optional): encoder input lower bound. Defaults to None (the manifest's).
+        guided (GuidedParams): guided-mode parameters (channels and seed must be the defaults).
+        library (path, optional): the kernel library. Defaults to ``runtime._capi.load()``'s.
+
+    Raises:
+        ArtifactError, BackendUnavailable, InputError: as ``psd_session_create`` reports them.
+    """
+
+    def __init__(self, artifact_dir=None, *, mode: Optional[str] = None, precision: str = "fp32",
+                 preset: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
+                 device: str = "cpu", ort_library=None, fm_lower: Optional[int] = None,
+                 guided: GuidedParams = GuidedParams(), library=None) -> None:
+        self._handle = None
+        self._lib = session_library(library)
+        if mode is not None and mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; use one of psd, propagate, guided")
+        if device not in DEVICES:
+            raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+        if guided.channels != GuidedParams().channels or guided.seed != GuidedParams().seed:
+            raise InputError("the C session's guided mode uses the default random-Fourier projection "
+                             f"(channels {GuidedParams().channels}, seed {GuidedParams().seed}); use the "
+                             "Python Pipeline for other values")
+        o = SessionOptions()
+        _raise(self._lib, self._lib.psd_session_options_init(C.byref(o)))
+        o.device = DEVICES[device]
+        o.mode = MODES[mode or "auto"]
+        self._keep = [str(precision).encode()]
+        o.precision_name = self._keep[0]
+        o.seed = int(seed) & (2**64 - 1)
+        o.intra_op_threads = int(threads or 0)
+        o.fm_lower = int(fm_lower or 0)
+        if ort_library is not None:
+            self._keep.append(str(ort_library).encode())
+            o.ort_library = self._keep[-1]
+        if preset is not None:
+            self._keep.append(str(preset).encode())
+            o.preset = self._keep[-1]
+        o.guided_levels, o.guided_iterations = int(guided.levels), int(guided.iterations)
+        o.guided_colour_scale = float(guided.colour_scale)
+        handle = _vp()
+        d = None if artifact_dir is None else str(artifact_dir).encode()
+        _raise(self._lib, self._lib.psd_session_create(d, C.byref(o), C.byref(handle)))
+        self._handle = handle
+        info = SessionInfo()
+        info.struct_size = C.sizeof(SessionInfo)
+        _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
+        self.mode = MODE_NAMES[info.mode]
+        self.precision = {v: k for k, v in PRECISIONS.items()}[info.precision]
+        self.backend = (info.backend or b"").decode()
+        self.preset_name = info.preset.name.decode()
+        self.fm_size = (int(info.fm_height), int(info.fm_width)) if info.fm_height else None
+        #: (H, W) the artefacts were built for; None accepts any frame size (guided)
+        self.working_size = (int(info.height), int(info.width)) if info.height else None
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_artifacts(cls, directory, precision: str = "fp32", **kwargs) -> "CSession":
+        """Session over a ``psdrt build`` directory (checks as ``Pipeline.from_artifacts``)."""
+        return cls(directory, precision=precision, **kwargs)
+
+    @classmethod
+    def guided(cls, params: GuidedParams = GuidedParams(), **kwargs) -> "CSession":
+        """Weight-free guided mode, any frame size (``Pipeline('guided')``)."""
+        return cls(None, mode="guided", guided=params, **kwargs)
+
+    def close(self) -> None:
+        """Destroy the C session (idempotent)."""
+        if self._handle:
+            self._lib.psd_session_destroy(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _rgb(rgb) -> np.ndarray:
+        im = np.asarray(rgb)
+        if im.ndim != 3 or im.shape[2] != 3:
+            raise ShapeError(f"RGB image must be H x W x 3, got shape {im.shape}"
+                             + ("; drop the alpha channel (img[..., :3])" if im.ndim == 3 and im.shape[2] == 4 else ""))
+        if im.dtype != np.uint8:
+            raise InputError(f"RGB image must be uint8, got {im.dtype}; convert with "
+                             "np.clip(img * 255, 0, 255).astype(np.uint8) for [0, 1] floats")
+        # rows may be strided (crops, views); pixels must be packed
+        if not (im.strides[2] == 1 and im.strides[1] == 3 and im.strides[0] > 0):
+            im = np.ascontiguousarray(im)
+        return im
+
+    @staticmethod
+    def _sparse(sparse) -> np.ndarray:
+        sp = np.asarray(sparse)
+        if sp.ndim == 3 and 1 in (sp.shape[0], sp.shape[-1]):
+            sp = sp.reshape(sp.shape[1:] if sp.shape[0] == 1 else sp.shape[:2])
+        if sp.ndim != 2:
+            raise ShapeError(f"sparse depth must be H x W, got shape {sp.shape}")
+        if not np.issubdtype(sp.dtype, np.floating):
+            raise InputError(f"sparse depth must be float metres, got dtype {sp.dtype}; for a 16-bit PNG divide "
+                             "by its scale first (e.g. psdrt.runtime.io.read_depth(path, scale=256))")
+        if sp.dtype != np.float32 or not (sp.strides[1] == 4 and sp.strides[0] > 0):
+            sp = np.ascontiguousarray(sp, dtype=np.float32)
+        return sp
+
+    def __call__(self, rgb, sparse, K, bgr: bool = False, return_stages: bool = False) -> DepthResult:
+        """Complete one frame (``Pipeline.__call__``'s contract; ``return_stages`` is not supported).
+
+        Returns:
+            DepthResult: ``depth`` float32 metres (finite); ``info``: points, alignment, preset,
+            ``timings_ms`` per stage as measured inside the library.
+        """
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        if return_stages:
+            raise InputError("CSession does not return intermediate stages; use Pipeline(..., return_stages=True)")
+        im, sp = self._rgb(rgb), self._sparse(sparse)
+        try:
+            Kd = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise InputError("intrinsics K must be a numeric 3x3 matrix [[fx,0,cx],[0,fy,cy],[0,0,1]]") from None
+        if Kd.shape != (3, 3):
+            raise InputError(f"intrinsics K must be 3x3, got shape {Kd.shape}; build it with "
+                             "intrinsics_matrix(fx, fy, cx, cy)")
+        h, w = sp.shape
+        if im.shape[:2] != (h, w):
+            raise ShapeError(f"RGB is {im.shape[1]}x{im.shape[0]} but sparse depth is {w}x{h}; project the sparse "
+                             "points into the image at the image's resolution (or resize the image and scale K)")
+        depth = np.empty((h, w), np.float32)
+        fin = FrameIn(C.sizeof(FrameIn), FRAME_BGR if bgr else 0, h, w, im.ctypes.data, im.strides[0],
+                      sp.ctypes.data, sp.strides[0], Kd.ctypes.data, DTYPE_FLOAT64, 0)
+        fout = FrameOut()
+        fout.struct_size = C.sizeof(FrameOut)
+        fout.depth, fout.depth_stride = depth.ctypes.data, depth.strides[0]
+        _raise(self._lib, self._lib.psd_session_run(self._handle, C.byref(fin), C.byref(fout)))
+        t = {name: float(fout.timings_ms[i]) for i, name in enumerate(STAGES)}
+        keep = {"guided": ("guided",), "propagate": ("preprocess", "encoder", "propagation"),
+                "psd": ("preprocess", "encoder", "propagation", "head", "post")}[self.mode]
+        timings = {k: t[k] for k in ("validate",) + keep + ("total",)}
+        info = {"points": int(fout.points), "alignment": "degenerate" if fout.alignment_degenerate else "ok",
+                "preset": self.preset_name, "timings_ms": timings, "engine": "c"}
+        return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)
+
+    def __repr__(self) -> str:
+        size = "any size" if self.working_size is None else f"{self.working_size[0]}x{self.working_size[1]}"
+        return f"CSession(mode={self.mode!r}, {size}, preset={self.preset_name!r}, backend={self.backend!r})"
