@@ -26,7 +26,56 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sparse pattern (default: 0)")
     p.add_argument("--out", default="psdrt_demo", help="output folder (default: ./psdrt_demo)")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.add_argument("--save-inputs", default=None, metavar="DIR",
+                   help="only write the demo frame's inputs for the C example (examples/psd_demo.c) and "
+                   "exit: rgb.ppm (binary PPM), sparse.pfm (float metres), sparse_mm.pgm (16-bit, mm), "
+                   "K.txt (3x3, pixels)")
+    p.add_argument("--size", default=None, metavar="HxW",
+                   help="with --save-inputs: fit the frame to this size first (scale to cover, centre crop, "
+                   "K adjusted), e.g. the working size of a psdrt build directory")
     p.set_defaults(func=run)
+
+
+def save_inputs(out_dir, pattern: str = "random1", seed: int = 0, size=None) -> dict:
+    """Write the demo frame's inputs in formats a few lines of C can read.
+
+    * ``rgb.ppm``: binary PPM (P6, 8-bit RGB);
+    * ``sparse.pfm``: PFM (``Pf``, little-endian float32, rows bottom to top as the format says),
+      depth in metres, 0 = missing;
+    * ``sparse_mm.pgm``: 16-bit binary PGM (P5, maxval 65535, big-endian), depth in millimetres
+      (rounded; 0 = missing);
+    * ``K.txt``: the 3x3 intrinsics in pixels, one row per line.
+
+    Args:
+        out_dir (path): output folder (created).
+        pattern (str): sparse pattern (``make_sparse``). Defaults to "random1".
+        seed (int): its seed. Defaults to 0.
+        size (tuple[int, int], optional): fit the frame to (H, W) first. Defaults to None (500x741).
+
+    Returns:
+        dict: ``{"files": [...], "size": (H, W), "points": int}``.
+    """
+    import numpy as np
+
+    from ..inputs import fit_to_size
+    from ..io import load_middlebury
+    from ..patterns import make_sparse
+
+    frame = load_middlebury()
+    rgb, K, gt = frame.rgb, frame.K, frame.depth
+    if size is not None:
+        rgb, K, gt = fit_to_size(rgb, K, size, gt)
+    sparse = make_sparse(pattern, rgb, gt, seed).astype(np.float32)
+    h, w = sparse.shape
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "rgb.ppm", out / "sparse.pfm", out / "sparse_mm.pgm", out / "K.txt"]
+    files[0].write_bytes(b"P6\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(rgb, np.uint8).tobytes())
+    files[1].write_bytes(b"Pf\n%d %d\n-1.0\n" % (w, h) + np.ascontiguousarray(sparse[::-1], "<f4").tobytes())
+    mm = np.clip(np.rint(sparse.astype(np.float64) * 1000.0), 0, 65535).astype(">u2")
+    files[2].write_bytes(b"P5\n%d %d\n65535\n" % (w, h) + mm.tobytes())
+    files[3].write_text("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in np.asarray(K, np.float64)))
+    return {"files": [str(f) for f in files], "size": (h, w), "points": int((sparse > 0).sum())}
 
 
 def run_demo(pattern: str = "random1", seed: int = 0, out_dir="psdrt_demo") -> dict:
@@ -80,6 +129,22 @@ def format_table(rows: dict) -> str:
 
 
 def run(args) -> int:
+    if args.save_inputs:
+        size = None
+        if args.size:
+            try:
+                size = tuple(int(v) for v in args.size.lower().split("x"))
+                if len(size) != 2 or min(size) < 4:
+                    raise ValueError
+            except ValueError:
+                from ..errors import InputError
+
+                raise InputError(f"--size {args.size!r} must be HxW with both sides >= 4, e.g. 228x304") from None
+        res = save_inputs(args.save_inputs, args.pattern, args.seed, size)
+        print(f"Middlebury 2014 Motorcycle at {res['size'][0]}x{res['size'][1]}, {args.pattern} sparse depth "
+              f"(seed {args.seed}): {res['points']} points")
+        print("wrote: " + ", ".join(res["files"]))
+        return 0
     res = run_demo(args.pattern, args.seed, args.out)
     print(f"Middlebury 2014 Motorcycle ({res['frame']}), {res['pattern']} sparse depth, "
           f"seed {res['seed']}: {res['points']} points; guided mode took {res['seconds']:.2f} s "
