@@ -225,3 +225,16 @@ def test_json_round_trips_infinite_metrics(tmp_path):
     assert back["summary"][0]["imae"] == math.inf and back["rows"][0]["frame"] == "inf"
     assert _csv_rows(paths["csv"])[0]["imae"] == "inf"
     assert "| random1 | ip_basic | 1 | 1.0 | 1.0 | 1.00 | inf |" in paths["md"].read_text()
+
+
+def test_cli_model_configs_report_their_own_errors(tmp_path, capsys):
+    """psd:DIR goes through Pipeline.from_artifacts (ArtifactError, exit 5); ref:CKPT through the
+    checkpoint loader (CheckpointError, exit 3)."""
+    (tmp_path / "art").mkdir()
+    assert main(["eval", "--dataset", "middlebury", "--config", f"psd:{tmp_path / 'art'}", "--out", str(tmp_path)]) == 5
+    assert "has no manifest.json" in capsys.readouterr().err
+    pytest.importorskip("torch")
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", "--dataset", "middlebury", "--config", f"ref:{bad}", "--out", str(tmp_path)]) == 3
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
