@@ -52,7 +52,8 @@ def datasets(data_dir):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None, help="shared KITTI/NYU frames (default: $PSD_SHARED_DATA or ../shared/data)")
+    ap.add_argument("--data", default=None,
+                    help="shared KITTI/NYU frames (default: $PSD_SHARED_DATA or ../shared/data)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README Accuracy section")

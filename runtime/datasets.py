@@ -333,7 +333,7 @@ class DatasetReader:
     list_name = ""
     #: columns of the official list: 1 (rgb), 3 (rgb sparse depth) or 4 (+ intrinsics)
     columns = 3
-    #: hard-coded intrinsics (fx, fy, cx, cy) or a 3x3 nested list; None = per-frame .txt
+    #: hard-coded intrinsics (fx, fy, cx, cy) or a 3x3 nested tuple; None = per-frame .txt
     fixed_K = None
     #: 9 extra camera parameters (MEI) passed on in ``Sample.cam_params``
     cam_params = None
@@ -608,7 +608,7 @@ class NYUv2Reader(DatasetReader):
             raise InputError(f"{entry.rgb} is not an NYU depth v2 sample ({exc}); it needs datasets 'rgb' "
                              "(3xHxW uint8) and 'depth' (HxW metres)") from None
         gt = np.where(np.isfinite(gt) & (gt > 0), gt, np.float32(0.0)).astype(np.float32)
-        rgb, gt, sparse, K = self._transform(rgb, gt, None, None, entry.name)
+        rgb, gt, _, K = self._transform(rgb, gt, None, None, entry.name)
         return Sample(rgb=rgb, gt=gt, sparse=None, K=validate_intrinsics(K, rgb.shape[:2]), name=entry.name,
                       dataset=self.key)
 
@@ -625,8 +625,11 @@ class NYUv2Reader(DatasetReader):
             from PIL import Image
 
             rgb = np.asarray(Image.fromarray(rgb).resize((320, 240), Image.BILINEAR), dtype=np.uint8)
-            gt, sparse = (None if a is None else np.asarray(Image.fromarray(a, mode="F").resize((320, 240), Image.NEAREST),
-                                                            dtype=np.float32) for a in (gt, sparse))
+            def half(a):  # PIL nearest on a float ('F') image, as the official depth transform
+                img = Image.fromarray(np.ascontiguousarray(a, np.float32))
+                return np.asarray(img.resize((320, 240), Image.NEAREST), dtype=np.float32)
+
+            gt, sparse = (None if a is None else half(a) for a in (gt, sparse))
             h, w = 240, 320
         if (h, w) == (240, 320):
             rgb, gt, sparse = _crop((rgb, gt, sparse), 6, 8, 228, 304)
@@ -738,7 +741,7 @@ class DrivingStereoReader(DatasetReader):
 
     name, key, title, folder = "drivingstereo", "DrivingStereo", "DrivingStereo", "Drivingstereo"
     sparse_kind, list_name, columns = "scatter_001", "val_drivingstereo_half_1108.txt", 3
-    fixed_K = [[2063.2, -0.5, 978.3], [0.0, 2062.4, 584.7], [0.0, 0.0, 1.0]]
+    fixed_K = ((2063.2, -0.5, 978.3), (0.0, 2062.4, 584.7), (0.0, 0.0, 1.0))
 
 
 _K_DIODE = (886.81, 927.06, 512.0, 384.0)
@@ -933,7 +936,7 @@ class StanfordReader(DatasetReader):
 
     name, key, title, folder = "stanford", "Stanford", "Stanford2D3D", "Stanford"
     sparse_kind, list_name, columns = "scatter_001", "val_stanford.txt", 3
-    fixed_K = [[540.0, 0.0, 540.0], [0.0, 540.0, 540.0], [0.0, 0.0, 1.0]]
+    fixed_K = ((540.0, 0.0, 540.0), (0.0, 540.0, 540.0), (0.0, 0.0, 1.0))
     working_size = (1024, 1664)
 
     def _transform(self, rgb, gt, sparse, K, name):

@@ -85,7 +85,9 @@ def write_frame(reader_cls, root, stem, size, seed=0, sparse=True, rgb_ext=".png
         K = np.array([[w * 0.9 + seed, 0.0, w / 2.0 - 0.5], [0.0, w * 0.9 + seed, h / 2.0 - 0.5], [0, 0, 1]])
         (sub("intrinsics") / rel["K"]).parent.mkdir(parents=True, exist_ok=True)
         (sub("intrinsics") / rel["K"]).write_text(" ".join(f"{v:.9g}" for v in K.reshape(-1)) + "\n")
-    tokens = [rgb_rel] if one_col else [rgb_rel, rel["sparse"], rel["gt"]] + ([rel["K"]] if reader_cls.columns == 4 else [])
+    tokens = [rgb_rel] if one_col else [rgb_rel, rel["sparse"], rel["gt"]]
+    if reader_cls.columns == 4:
+        tokens.append(rel["K"])
     return {"tokens": tokens, "rgb": rgb, "gt_int": gt_int, "sparse_int": sp_int, "K": K,
             "name": f"seq/{stem}"}
 

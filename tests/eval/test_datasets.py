@@ -237,7 +237,7 @@ def test_stanford_resize_matches_pytorch(tmp_path):
     f = write_frame(cls, tmp_path, "p", (400, 800))
     s = open_dataset("stanford", root=tmp_path, list_file=write_list(tmp_path / "l.txt", [f]))[0]
     assert s.rgb.shape == (1024, 1664, 3)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None]  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1)[None]
     ref_rgb = F.interpolate(t(f["rgb"]), size=(1024, 1664), mode="bilinear", align_corners=True)
     ref_rgb = ref_rgb[0].permute(1, 2, 0).numpy().astype(np.uint8)
     assert np.mean(s.rgb != ref_rgb) < 1e-4  # float32 rounding order: a rare off-by-one at the truncation
@@ -248,7 +248,8 @@ def test_stanford_resize_matches_pytorch(tmp_path):
     ref_sp = F.interpolate(t(sp), size=(1024, 1664), mode="nearest")[0, 0].numpy()
     np.testing.assert_array_equal(s.sparse, ref_sp)
     # the official K expression: the resized height (1024) scales both axes
-    np.testing.assert_allclose(s.K[:2, :], [[540 * 1024 / 800, 0, 540 * 1024 / 800], [0, 540 * 1024 / 400, 540 * 1024 / 400]])
+    sx, sy = 1024 / 800, 1024 / 400
+    np.testing.assert_allclose(s.K[:2, :], [[540 * sx, 0, 540 * sx], [0, 540 * sy, 540 * sy]])
 
 
 def test_h5_formats_need_h5py_or_read(tmp_path):

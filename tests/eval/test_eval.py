@@ -152,8 +152,8 @@ def test_cli_middlebury_end_to_end(tmp_path, capsys):
         (row,) = [r for r in rows if (r["pattern"], r["config"]) == (s["pattern"], s["config"])]
         assert s["rmse"] == float(row["rmse"]) and s["frames"] == 1
     md = files["md"].read_text()
-    g = [s for s in result["summary"] if (s["pattern"], s["config"]) == ("harris", "guided")][0]
-    assert f"| harris | guided | 1 | " in md and f"{g['rmse']:.1f}" in md
+    g = next(s for s in result["summary"] if (s["pattern"], s["config"]) == ("harris", "guided"))
+    assert "| harris | guided | 1 | " in md and f"{g['rmse']:.1f}" in md
     assert md in out  # the summary goes to stdout
 
 
@@ -171,14 +171,16 @@ def test_cli_kitti_layout_end_to_end(tmp_path, capsys):
     assert [(r["frame"], r["config"]) for r in rows] == [
         (f["name"], c) for f in frames for c in ("g", "ip_basic", "nearest")]
     pipe = Pipeline("guided", preset="KITTI")
+    y0, x0 = 2, 1  # (258 - 256, (1218 - 1216) // 2)
     for f, r in zip([f for f in frames for _ in range(3)], rows):
-        y0, x0 = 2, 1
         gt = decode(f["gt_int"])[y0:, x0:x0 + 1216]
         sparse = decode(f["sparse_int"])[y0:, x0:x0 + 1216]
         K = f["K"].copy()
         K[:2, 2] -= (x0, y0)
-        pred = {"g": lambda s: pipe(f["rgb"][y0:, x0:x0 + 1216], s, K).depth, "ip_basic": ip_basic_fill,
-                "nearest": nearest_fill}[r["config"]](sparse)
+        if r["config"] == "g":
+            pred = pipe(f["rgb"][y0:, x0:x0 + 1216], sparse, K).depth
+        else:
+            pred = (ip_basic_fill if r["config"] == "ip_basic" else nearest_fill)(sparse)
         m = depth_metrics(pred, gt, gt > 0)
         for k in METRIC_KEYS:
             v = float(r[k])

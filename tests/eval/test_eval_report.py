@@ -9,8 +9,8 @@ import pytest
 from _support import REPO_ROOT
 from psdrt.benchmarks.eval_report import RESULTS, main, render_accuracy, result_files, write_readme
 from psdrt.benchmarks.readme_sections import section_body
-from psdrt.runtime.metrics import METRIC_KEYS
 from psdrt.runtime.evaluation import write_outputs
+from psdrt.runtime.metrics import METRIC_KEYS
 
 ENV = {"timestamp": "2031-02-03T04:05:06Z", "cpu_model": "Test CPU 9000", "cpu_cores": 4,
        "git": {"commit": "0123456789abcdef", "dirty": False}}
@@ -30,7 +30,8 @@ def _result(name, title, rows, shape=(10, 20), working=None, env=ENV):
 
 
 def test_render_rows_say_what_where_when(tmp_path):
-    write_outputs(_result("zz-other", "Other", {("random1", "guided"): (5.0, 2.0, 99.0)}), tmp_path, "accuracy_zz-other")
+    other = _result("zz-other", "Other", {("random1", "guided"): (5.0, 2.0, 99.0)})
+    write_outputs(other, tmp_path, "accuracy_zz-other")
     write_outputs(_result("middlebury", "Middlebury Motorcycle", {
         ("random1", "guided"): (182.63, 71.84, 98.156), ("random1", "ip_basic"): (312.4, 109.3, 95.42),
         ("harris", "guided"): (448.0, 263.3, 90.3), ("harris", "ip_basic"): (math.inf, 1.0, 1.0)},
