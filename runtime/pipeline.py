@@ -88,7 +88,7 @@ class Pipeline:
         return cls(mode or ("psd" if hd else "propagate"), enc, hd, **kwargs)
 
     @classmethod
-    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, **kwargs):
+    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, engine: str = "python", **kwargs):
         """Pipeline over a deployable directory written by ``psdrt build`` (``build.build_artifacts``).
 
         Reads and checks ``manifest.json`` (format, files present, SHA-256 of each file, the
@@ -100,12 +100,23 @@ class Pipeline:
             directory (path): the directory holding ``manifest.json``.
             precision (str): ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to "fp32".
             providers (Sequence, optional): ONNX Runtime providers (``OrtBackend``). Defaults to None.
+            engine (str): ``"python"`` (this class) or ``"c"``: the same pipeline run by the C
+                session API (``psdrt.runtime.session.CSession``, same checks, same outputs;
+                ``providers`` must then be None). Defaults to "python".
             **kwargs: ``threads`` (ORT) and ``Pipeline`` arguments (``seed``, ``kernels``, ``preset``...).
 
         Raises:
             ArtifactError: missing/corrupt manifest or files, a checksum mismatch, an artefact that
                 failed the gate, or no artefact of ``precision``; the message names the fix.
         """
+        if engine == "c":
+            from .session import CSession
+
+            if providers is not None:
+                raise InputError("engine='c' runs ONNX Runtime's CPU provider through the C API; drop providers=")
+            return CSession.from_artifacts(directory, precision=precision, **kwargs)
+        if engine != "python":
+            raise InputError(f"unknown engine {engine!r}; use 'python' or 'c'")
         import json
         from pathlib import Path
 

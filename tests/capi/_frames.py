@@ -1,0 +1,55 @@
+"""Raw ctypes helpers for the session tests: frames in/out from NumPy, status + message checks."""
+
+from __future__ import annotations
+
+import ctypes as C
+
+import numpy as np
+
+from psdrt.runtime import session as S
+
+
+class Frame:
+    """One psd_frame_in / psd_frame_out pair over NumPy arrays (kept alive here)."""
+
+    def __init__(self, rgb, sparse, K, depth_mm: bool = False):
+        self.rgb = np.ascontiguousarray(rgb, np.uint8)
+        self.sparse = np.ascontiguousarray(sparse, np.float32)
+        self.K = np.ascontiguousarray(K, np.float64)
+        h, w = self.sparse.shape
+        self.depth = np.full((h, w), -1.0, np.float32)
+        self.mm = np.zeros((h, w), np.uint16) if depth_mm else None
+        self.fin = S.FrameIn(C.sizeof(S.FrameIn), 0, h, w, self.rgb.ctypes.data, 0, self.sparse.ctypes.data, 0,
+                             self.K.ctypes.data, S.DTYPE_FLOAT64, 0)
+        self.fout = S.FrameOut()
+        self.fout.struct_size = C.sizeof(S.FrameOut)
+        self.fout.depth = self.depth.ctypes.data
+        if self.mm is not None:
+            self.fout.depth_mm = self.mm.ctypes.data
+
+    def run(self, lib, handle) -> int:
+        return lib.psd_session_run(handle, C.byref(self.fin), C.byref(self.fout))
+
+
+def last_error(lib) -> str:
+    return (lib.psd_last_error() or b"").decode()
+
+
+def create(lib, artifact_dir=None, **fields):
+    """(status, handle, message) of psd_session_create with option fields set by name."""
+    o = S.SessionOptions()
+    assert lib.psd_session_options_init(C.byref(o)) == 0
+    keep = []
+    for k, v in fields.items():
+        if isinstance(v, str):
+            keep.append(v.encode())
+            v = keep[-1]
+        setattr(o, k, v)
+    h = C.c_void_p()
+    d = None if artifact_dir is None else str(artifact_dir).encode()
+    st = lib.psd_session_create(d, C.byref(o), C.byref(h))
+    return st, h, last_error(lib) if st else ""
+
+
+def status_name(lib, st: int) -> str:
+    return lib.psd_status_string(st).decode()
