@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "calibrate": "calibrate",
     "build": "build_cmd",
     "run": "run_cmd",
+    "bench": "bench_cmd",
     "eval": "eval_cmd",
 }
 
