@@ -88,6 +88,15 @@ class PropagationParams(C.Structure):
                 ("iters_quarter", _i32), ("iters_full", _i32), ("flags", _u32), ("reserved", _u32)]
 
 
+class GuidedParamsC(C.Structure):
+    """psd_guided_params."""
+
+    _fields_ = [("struct_size", _u32), ("channels", _i32), ("colour_scale", C.c_float), ("levels", _i32),
+                ("iterations", _i32), ("flags", _u32), ("projection_w", _fp), ("projection_b", _fp)]
+
+
+GUIDED_FLAG_GENERIC, GUIDED_FLAG_BASELINE_ISA = 1, 2
+
 # name: (restype, argtypes) - each mirrors the C signature in psd.h
 _SIGNATURES = {
     # uint32_t psd_abi_version(void)
@@ -134,6 +143,12 @@ _SIGNATURES = {
     "psd_cspn": (_i32, [_i32, _i64, _i64, _i64, _i32, _vp, _vp, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_preprocess_rgb(psd_device_t, height, width, int32_t bgr, out_h, out_w, const uint8_t* rgb, stream, out)
     "psd_preprocess_rgb": (_i32, [_i32, _i64, _i64, _i32, _i64, _i64, _vp, _vp, _vp]),
+    # psd_status_t psd_guided_workspace_size(psd_device_t, height, width, const psd_guided_params*, size_t* bytes)
+    "psd_guided_workspace_size": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), C.POINTER(_sz)]),
+    # psd_status_t psd_guided(psd_device_t, height, width, params, const uint8_t* rgb, int32_t bgr, sparse, workspace, workspace_bytes, stream, out)
+    "psd_guided": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), _vp, _i32, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_guided_features(psd_device_t, height, width, params, const uint8_t* rgb, int32_t bgr, stream, out)
+    "psd_guided_features": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), _vp, _i32, _vp, _vp]),
 }
 
 
@@ -490,6 +505,87 @@ class KernelLibrary:
         o = self._out(out, (1, 3, oh, ow), a.device)
         self._check(self._lib.psd_preprocess_rgb(a.device, h, w, int(bool(bgr)), oh, ow, a.ptr,
                                                  self._stream(stream), o.ptr))
+        return o.keep
+
+    # ---------------------------------------------------------------- guided mode
+    @staticmethod
+    def _guided_params(params, projection, flags: int):
+        """(psd_guided_params, keep-alive) from a GuidedParams and an optional (W, b)."""
+        from .guided import GuidedParams, rff_projection
+
+        params = GuidedParams() if params is None else params
+        if not isinstance(params, GuidedParams):
+            raise InputError(f"params must be a psdrt.runtime.guided.GuidedParams, got {type(params).__name__}")
+        w, b = rff_projection(params) if projection is None else projection
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        b = np.ascontiguousarray(b, dtype=np.float32)
+        if w.shape != (3, params.channels) or b.shape != (params.channels,):
+            raise ShapeError(f"projection must be W (3, {params.channels}) and b ({params.channels},), "
+                             f"got {w.shape} and {b.shape}; use rff_projection(params)")
+        prm = GuidedParamsC(C.sizeof(GuidedParamsC), int(params.channels), float(params.colour_scale),
+                            int(params.levels), int(params.iterations), int(flags),
+                            w.ctypes.data_as(_fp), b.ctypes.data_as(_fp))
+        return prm, (w, b)
+
+    @staticmethod
+    def _rgb_hw(a: _Arg) -> tuple[int, int]:
+        if len(a.shape) != 3 or a.shape[2] != 3:
+            raise InputError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}; drop any alpha channel")
+        return int(a.shape[0]), int(a.shape[1])
+
+    def guided_workspace_size(self, height: int, width: int, params=None, device: int = DEVICE_CPU,
+                              flags: int = 0) -> int:
+        """Bytes of workspace ``guided`` needs for an H x W frame (psd_guided_workspace_size)."""
+        prm, _keep = self._guided_params(params, None, flags)
+        nbytes = _sz()
+        self._check(self._lib.psd_guided_workspace_size(device, int(height), int(width), C.byref(prm),
+                                                        C.byref(nbytes)))
+        return int(nbytes.value)
+
+    def guided(self, rgb, sparse, params=None, *, bgr: bool = False, projection=None, flags: int = 0,
+               out=None, workspace=None, stream=None):
+        """The whole weight-free ``guided`` mode of one frame in one call (psd_guided).
+
+        Args:
+            rgb: (H, W, 3) uint8, RGB (or BGR with ``bgr=True``).
+            sparse: (H, W) metric depth, 0 = missing.
+            params (GuidedParams, optional): defaults to ``GuidedParams()``.
+            projection (tuple, optional): (W (3, C), b (C,)) float32; defaults to
+                ``rff_projection(params)``.
+            flags (int): ``GUIDED_FLAG_GENERIC`` (CPU: the per-pixel implementation the CUDA
+                build runs) and/or ``GUIDED_FLAG_BASELINE_ISA`` (CPU: no AVX2); for tests.
+
+        Returns:
+            (H, W) float32 dense depth (``out`` when given).
+
+        Raises:
+            InputError: no valid sparse point (CPU arrays), bad parameters or dtypes.
+            ShapeError: mismatched shapes.
+        """
+        a, s = _as_arg(rgb, "rgb", dtype=np.uint8), _as_arg(sparse, "sparse")
+        dev = _same_device(a, s)
+        h, w = self._rgb_hw(a)
+        if _plane(s, "sparse") != (h, w):
+            raise ShapeError(f"sparse must be ({h}, {w}) like rgb, got shape {tuple(s.shape)}")
+        if dev == DEVICE_CPU and not (s.keep > 0).any():
+            raise InputError("sparse depth has no valid (> 0) point; provide at least one measurement")
+        prm, _keep = self._guided_params(params, projection, flags)
+        nbytes = _sz()
+        self._check(self._lib.psd_guided_workspace_size(dev, h, w, C.byref(prm), C.byref(nbytes)))
+        wp, wn, _wkeep = self._workspace(nbytes.value, dev, workspace)
+        o = self._out(out, (h, w), dev)
+        self._check(self._lib.psd_guided(dev, h, w, C.byref(prm), a.ptr, int(bool(bgr)), s.ptr, wp, wn,
+                                         self._stream(stream), o.ptr))
+        return o.keep
+
+    def guided_features(self, rgb, params=None, *, bgr: bool = False, projection=None, out=None, stream=None):
+        """(C, H, W) guidance features of ``guided`` (psd_guided_features; runtime.guided.guided_features)."""
+        a = _as_arg(rgb, "rgb", dtype=np.uint8)
+        h, w = self._rgb_hw(a)
+        prm, _keep = self._guided_params(params, projection, 0)
+        o = self._out(out, (prm.channels, h, w), a.device)
+        self._check(self._lib.psd_guided_features(a.device, h, w, C.byref(prm), a.ptr, int(bool(bgr)),
+                                                  self._stream(stream), o.ptr))
         return o.keep
 
     # ---------------------------------------------------------------- composed

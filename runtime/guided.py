@@ -28,6 +28,7 @@ NumPy only: the reference (``psdrt.export.reference.guided``) and the runtime sh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -63,15 +64,68 @@ class GuidedParams:
 
 
 def rff_projection(params: GuidedParams) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed projection (W: 3 x C, b: C) of the random Fourier features."""
-    rng = np.random.default_rng(params.seed)
-    w = rng.normal(size=(3, params.channels)).astype(np.float32)
-    b = rng.uniform(0.0, 2.0 * np.pi, params.channels).astype(np.float32)
+    """The fixed projection (W: 3 x C, b: C, float32) of the random Fourier features.
+
+    Drawn with ``np.random.default_rng(seed)``: W ~ N(0, 1) first, then b ~ U(0, 2 pi). Cached
+    per (seed, channels); the returned arrays are read-only.
+    """
+    return _projection(int(params.seed), int(params.channels))
+
+
+@lru_cache(maxsize=16)
+def _projection(seed: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(3, channels)).astype(np.float32)
+    b = rng.uniform(0.0, 2.0 * np.pi, channels).astype(np.float32)
+    w.setflags(write=False)
+    b.setflags(write=False)
     return w, b
 
 
+#: OpenCV's sRGB -> XYZ matrix (D65) and white point; Lab is computed from XYZ / white.
+SRGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
+                        [0.212671, 0.715160, 0.072169],
+                        [0.019334, 0.119193, 0.950227]])
+D65_WHITE = np.array([0.950456, 1.0, 1.088754])
+
+
+def srgb_to_lab(rgb: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """CIELAB of an 8-bit sRGB image in OpenCV's 8-bit scaling, as unrounded float64.
+
+    sRGB 8-bit -> linear (IEC 61966-2-1 curve) -> XYZ (OpenCV's D65 matrix) -> CIELAB with the
+    exact CIE constants ((6/29)^3 threshold, linear segment t / (3 (6/29)^2) + 4/29), then
+    ``L * 255 / 100``, ``a + 128``, ``b + 128`` like ``cv2.COLOR_RGB2LAB`` on uint8, without its
+    rounding to uint8 (so features vary smoothly; OpenCV's rounding moved values by up to 0.5).
+    This is the one definition of the colour space: ``kernels/guided`` computes the same formula
+    in float32.
+
+    Args:
+        rgb (ndarray): H x W x 3 uint8.
+        bgr (bool): channel order. Defaults to False (RGB).
+
+    Returns:
+        ndarray: H x W x 3 float64 (L in [0, 255], a and b around 128).
+    """
+    c = rgb[..., ::-1] if bgr else rgb
+    c = c.astype(np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ (SRGB_TO_XYZ / D65_WHITE[:, None]).T
+    eps = (6.0 / 29.0) ** 3
+    f = np.where(xyz > eps, np.cbrt(np.maximum(xyz, eps)), xyz / (3.0 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
+    lab = np.empty_like(f)
+    lab[..., 0] = (116.0 * f[..., 1] - 16.0) * 2.55
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1]) + 128.0
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2]) + 128.0
+    return lab
+
+
 def guided_features(rgb: np.ndarray, params: GuidedParams = GuidedParams(), bgr: bool = False) -> np.ndarray:
-    """Random Fourier features of the CIELAB colour, C x H x W float32.
+    """Random Fourier features of the CIELAB colour, C x H x W float32 (readable reference).
+
+    ``phi_c = sqrt(2 / C) * cos((lab / colour_scale) . W[:, c] + b[c])`` with ``lab`` from
+    :func:`srgb_to_lab` and (W, b) from :func:`rff_projection`, evaluated in float64 and rounded
+    once. ``psd_guided_features`` / ``KernelLibrary.guided_features`` compute the same in float32
+    (measured difference in tests/kernels/test_guided.py).
 
     Args:
         rgb (ndarray): H x W x 3 uint8 image (RGB, or BGR with ``bgr=True``).
@@ -81,15 +135,35 @@ def guided_features(rgb: np.ndarray, params: GuidedParams = GuidedParams(), bgr:
     Returns:
         ndarray: C x H x W float32 features.
     """
-    import cv2
-
     if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8):
         raise InputError(
             "guided features need an H x W x 3 uint8 image; convert with "
             "np.clip(img, 0, 255).astype(np.uint8) and drop any alpha channel"
         )
-    lab = cv2.cvtColor(rgb, cv2.COLOR_BGR2LAB if bgr else cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w = rgb.shape[:2]
+    lab = srgb_to_lab(rgb, bgr).reshape(-1, 3)
+    pw, pb = rff_projection(params)
+    proj = pw.astype(np.float64) / params.colour_scale
+    amp = np.sqrt(2.0 / params.channels)
+    out = np.empty((params.channels, h * w), np.float32)
+    step = 1 << 16  # bounded float64 temporaries
+    for i in range(0, h * w, step):
+        z = lab[i : i + step] @ proj + pb.astype(np.float64)
+        out[:, i : i + step] = (np.cos(z) * amp).T
+    return out.reshape(params.channels, h, w)
+
+
+def projection_json(params: GuidedParams = GuidedParams()) -> str:
+    """The random projection of ``params`` as JSON, for C/C++ embedders of ``psd_guided``.
+
+    ``{"channels", "seed", "colour_scale", "w": 3 x C, "b": C}`` with float32 values written with
+    9 significant digits (they read back to the same float32). ``psd_guided_params.projection_w``
+    is ``w`` flattened row-major, ``projection_b`` is ``b``.
+    """
+    import json
+
     w, b = rff_projection(params)
-    z = (lab / np.float32(params.colour_scale)).reshape(-1, 3) @ w + b
-    feat = np.cos(z) * np.float32(np.sqrt(2.0 / params.channels))
-    return np.ascontiguousarray(feat.reshape(rgb.shape[0], rgb.shape[1], -1).transpose(2, 0, 1))
+    return json.dumps({
+        "channels": params.channels, "seed": params.seed, "colour_scale": params.colour_scale,
+        "w": [[float(f"{v:.9g}") for v in row] for row in w], "b": [float(f"{v:.9g}") for v in b],
+    })

@@ -13,6 +13,7 @@
 #include "../../kernels/common/check.h"
 #include "../../kernels/common/workspace.h"
 #include "../../kernels/cspn/cspn.h"
+#include "../../kernels/guided/guided.h"
 #include "../../kernels/knn/knn.h"
 #include "../../kernels/preprocess/preprocess.h"
 #include "../../kernels/propagate/propagate.h"
@@ -80,6 +81,24 @@ k::PropagationConfig ToConfig(const psd_propagation_params* p, const float* cam_
   c.knn = ToKnn(p);
   c.iters_quarter = p->iters_quarter;
   c.iters_full = p->iters_full;
+  return c;
+}
+
+k::GuidedConfig ToGuided(const psd_guided_params* p) {
+  PSD_REQUIRE(p != nullptr, NullPointer, "null pointer: params");
+  PSD_REQUIRE(p->struct_size >= sizeof(psd_guided_params), InvalidArgument,
+              "params->struct_size must be sizeof(psd_guided_params)");
+  PSD_REQUIRE((p->flags & ~(PSD_GUIDED_FLAG_GENERIC | PSD_GUIDED_FLAG_BASELINE_ISA)) == 0,
+              InvalidArgument, "params->flags has unknown bits; use 0 or PSD_GUIDED_FLAG_*");
+  k::GuidedConfig c;
+  c.channels = p->channels;
+  c.colour_scale = p->colour_scale;
+  c.levels = p->levels;
+  c.iterations = p->iterations;
+  c.generic = (p->flags & PSD_GUIDED_FLAG_GENERIC) != 0;
+  c.baseline_isa = (p->flags & PSD_GUIDED_FLAG_BASELINE_ISA) != 0;
+  c.w = p->projection_w;
+  c.b = p->projection_b;
   return c;
 }
 
@@ -401,6 +420,30 @@ PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int
                                         const uint8_t* rgb, psd_stream_t stream, float* out) {
   PSD_CAPI_GUARD(k::PreprocessChecked(ToDevice(device), rgb, height, width, bgr != 0, out, out_h,
                                       out_w, stream))
+}
+
+PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t height, int64_t width,
+                                               const psd_guided_params* params, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    const Device d = ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    *bytes = k::GuidedWorkspaceBytes(d, height, width, ToGuided(params));
+  })
+}
+
+PSD_API psd_status_t psd_guided(psd_device_t device, int64_t height, int64_t width,
+                                const psd_guided_params* params, const uint8_t* rgb, int32_t bgr,
+                                const float* sparse, void* workspace, size_t workspace_bytes,
+                                psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::GuidedChecked(ToDevice(device), height, width, ToGuided(params), rgb, bgr != 0,
+                                  sparse, workspace, workspace_bytes, out, stream))
+}
+
+PSD_API psd_status_t psd_guided_features(psd_device_t device, int64_t height, int64_t width,
+                                         const psd_guided_params* params, const uint8_t* rgb,
+                                         int32_t bgr, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::GuidedFeaturesChecked(ToDevice(device), height, width, ToGuided(params), rgb,
+                                          bgr != 0, out, stream))
 }
 
 }  // extern "C"

@@ -265,6 +265,74 @@ PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int
                                         int32_t bgr, int64_t out_h, int64_t out_w,
                                         const uint8_t* rgb, psd_stream_t stream, float* out);
 
+/* ------------------------------------------------------------------ weight-free guided mode
+ * The whole `guided` mode of psdrt (psdrt.runtime.guided; kernels/guided/guided.h) in one call:
+ * CIELAB colour -> random Fourier features -> cosine affinities, nearest-neighbour fill of the
+ * sparse depth, coarse-to-fine CSPN over a short pyramid, clamp to the sparse depth range.
+ * No learned weight: the only data is the fixed random projection (W, b) below. */
+
+/* Parameters (psdrt.runtime.guided.GuidedParams). struct_size = sizeof(psd_guided_params); new
+ * fields are appended, and a library accepts any struct_size >= the one it was built with. */
+typedef struct psd_guided_params {
+  uint32_t struct_size;
+  int32_t channels;      /* random Fourier feature channels C, 2..64 (default 32) */
+  float colour_scale;    /* CIELAB distance (OpenCV 8-bit Lab units) of one kernel bandwidth,
+                          * > 0 (default 10); smaller = sharper edges */
+  int32_t levels;        /* pyramid levels, >= 1 (default 2); at most floor(log2(min(H, W))) - 1
+                          * are used, so the coarsest level keeps >= 4 pixels per side */
+  int32_t iterations;    /* CSPN sweeps per level, 0..100000 (default 40) */
+  uint32_t flags;        /* PSD_GUIDED_FLAG_*; 0 normally */
+  /* The random projection of the features, host memory, float32, read during the call only:
+   * W is 3 x C row-major, b has C values; feature c of a pixel is
+   * sqrt(2 / C) cos((lab / colour_scale) . W[:, c] + b[c]) with lab = (L * 255 / 100, a + 128,
+   * b + 128). psdrt draws them from NumPy's default_rng(seed) (psdrt.runtime.guided.
+   * rff_projection, seed 0 by default); an embedder ships them with its artefacts
+   * (psdrt.runtime.guided.projection_json writes them) and passes the same values every frame. */
+  const float* projection_w;
+  const float* projection_b;
+} psd_guided_params;
+
+/* CPU: run the per-pixel implementation that the CUDA library runs instead of the row-streamed
+ * CPU one (slower, same results bit for bit on the CPU); for tests. */
+#define PSD_GUIDED_FLAG_GENERIC 1u
+/* CPU: keep the baseline instruction set even where the CPU has AVX2 (same results); for tests. */
+#define PSD_GUIDED_FLAG_BASELINE_ISA 2u
+
+/* Sizes the workspace of psd_guided (depends on the device: the CUDA path stores the feature
+ * maps, about 4 * C * 1.34 B per pixel more). params->projection_* are not read.
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT,
+ * PSD_E_SHAPE_MISMATCH. */
+PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t height, int64_t width,
+                                               const psd_guided_params* params, size_t* bytes);
+
+/* Dense depth of one frame in the guided mode.
+ * @param[in]  height, width  frame size, 1..1048576 each.
+ * @param[in]  params     host memory (see psd_guided_params).
+ * @param[in]  rgb        (H, W, 3) uint8, RGB (bgr = 0) or BGR (bgr != 0).
+ * @param[in]  sparse     (H, W) metric depth; values <= 0 or non-finite are missing.
+ * @param[in,out] workspace  >= psd_guided_workspace_size bytes; contents are scratch.
+ * @param[out] out        (H, W) metres; must not alias sparse.
+ * Behaviour: no valid sparse point -> out is 0 everywhere (no status: a GPU would need a host
+ * sync; the Python binding raises InputError first); one point or all points equal -> out is
+ * that value everywhere (the clamp range); pixels whose 8 affinities sum to 0 keep their
+ * initial value (kernels/cspn/cspn.h). Nearest-fill ties resolve as
+ * scipy.ndimage.distance_transform_edt. Never NaN for finite inputs.
+ * Ownership: none retained. Synchrony/stream: see header notes (CUDA: async on `stream`).
+ * Thread safety: safe concurrently with distinct workspaces and outputs.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
+ * PSD_E_WORKSPACE_TOO_SMALL, PSD_E_NOT_BUILT_WITH_CUDA, PSD_E_CUDA. */
+PSD_API psd_status_t psd_guided(psd_device_t device, int64_t height, int64_t width,
+                                const psd_guided_params* params, const uint8_t* rgb, int32_t bgr,
+                                const float* sparse, void* workspace, size_t workspace_bytes,
+                                psd_stream_t stream, float* out);
+
+/* The guidance features of psd_guided as a (C, H, W) map (psdrt.runtime.guided.guided_features):
+ * sqrt(2 / C) cos(z), no workspace; params->levels and iterations are validated but unused.
+ * Same conventions and statuses as psd_guided (no PSD_E_WORKSPACE_TOO_SMALL). */
+PSD_API psd_status_t psd_guided_features(psd_device_t device, int64_t height, int64_t width,
+                                         const psd_guided_params* params, const uint8_t* rgb,
+                                         int32_t bgr, psd_stream_t stream, float* out);
+
 /* ================================================================== sessions: the whole pipeline
  *
  * A psd_session runs the complete per-frame pipeline of psdrt.runtime.pipeline.Pipeline

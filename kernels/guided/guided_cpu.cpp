@@ -1,0 +1,444 @@
+// CPU instantiation of the guided kernels (bodies in guided_impl.h) and the CPU fast path.
+//
+// GuidedCpu runs the arithmetic of GuidedGeneric<kCpu> with a different schedule:
+//  * features are streamed: each thread owns a band of rows (aligned to the coarsest pyramid
+//    block) and computes colour -> cosines -> unit features one row at a time into row buffers,
+//    accumulating the coarser levels' block sums on the way; the four affinity planes of every
+//    level are written from two consecutive unit rows and no feature map is ever stored;
+//  * rows are processed 8 pixels at a time with GCC vector extensions (V8), which lower to
+//    SSE2/AVX on x86-64 and NEON on aarch64;
+//  * the CSPN sweeps of a level run in one parallel region with a barrier between sweeps.
+// Every value goes through the same templated expressions as the generic path, so the results
+// are bit-identical (tests/kernels/test_guided.py checks it).
+#include <algorithm>
+#include <cstring>
+
+#include "guided_impl.h"
+
+namespace psd {
+namespace kernels {
+
+PSD_INSTANTIATE_GUIDED(Device::kCpu)
+
+namespace {
+
+#define PSD_GI inline __attribute__((always_inline))
+
+PSD_GI V8 Ld(const float* p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+PSD_GI void St(float* p, V8 v) { std::memcpy(p, &v, sizeof v); }
+
+// ------------------------------------------------------------------------------ nearest fill
+void NearestFillCpu(const GuidedPlan& P, const float* sparse) {
+  const int64_t h = P.h, w = P.w;
+  int32_t* col = P.col;
+  int32_t* next = P.next;
+  float* colval = P.colval;
+  CpuParallelRanges(w, CpuThreads(), [&](int64_t x0, int64_t x1, int64_t) {
+    for (int64_t y = 0; y < h; ++y) {
+      const float* sr = sparse + y * w;
+      int32_t* cr = col + y * w;
+      const int32_t* pr = col + (y - 1) * w;
+      for (int64_t x = x0; x < x1; ++x)
+        cr[x] = GValid(sr[x]) ? static_cast<int32_t>(y) : (y > 0 ? pr[x] : -1);
+    }
+    for (int64_t x = x0; x < x1; ++x) next[x] = -1;
+    for (int64_t y = h - 1; y >= 0; --y) {
+      const float* sr = sparse + y * w;
+      int32_t* cr = col + y * w;
+      float* vr = colval + y * w;
+      for (int64_t x = x0; x < x1; ++x) {
+        if (GValid(sr[x])) next[x] = static_cast<int32_t>(y);
+        const int32_t r = GNearestOf(static_cast<int32_t>(y), cr[x], next[x]);
+        cr[x] = r;
+        vr[x] = r < 0 ? 0.0f : sparse[r * w + x];
+      }
+    }
+  });
+  CpuParallelRanges(h, CpuThreads(), [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y)
+      NearestRow(col + y * w, colval + y * w, y, w, P.stack + y * w, P.fill + y * w);
+  });
+}
+
+// ------------------------------------------------------------------------------ feature rows
+// Row buffers: channel c of a row at buf + c * rs + kGuidedPad, zero on both sides.
+PSD_GI void LabRow(const uint8_t* px, bool bgr, int64_t w, const float* lut, float* l, float* a,
+                   float* b) {
+  const int ro = bgr ? 2 : 0, bo = bgr ? 0 : 2;
+  for (int64_t x = 0; x < w; ++x) {
+    l[x] = lut[px[3 * x + ro]];
+    a[x] = lut[px[3 * x + 1]];
+    b[x] = lut[px[3 * x + bo]];
+  }
+  const int64_t wv = GuidedUp8(w);
+  for (int64_t x = w; x < wv; ++x) l[x] = a[x] = b[x] = 0.0f;
+  for (int64_t x = 0; x < wv; x += 8) {
+    V8 lc, la, lb;
+    GLab(Ld(l + x), Ld(a + x), Ld(b + x), lc, la, lb);
+    St(l + x, lc);
+    St(a + x, la);
+    St(b + x, lb);
+  }
+}
+
+// Raw features of one row (channels 0..C-1) and their inverse norms 1 / max(|f|, 1e-12) (slot C).
+PSD_GI void InvNormOf(V8 n2, float* dst) { St(dst, 1.0f / GMax(GSqrt(n2), 1e-12f)); }
+
+PSD_GI void FeatureRow(const GuidedCoeffs& k, const float* l, const float* a, const float* b,
+                       int64_t w, int64_t rs, float* u) {
+  const int64_t wv = GuidedUp8(w);
+  for (int64_t x = 0; x < wv; x += 8) {
+    const V8 lc = Ld(l + x), la = Ld(a + x), lb = Ld(b + x);
+    V8 n2 = V8{};
+    for (int32_t c = 0; c < k.c; ++c) {
+      const V8 f = GCosPi(GPhase(k, c, lc, la, lb));
+      St(u + c * rs + kGuidedPad + x, f);
+      n2 = n2 + f * f;
+    }
+    InvNormOf(n2, u + k.c * rs + kGuidedPad + x);
+  }
+  for (int32_t c = 0; c < k.c; ++c)  // lanes past the frame: features 0 (their norms stay finite)
+    for (int64_t x = w; x < wv; ++x) u[c * rs + kGuidedPad + x] = 0.0f;
+}
+
+// s (level row, rsl) += the level-l block columns of the full-resolution row f (rs0).
+PSD_GI void AccumulateRow(const float* f, int64_t rs0, float* s, int64_t rsl, int32_t channels,
+                          int64_t wl, int64_t fac) {
+  const int64_t wv = GuidedUp8(wl);
+  for (int32_t c = 0; c < channels; ++c) {
+    const float* fc = f + c * rs0 + kGuidedPad;
+    float* sc = s + c * rsl + kGuidedPad;
+    if (fac == 2) {
+      for (int64_t x = 0; x < wv; x += 8) {
+        const V8 lo = Ld(fc + 2 * x), hi = Ld(fc + 2 * x + 8);
+        const V8 ev = __builtin_shuffle(lo, hi, V8i{0, 2, 4, 6, 8, 10, 12, 14});
+        const V8 od = __builtin_shuffle(lo, hi, V8i{1, 3, 5, 7, 9, 11, 13, 15});
+        V8 acc = Ld(sc + x);
+        acc = acc + ev;
+        acc = acc + od;
+        St(sc + x, acc);
+      }
+    } else {
+      for (int64_t x = 0; x < wl; ++x) {
+        float acc = sc[x];
+        for (int64_t j = 0; j < fac; ++j) acc = acc + fc[x * fac + j];
+        sc[x] = acc;
+      }
+    }
+  }
+}
+
+// Block sums -> block means (tail lanes zeroed) and their inverse norms (slot C).
+PSD_GI void FinishLevelRow(float* s, int64_t rsl, int32_t channels, int64_t wl, int64_t fac) {
+  const int64_t wv = GuidedUp8(wl);
+  const float div = static_cast<float>(fac * fac);
+  for (int32_t c = 0; c < channels; ++c) {
+    float* sc = s + c * rsl + kGuidedPad;
+    for (int64_t x = 0; x < wv; x += 8) St(sc + x, Ld(sc + x) / div);
+    for (int64_t x = wl; x < wv; ++x) sc[x] = 0.0f;
+  }
+  for (int64_t x = 0; x < wv; x += 8) {
+    V8 n2 = V8{};
+    for (int32_t c = 0; c < channels; ++c) {
+      const V8 v = Ld(s + c * rsl + kGuidedPad + x);
+      n2 = n2 + v * v;
+    }
+    InvNormOf(n2, s + channels * rsl + kGuidedPad + x);
+  }
+}
+
+// Cosines (dot of the raw features times both inverse norms): with kDown, of row `up` with row
+// `cur` (S, SE, SW planes of the upper row); with kEast, of row `cur` with itself shifted by
+// one (E plane). Plane pointers at column 0; inverse norms in channel slot `channels`.
+template <bool kDown, bool kEast>
+PSD_GI void DotsRow(const float* up, const float* cur, int32_t channels, int64_t rs, int64_t wv,
+                    float* s, float* se, float* sw, float* e) {
+  const float* ic = cur + channels * rs + kGuidedPad;
+  const float* iu = kDown ? up + channels * rs + kGuidedPad : nullptr;
+  for (int64_t x = 0; x < wv; x += 8) {
+    V8 as = V8{}, ase = V8{}, asw = V8{}, ae = V8{};
+    for (int32_t c = 0; c < channels; ++c) {
+      const float* pc = cur + c * rs + kGuidedPad + x;
+      const V8 cv = Ld(pc), c1 = Ld(pc + 1);
+      if (kDown) {
+        const V8 pv = Ld(up + c * rs + kGuidedPad + x), cm = Ld(pc - 1);
+        as = as + pv * cv;
+        ase = ase + pv * c1;
+        asw = asw + pv * cm;
+      }
+      if (kEast) ae = ae + cv * c1;
+    }
+    const V8 i0 = Ld(ic + x), i1 = Ld(ic + x + 1);
+    if (kDown) {
+      const V8 iup = Ld(iu + x);
+      St(s + x, (as * iup) * i0);
+      St(se + x, (ase * iup) * i1);
+      St(sw + x, (asw * iup) * Ld(ic + x - 1));
+    }
+    if (kEast) St(e + x, (ae * i0) * i1);
+  }
+}
+
+PSD_GI void ZeroRowPadding(float* row, int64_t wv, int64_t p) {  // row: padded row start
+  row[0] = 0.0f;
+  for (int64_t x = wv + 1; x < p; ++x) row[x] = 0.0f;
+}
+
+// Affinity rows of level row y: E of y (if y is owned, y < y1) and S/SE/SW of y - 1 (if up).
+PSD_GI void AffinityRows(const GuidedLevel& L, int64_t y, int64_t y1, const float* up,
+                         const float* cur, int32_t channels, int64_t rs) {
+  const int64_t p = L.p, wv = GuidedUp8(L.w);
+  const bool east = y < y1;
+  float* er = L.ae + (y + 1) * p;
+  float* sr = L.as + y * p;  // padded row of y - 1
+  float* ser = L.ase + y * p;
+  float* swr = L.asw + y * p;
+  if (up && east) DotsRow<true, true>(up, cur, channels, rs, wv, sr + 1, ser + 1, swr + 1, er + 1);
+  else if (up) DotsRow<true, false>(up, cur, channels, rs, wv, sr + 1, ser + 1, swr + 1, nullptr);
+  else if (east) DotsRow<false, true>(nullptr, cur, channels, rs, wv, nullptr, nullptr, nullptr, er + 1);
+  if (up) {
+    ZeroRowPadding(sr, wv, p);
+    ZeroRowPadding(ser, wv, p);
+    ZeroRowPadding(swr, wv, p);
+  }
+  if (!east) return;
+  ZeroRowPadding(er, wv, p);
+  if (y == 0)
+    for (float* pl : {L.ae, L.as, L.ase, L.asw}) std::fill(pl, pl + p, 0.0f);
+  if (y == L.h - 1) {  // no row below: S/SE/SW of y are 0, and the bottom padding row
+    for (float* pl : {L.as, L.ase, L.asw}) std::fill(pl + (y + 1) * p, pl + (y + 2) * p, 0.0f);
+    for (float* pl : {L.ae, L.as, L.ase, L.asw}) std::fill(pl + (y + 2) * p, pl + (y + 3) * p, 0.0f);
+  }
+}
+
+// One band of full-resolution rows [b0 * block, b1 * block): features, coarser block sums and
+// the affinity rows the band owns (see guided.h for the ownership of halo rows).
+PSD_GI void FeaturesBandBody(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb,
+                             bool bgr, int64_t b0, int64_t b1, int64_t part) {
+  const int64_t h = P.h, w = P.w;
+  const int32_t C = P.c, levels = P.levels;
+  const int64_t block = int64_t{1} << (levels - 1);
+  float* sc = P.scratch + part * P.band_floats;
+  std::memset(sc, 0, sizeof(float) * static_cast<size_t>(P.band_floats));
+  const int64_t rs0 = GuidedRowStride(w);
+  float* lab = sc;
+  // row buffers hold C feature rows and one row of inverse norms
+  float* u0[2] = {lab + 3 * rs0, lab + 3 * rs0 + (C + 1) * rs0};  // previous, current
+  float* ul[kGuidedMaxLevels][2] = {};                            // accumulating, previous
+  int64_t rsl[kGuidedMaxLevels] = {}, y0l[kGuidedMaxLevels] = {}, y1l[kGuidedMaxLevels] = {},
+          endl[kGuidedMaxLevels] = {};
+  float* ptr = u0[1] + (C + 1) * rs0;
+  const int64_t r0 = b0 * block, r1 = std::min(b1 * block, h);
+  int64_t yend = r0;
+  for (int32_t l = 0; l < levels; ++l) {
+    if (l > 0) {
+      rsl[l] = GuidedRowStride(P.lv[l].w);
+      ul[l][0] = ptr;
+      ul[l][1] = ptr + (C + 1) * rsl[l];
+      ptr += 2 * (C + 1) * rsl[l];
+    }
+    y0l[l] = r0 >> l;
+    y1l[l] = r1 >> l;
+    endl[l] = y0l[l] < y1l[l] ? std::min(y1l[l] + 1, P.lv[l].h) << l : 0;
+    yend = std::max(yend, endl[l]);
+  }
+  float *la = lab + rs0, *lb = lab + 2 * rs0;
+  for (int64_t y = r0; y < yend; ++y) {
+    LabRow(rgb + 3 * y * w, bgr, w, P.lut, lab, la, lb);
+    FeatureRow(k, lab, la, lb, w, rs0, u0[1]);
+    for (int32_t l = 1; l < levels; ++l) {
+      if (y >= endl[l]) continue;
+      const int64_t fac = int64_t{1} << l;
+      const GuidedLevel& L = P.lv[l];
+      AccumulateRow(u0[1], rs0, ul[l][0], rsl[l], C, L.w, fac);
+      if (((y + 1) & (fac - 1)) != 0) continue;
+      const int64_t Y = y >> l;
+      FinishLevelRow(ul[l][0], rsl[l], C, L.w, fac);
+      AffinityRows(L, Y, y1l[l], Y > y0l[l] ? ul[l][1] : nullptr, ul[l][0], C, rsl[l]);
+      std::swap(ul[l][0], ul[l][1]);
+      std::memset(ul[l][0], 0, sizeof(float) * static_cast<size_t>((C + 1) * rsl[l]));
+    }
+    if (y < endl[0]) {
+      AffinityRows(P.lv[0], y, y1l[0], y > r0 ? u0[0] : nullptr, u0[1], C, rs0);
+      std::swap(u0[0], u0[1]);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ CSPN
+// Padded rows [y0, y1) of level l: coefficients and the initial iterate (InitPosition's
+// arithmetic, 8 pixels at a time). tmp: 7 rows of GuidedUp8(L.w) floats.
+PSD_GI void InitRowsBody(const GuidedPlan& P, int32_t l, const float* sparse, int64_t y0,
+                         int64_t y1, float* tmp) {
+  const GuidedLevel& L = P.lv[l];
+  const GuidedLevel& prev = P.lv[l + 1 < P.levels ? l + 1 : l];
+  const bool coarsest = l == P.levels - 1;
+  const int64_t f = int64_t{1} << l, p = L.p, w = L.w, wv = GuidedUp8(w);
+  float* sv = tmp;
+  int32_t* valid = reinterpret_cast<int32_t*>(tmp + wv);
+  float* d0 = tmp + 2 * wv;
+  int32_t* xi0 = reinterpret_cast<int32_t*>(tmp + 3 * wv);
+  int32_t* xi1 = reinterpret_cast<int32_t*>(tmp + 4 * wv);
+  float* xw0 = tmp + 5 * wv;
+  float* xw1 = tmp + 6 * wv;
+  if (!coarsest)
+    for (int64_t x = 0; x < w; ++x) {
+      const LinearTaps t = ComputeLinearTaps(x, prev.w, w);
+      xi0[x] = static_cast<int32_t>(t.i0);
+      xi1[x] = static_cast<int32_t>(t.i1);
+      xw0[x] = t.w0;
+      xw1[x] = t.w1;
+    }
+  for (int64_t x = w; x < wv; ++x) {
+    sv[x] = d0[x] = 0.0f;
+    valid[x] = 0;
+  }
+  const float* src = LevelResult(prev, P.iterations);
+  for (int64_t yp = y0; yp < y1; ++yp) {
+    float* rows[6] = {L.inv + yp * p, L.inve + yp * p, L.cdr + yp * p,
+                      L.cde + yp * p, L.a + yp * p,    L.b + yp * p};
+    if (yp == 0 || yp == L.h + 1) {
+      for (float* r : rows) std::fill(r, r + p, 0.0f);
+      continue;
+    }
+    const int64_t y = yp - 1;
+    for (int64_t x = 0; x < w; ++x) {
+      bool ok;
+      sv[x] = LevelSparse(sparse, P.w, f, y, x, &ok);
+      valid[x] = ok ? -1 : 0;
+    }
+    if (coarsest) {
+      for (int64_t x = 0; x < w; ++x) d0[x] = BlockMean(P.fill, P.w, f, y, x);
+    } else {
+      const LinearTaps ty = ComputeLinearTaps(y, prev.h, L.h);
+      const float* s0 = src + (ty.i0 + 1) * prev.p + 1;
+      const float* s1 = src + (ty.i1 + 1) * prev.p + 1;
+      for (int64_t x = 0; x < w; ++x) {  // BilinearAt's order of operations
+        const float r0 = s0[xi0[x]] * xw0[x] + s0[xi1[x]] * xw1[x];
+        const float r1 = s1[xi0[x]] * xw0[x] + s1[xi1[x]] * xw1[x];
+        d0[x] = r0 * ty.w0 + r1 * ty.w1;
+      }
+    }
+    for (int64_t x = 0; x < wv; x += 8) {
+      const int64_t q = yp * p + 1 + x;
+      V8i m;
+      std::memcpy(&m, valid + x, sizeof m);
+      V8 inv, inve, cdr, cde, draw;
+      GCoefficients(Ld(L.ase + q - p - 1), Ld(L.as + q - p), Ld(L.asw + q - p + 1), Ld(L.ae + q - 1),
+                    Ld(L.ae + q), Ld(L.asw + q), Ld(L.as + q), Ld(L.ase + q), Ld(sv + x), m,
+                    Ld(d0 + x), inv, inve, cdr, cde, draw);
+      St(L.inv + q, inv);
+      St(L.inve + q, inve);
+      St(L.cdr + q, cdr);
+      St(L.cde + q, cde);
+      St(L.a + q, draw);
+      St(L.b + q, V8{});
+    }
+    for (float* r : rows) ZeroRowPadding(r, wv, p);
+  }
+}
+
+// Rows [y0, y1) of every sweep of a level, inside a parallel region (barrier between sweeps).
+PSD_GI void SweepBandBody(const GuidedLevel& L, int32_t iterations, int64_t y0, int64_t y1) {
+  const int64_t p = L.p, wv = GuidedUp8(L.w);
+  for (int32_t t = 0; t < iterations; ++t) {
+#pragma omp barrier
+    const bool last = t == iterations - 1;
+    const float* inv = last ? L.inv : L.inve;
+    const float* cd = last ? L.cdr : L.cde;
+    const float* src = (t % 2 == 0) ? L.a : L.b;
+    float* dst = (t % 2 == 0) ? L.b : L.a;
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t q0 = (y + 1) * p + 1;
+      for (int64_t x = 0; x < wv; x += 8) {
+        const int64_t q = q0 + x;
+        St(dst + q, GSweep(Ld(L.ase + q - p - 1), Ld(L.as + q - p), Ld(L.asw + q - p + 1),
+                           Ld(L.ae + q - 1), Ld(L.ae + q), Ld(L.asw + q), Ld(L.as + q),
+                           Ld(L.ase + q), Ld(src + q - p - 1), Ld(src + q - p),
+                           Ld(src + q - p + 1), Ld(src + q - 1), Ld(src + q + 1),
+                           Ld(src + q + p - 1), Ld(src + q + p), Ld(src + q + p + 1),
+                           Ld(inv + q), Ld(cd + q)));
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ ISA variants
+// The bodies above, compiled for the baseline ISA and (x86-64) for AVX2 without FMA: the same
+// IEEE operations on wider registers, hence the same results. Chosen once per process.
+struct Kernels {
+  void (*features)(const GuidedPlan&, const GuidedCoeffs&, const uint8_t*, bool, int64_t, int64_t,
+                   int64_t);
+  void (*init)(const GuidedPlan&, int32_t, const float*, int64_t, int64_t, float*);
+  void (*sweeps)(const GuidedLevel&, int32_t, int64_t, int64_t);
+};
+
+#define PSD_GUIDED_VARIANT(SUFFIX, ATTR)                                                       \
+  ATTR void FeaturesBand##SUFFIX(const GuidedPlan& P, const GuidedCoeffs& k,                   \
+                                 const uint8_t* rgb, bool bgr, int64_t b0, int64_t b1,         \
+                                 int64_t part) {                                               \
+    FeaturesBandBody(P, k, rgb, bgr, b0, b1, part);                                            \
+  }                                                                                            \
+  ATTR void InitRows##SUFFIX(const GuidedPlan& P, int32_t l, const float* sparse, int64_t y0,  \
+                             int64_t y1, float* tmp) {                                         \
+    InitRowsBody(P, l, sparse, y0, y1, tmp);                                                   \
+  }                                                                                            \
+  ATTR void SweepBand##SUFFIX(const GuidedLevel& L, int32_t iterations, int64_t y0,            \
+                              int64_t y1) {                                                    \
+    SweepBandBody(L, iterations, y0, y1);                                                      \
+  }
+
+PSD_GUIDED_VARIANT(Base, )
+#if defined(__x86_64__) && defined(__GNUC__)
+PSD_GUIDED_VARIANT(Avx2, __attribute__((target("avx2"))))
+#endif
+
+Kernels SelectKernels(bool baseline) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!baseline && __builtin_cpu_supports("avx2")) return {FeaturesBandAvx2, InitRowsAvx2, SweepBandAvx2};
+#endif
+  return {FeaturesBandBase, InitRowsBase, SweepBandBase};
+}
+
+}  // namespace
+
+void GuidedCpu(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb, bool bgr,
+               const float* sparse, float* out) {
+  const Kernels K = SelectKernels(P.baseline_isa);
+  for (int32_t i = 0; i < 256; ++i) P.lut[i] = SrgbLinear(i);
+  GuidedStats<Device::kCpu>(sparse, P.h * P.w, P.stats, nullptr);
+  if (!(P.stats[2] > 0.0f)) {
+    std::fill(out, out + P.h * P.w, 0.0f);
+    return;
+  }
+  NearestFillCpu(P, sparse);
+  const int64_t block = int64_t{1} << (P.levels - 1);
+  CpuParallelRanges((P.h + block - 1) / block, P.bands, [&](int64_t b0, int64_t b1, int64_t part) {
+    K.features(P, k, rgb, bgr, b0, b1, part);
+  });
+  for (int32_t l = P.levels - 1; l >= 0; --l) {
+    const GuidedLevel& L = P.lv[l];
+    CpuParallelRanges(L.h + 2, P.bands, [&](int64_t y0, int64_t y1, int64_t part) {
+      K.init(P, l, sparse, y0, y1, P.scratch + part * P.band_floats);
+    });
+    CpuParallelRanges(L.h, L.h * L.w / 16384 + 1, [&](int64_t y0, int64_t y1, int64_t) {
+      K.sweeps(L, P.iterations, y0, y1);
+    });
+  }
+  const float* res = LevelResult(P.lv[0], P.iterations);
+  const float lo = P.stats[0], hi = P.stats[1];
+  CpuParallelRanges(P.h, CpuThreads(), [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y) {  // GuidedFinal's clamp, row by row
+      const float* r = res + (y + 1) * P.lv[0].p + 1;
+      float* o = out + y * P.w;
+      for (int64_t x = 0; x < P.w; ++x) o[x] = r[x] < lo ? lo : (r[x] > hi ? hi : r[x]);
+    }
+  });
+}
+
+}  // namespace kernels
+}  // namespace psd
