@@ -420,8 +420,13 @@ def _cpu_flags(sanitize: bool, native: bool) -> list[str]:
 
 
 def build_cpu(build_dir: Path, sanitize: bool = False, native: bool = False, jobs: int = 2,
-              verbose: bool = False, force: bool = False, session: Optional[SessionBuild] = None) -> Path:
-    """Build the CPU library (or its ASan/UBSan variant) and return its path."""
+              verbose: bool = False, force: bool = False, session: Optional[SessionBuild] = None,
+              out: Optional[Path] = None, soname: Optional[str] = None) -> Path:
+    """Build the CPU library (or its ASan/UBSan variant) and return its path.
+
+    ``out``/``soname``: link to another file with a soname (``install``); the build-tree
+    libraries have none, so that programs can link them by path.
+    """
     cxx = os.environ.get("CXX", "g++")
     flags = _cpu_flags(sanitize, native)
     srcs = _sources("*/*_cpu.cpp") + _host_sources()
@@ -432,15 +437,16 @@ def build_cpu(build_dir: Path, sanitize: bool = False, native: bool = False, job
         deps = [session.config_header]
     tag = "cpu_asan" if sanitize else ("cpu_native" if native else "cpu")
     objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
-    out = build_dir / (CPU_ASAN_LIB if sanitize else CPU_LIB)
-    link = [cxx, "-shared", "-fopenmp", f"-Wl,-soname,{SONAME}"]
+    out = Path(out) if out else build_dir / (CPU_ASAN_LIB if sanitize else CPU_LIB)
+    link = [cxx, "-shared", "-fopenmp"] + ([f"-Wl,-soname,{soname}"] if soname else [])
     link += ["-fsanitize=address,undefined"] if sanitize else []
     _run(link + [str(o) for o in objs] + ["-ldl", "-lpthread", "-o", str(out)], verbose)
     return out
 
 
 def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: bool = False,
-               force: bool = False, out_name: str = CUDA_LIB, session: Optional[SessionBuild] = None) -> Path:
+               force: bool = False, out_name: str = CUDA_LIB, session: Optional[SessionBuild] = None,
+               out: Optional[Path] = None, soname: Optional[str] = None) -> Path:
     """Build the CUDA library (CPU kernels included) and return its path."""
     archs = tuple(archs) if archs else default_cuda_archs(nvcc)
     cuda_home = _cuda_home(nvcc)
@@ -467,8 +473,9 @@ def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: b
         deps = [session.config_header]
     tag = "cuda_" + "_".join(archs)
     objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
-    out = build_dir / out_name
-    link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp", "-Xlinker", f"-soname={SONAME}"] + gencode
+    out = Path(out) if out else build_dir / out_name
+    link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp"] + gencode
+    link += ["-Xlinker", f"-soname={soname}"] if soname else []
     _run(link + [str(o) for o in objs] + ["-lgomp", "-ldl", "-lpthread"] + extra_libs + ["-o", str(out)], verbose)
     return out
 
@@ -504,6 +511,8 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
     build_dir.mkdir(parents=True, exist_ok=True)
     jobs = jobs or min(4, os.cpu_count() or 1)
     sess = prepare_session(build_dir, session, ort_include, verbose=verbose)
+    _LAST_BUILD.clear()
+    _LAST_BUILD.update(build_dir=build_dir, native=native, jobs=jobs, session=sess, cuda_archs=cuda_archs)
     built = {"cpu": build_cpu(build_dir, False, native, jobs, verbose, force, sess)}
     if sanitize:
         built["cpu_asan"] = build_cpu(build_dir, True, False, jobs, verbose, force, sess)
@@ -515,7 +524,12 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
             raise RuntimeError("CUDA build requested (PSD_FORCE_CUDA=1 or --cuda) but nvcc was not "
                                "found; install the CUDA toolkit or set CUDA_HOME")
         built["cuda"] = build_cuda(build_dir, nvcc, cuda_archs, jobs, verbose, force, session=sess)
+        _LAST_BUILD["nvcc"] = nvcc
     return built
+
+
+#: settings of the last build_kernels call (install relinks its objects with a soname)
+_LAST_BUILD: dict = {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -554,23 +568,30 @@ endif()
 
 
 def install(prefix, built: dict, verbose: bool = False) -> dict[str, Path]:
-    """Install the library built here for C/C++ embedders under ``prefix``.
+    """Install the library of the last ``build_kernels`` call for C/C++ embedders under ``prefix``.
 
-    ``lib/libpsd.so.1`` (the CUDA library when it was built, else the CPU one; soname
-    ``libpsd.so.1``) with the ``lib/libpsd.so`` link, ``include/psd/psd.h``,
-    ``lib/pkgconfig/psd.pc`` (with an rpath to ``lib/``, so ``pkg-config --cflags --libs psd`` is
-    all a build needs) and ``lib/cmake/psd/psdConfig.cmake`` (``find_package(psd)`` ->
-    ``psd::psd``). Returns the installed paths by kind.
+    ``lib/libpsd.so.1`` (the CUDA library when it was built, else the CPU one; relinked from the
+    same objects with the soname ``libpsd.so.1``) with the ``lib/libpsd.so`` link,
+    ``include/psd/psd.h``, ``lib/pkgconfig/psd.pc`` (with an rpath to ``lib/``, so
+    ``pkg-config --cflags --libs psd`` is all a build needs) and ``lib/cmake/psd/psdConfig.cmake``
+    (``find_package(psd)`` -> ``psd::psd``). Returns the installed paths by kind.
     """
+    if not _LAST_BUILD:
+        raise RuntimeError("install() needs a build_kernels() call first in this process")
     prefix = Path(prefix).expanduser().resolve()
-    src = built.get("cuda") or built["cpu"]
     libdir, incdir = prefix / "lib", prefix / "include" / "psd"
     pcdir, cmakedir = libdir / "pkgconfig", libdir / "cmake" / "psd"
     for d in (libdir, incdir, pcdir, cmakedir):
         d.mkdir(parents=True, exist_ok=True)
     real = libdir / SONAME
     tmp = real.with_name(real.name + ".tmp")
-    shutil.copyfile(src, tmp)
+    b = _LAST_BUILD
+    if "cuda" in built:
+        build_cuda(b["build_dir"], b["nvcc"], b["cuda_archs"], b["jobs"], verbose, session=b["session"], out=tmp,
+                   soname=SONAME)
+    else:
+        build_cpu(b["build_dir"], False, b["native"], b["jobs"], verbose, session=b["session"], out=tmp,
+                  soname=SONAME)
     os.chmod(tmp, 0o755)
     tmp.replace(real)  # atomic: a running program keeps its mapped copy
     dev = libdir / "libpsd.so"
