@@ -298,7 +298,11 @@ class KernelLibrary:
             raise BackendUnavailable(f"cannot load kernel library {self.path}: {e}; "
                                      "rebuild it with `python build.py`") from e
         for name, (res, args) in _SIGNATURES.items():
-            fn = getattr(self._lib, name)
+            try:
+                fn = getattr(self._lib, name)
+            except AttributeError as e:  # a library built from older sources
+                raise BackendUnavailable(f"{self.path} lacks {name}; it predates these sources: "
+                                         "rebuild it with `python build.py`") from e
             fn.restype, fn.argtypes = res, args
         ver = int(self._lib.psd_abi_version())
         if ver != ABI_VERSION:

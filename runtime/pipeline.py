@@ -18,9 +18,9 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _capi
-from .classical import ip_basic_fill, nearest_fill
+from .classical import ip_basic_fill
 from .errors import ArtifactError, InputError, PsdError, ShapeError
-from .guided import GuidedParams, guided_features
+from .guided import GuidedParams
 from .inputs import validate_frame
 from .preprocess import fm_input_size, preprocess_rgb
 from .presets import PropagationPreset, get_preset
@@ -183,27 +183,9 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------------------
     def _guided(self, frame):
-        h, w = frame.sparse.shape
-        feat = guided_features(frame.rgb, self.guided)
-        d = nearest_fill(frame.sparse)
-        levels = max(1, min(self.guided.levels, int(np.log2(max(min(h, w), 1))) - 1))
-        for lev in reversed(range(levels)):
-            f = 2**lev
-            hl, wl = h // f, w // f
-            if f > 1:
-                crop = (slice(0, hl * f), slice(0, wl * f))
-                s = frame.sparse[crop].reshape(hl, f, wl, f)
-                s_l = (s.sum((1, 3)) / ((s > 0).sum((1, 3)) + np.float32(1e-5))).astype(np.float32)
-                f_l = feat[:, : hl * f, : wl * f].reshape(-1, hl, f, wl, f).mean((2, 4), dtype=np.float32)
-                d0 = d[crop].reshape(hl, f, wl, f).mean((1, 3), dtype=np.float32) if lev == levels - 1 else \
-                    self.kernels.resize(d, (hl, wl), mode="bilinear")
-            else:
-                s_l, f_l = frame.sparse, feat
-                d0 = d if levels == 1 else self.kernels.resize(d, (h, w), mode="bilinear")
-            d = self.kernels.cspn(s_l, np.ascontiguousarray(d0, np.float32), np.ascontiguousarray(f_l),
-                                  self.guided.iterations)
-        vals = frame.sparse[frame.sparse > 0]
-        return np.clip(d, vals.min(), vals.max())
+        """The weight-free mode in one kernel call (psd_guided, kernels/guided): colour features,
+        nearest fill, coarse-to-fine CSPN and the clamp, with the workspace cached by the library."""
+        return self.kernels.guided(frame.rgb, frame.sparse, self.guided)
 
     def __call__(self, rgb, sparse, K, bgr: bool = False, return_stages: bool = False) -> DepthResult:
         """Complete one frame (see ``ReferencePipeline.__call__`` for the contract).

@@ -24,6 +24,8 @@ namespace {
 
 #define PSD_GI inline __attribute__((always_inline))
 
+constexpr int64_t kGuidedParallelPixels = 32768;
+
 PSD_GI V8 Ld(const float* p) {
   V8 v;
   std::memcpy(&v, p, sizeof v);
@@ -32,12 +34,12 @@ PSD_GI V8 Ld(const float* p) {
 PSD_GI void St(float* p, V8 v) { std::memcpy(p, &v, sizeof v); }
 
 // ------------------------------------------------------------------------------ nearest fill
-void NearestFillCpu(const GuidedPlan& P, const float* sparse) {
+void NearestFillCpu(const GuidedPlan& P, const float* sparse, int64_t threads) {
   const int64_t h = P.h, w = P.w;
   int32_t* col = P.col;
   int32_t* next = P.next;
   float* colval = P.colval;
-  CpuParallelRanges(w, CpuThreads(), [&](int64_t x0, int64_t x1, int64_t) {
+  CpuParallelRanges(w, threads, [&](int64_t x0, int64_t x1, int64_t) {
     for (int64_t y = 0; y < h; ++y) {
       const float* sr = sparse + y * w;
       int32_t* cr = col + y * w;
@@ -58,7 +60,7 @@ void NearestFillCpu(const GuidedPlan& P, const float* sparse) {
       }
     }
   });
-  CpuParallelRanges(h, CpuThreads(), [&](int64_t y0, int64_t y1, int64_t) {
+  CpuParallelRanges(h, threads, [&](int64_t y0, int64_t y1, int64_t) {
     for (int64_t y = y0; y < y1; ++y)
       NearestRow(col + y * w, colval + y * w, y, w, P.stack + y * w, P.fill + y * w);
   });
@@ -409,29 +411,40 @@ Kernels SelectKernels(bool baseline) {
 void GuidedCpu(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb, bool bgr,
                const float* sparse, float* out) {
   const Kernels K = SelectKernels(P.baseline_isa);
+  // small frames run on the calling thread: waking the team costs more than it saves
+  const int64_t threads = P.h * P.w >= kGuidedParallelPixels ? CpuThreads() : 1;
+  const int64_t bands = std::min(threads, P.bands);
   for (int32_t i = 0; i < 256; ++i) P.lut[i] = SrgbLinear(i);
-  GuidedStats<Device::kCpu>(sparse, P.h * P.w, P.stats, nullptr);
-  if (!(P.stats[2] > 0.0f)) {
+  float lo = 3.40282347e38f, hi = 0.0f;
+  bool any = false;
+  for (int64_t i = 0, n = P.h * P.w; i < n; ++i) {
+    const float v = sparse[i];
+    if (GValid(v)) {
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      any = true;
+    }
+  }
+  if (!any) {
     std::fill(out, out + P.h * P.w, 0.0f);
     return;
   }
-  NearestFillCpu(P, sparse);
+  NearestFillCpu(P, sparse, threads);
   const int64_t block = int64_t{1} << (P.levels - 1);
-  CpuParallelRanges((P.h + block - 1) / block, P.bands, [&](int64_t b0, int64_t b1, int64_t part) {
+  CpuParallelRanges((P.h + block - 1) / block, bands, [&](int64_t b0, int64_t b1, int64_t part) {
     K.features(P, k, rgb, bgr, b0, b1, part);
   });
   for (int32_t l = P.levels - 1; l >= 0; --l) {
     const GuidedLevel& L = P.lv[l];
-    CpuParallelRanges(L.h + 2, P.bands, [&](int64_t y0, int64_t y1, int64_t part) {
+    CpuParallelRanges(L.h + 2, bands, [&](int64_t y0, int64_t y1, int64_t part) {
       K.init(P, l, sparse, y0, y1, P.scratch + part * P.band_floats);
     });
-    CpuParallelRanges(L.h, L.h * L.w / 16384 + 1, [&](int64_t y0, int64_t y1, int64_t) {
+    CpuParallelRanges(L.h, std::min(threads, L.h * L.w / 16384 + 1), [&](int64_t y0, int64_t y1, int64_t) {
       K.sweeps(L, P.iterations, y0, y1);
     });
   }
   const float* res = LevelResult(P.lv[0], P.iterations);
-  const float lo = P.stats[0], hi = P.stats[1];
-  CpuParallelRanges(P.h, CpuThreads(), [&](int64_t y0, int64_t y1, int64_t) {
+  CpuParallelRanges(P.h, threads, [&](int64_t y0, int64_t y1, int64_t) {
     for (int64_t y = y0; y < y1; ++y) {  // GuidedFinal's clamp, row by row
       const float* r = res + (y + 1) * P.lv[0].p + 1;
       float* o = out + y * P.w;
