@@ -129,7 +129,7 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
             "x" + std::to_string(sel.width) + " --precision " + precision + " --out " + dir +
             " --force`";
   const char* parts[] = {"encoder", "head"};
-  const int nparts = sel.mode == "psd" ? 2 : 1;
+  const int nparts = sel.mode == "psd" ? 2 : sel.mode == "guided" ? 0 : 1;  // guided: no network
   for (int pi = 0; pi < nparts; ++pi) {
     const std::string part = parts[pi];
     const Json* found = nullptr;

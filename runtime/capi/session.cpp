@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "guided_projection.h"
 #include "session_internal.h"
 
 #if defined(PSD_WITH_CUDA)
@@ -145,6 +146,8 @@ struct psd_session {
   int64_t fm_h = 0, fm_w = 0, fm_lower = 392;
   int32_t guided_levels = 2, guided_iterations = 40;
   double guided_colour_scale = 10.0;
+  std::vector<float> guided_w, guided_b;  // the projection (3 x C, C), copied at create
+  psd_guided_params guided{};
   std::string artifact_dir, backend_desc;
   std::unique_ptr<InferenceBackend> encoder, head;
 
@@ -153,7 +156,7 @@ struct psd_session {
   std::vector<uint8_t> rgb_host;  // contiguous copy of a strided host image
   Buffer sparse, x, rel_inv, diff, depth_pix, fd0, depth;
   Buffer feat[4];
-  std::vector<uint8_t> ws_prop, ws_post;
+  std::vector<uint8_t> ws_prop, ws_post, ws_guided;
   psd_frame_desc desc{};
   psd_frame_desc post_desc{};
   psd_propagation_params params{};
@@ -161,7 +164,7 @@ struct psd_session {
   int64_t fd0_shape[3] = {0, 0, 0};
   int64_t rel_shape[2] = {0, 0};
 #if defined(PSD_WITH_CUDA)
-  DeviceBuffer d_rgb, d_ws_prop, d_ws_post;
+  DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided;
   DeviceBuffer d_in_rgb, d_in_sparse, d_out_depth;  // staging of psd_session_run on the GPU
   cudaStream_t stream = nullptr;
 #endif
@@ -321,6 +324,15 @@ void AllocateForSize(psd_session* s, int64_t h, int64_t w) {
   s->sparse.Resize(dev, h * w);
   s->diff.Resize(dev, h * w);
   s->depth.Resize(dev, h * w);
+  if (s->mode == PSD_SESSION_MODE_GUIDED) {
+    size_t bytes = 0;
+    KernelOk(psd_guided_workspace_size(static_cast<psd_device_t>(dev), h, w, &s->guided, &bytes), "guided mode");
+#if defined(PSD_WITH_CUDA)
+    if (dev == PSD_DEVICE_CUDA) s->d_ws_guided.Resize(bytes);
+    else
+#endif
+      s->ws_guided.assign(bytes, 0);
+  }
   s->buf_h = h;
   s->buf_w = w;
 }
@@ -441,9 +453,21 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
   const psd_device_t dev = static_cast<psd_device_t>(s->device);
   const auto t0 = clock::now();
   if (s->mode == PSD_SESSION_MODE_GUIDED) {
-    Throw(PSD_E_UNSUPPORTED,
-          "guided mode needs the psd_guided kernel, which this build of the library does not "
-          "contain yet; use psdrt.runtime.pipeline.Pipeline('guided') from Python meanwhile");
+    void* ws = s->ws_guided.data();
+    size_t n = s->ws_guided.size();
+#if defined(PSD_WITH_CUDA)
+    if (s->device == PSD_DEVICE_CUDA) {
+      ws = s->d_ws_guided.p;
+      n = s->d_ws_guided.bytes;
+    }
+#endif
+    // the projection pointers are host memory read during the call (psd.h)
+    s->guided.projection_w = s->guided_w.data();
+    s->guided.projection_b = s->guided_b.data();
+    KernelOk(psd_guided(dev, f.h, f.w, &s->guided, rgb, f.bgr ? 1 : 0, s->sparse.ptr, ws, n, stream, s->depth.ptr),
+             "guided mode");
+    t[PSD_STAGE_GUIDED] = Ms(t0, clock::now());
+    return;
   }
   KernelOk(psd_preprocess_rgb(dev, f.h, f.w, f.bgr ? 1 : 0, s->fm_h, s->fm_w, rgb, stream, s->x.ptr), "preprocess");
   const auto t1 = clock::now();
@@ -656,6 +680,36 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
     if (o.guided_levels) s->guided_levels = o.guided_levels;
     if (o.guided_iterations) s->guided_iterations = o.guided_iterations;
     if (o.guided_colour_scale > 0) s->guided_colour_scale = o.guided_colour_scale;
+    if ((o.guided_projection_w == nullptr) != (o.guided_projection_b == nullptr))
+      Throw(PSD_E_NULL_POINTER, "options.guided_projection_w and guided_projection_b go together (both NULL = "
+                                "the built-in default projection)");
+    if (o.guided_projection_w) {
+      const int32_t c = o.guided_channels;
+      if (c < 2 || c > 64)
+        Throw(PSD_E_INVALID_ARGUMENT, "options.guided_channels must be 2..64 with a projection (got " +
+                                          std::to_string(c) + ")");
+      s->guided_w.assign(o.guided_projection_w, o.guided_projection_w + 3 * c);
+      s->guided_b.assign(o.guided_projection_b, o.guided_projection_b + c);
+    } else {
+      if (o.guided_channels != 0 && o.guided_channels != psd::capi::kGuidedDefaultChannels)
+        Throw(PSD_E_INVALID_ARGUMENT, "options.guided_channels other than 32 needs guided_projection_w/_b "
+                                      "(psdrt.runtime.guided.rff_projection / projection_json)");
+      s->guided_w.assign(psd::capi::kGuidedDefaultW, psd::capi::kGuidedDefaultW + 3 * psd::capi::kGuidedDefaultChannels);
+      s->guided_b.assign(psd::capi::kGuidedDefaultB, psd::capi::kGuidedDefaultB + psd::capi::kGuidedDefaultChannels);
+    }
+    for (float v : s->guided_w)
+      if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "options.guided_projection_w has NaN/Inf");
+    for (float v : s->guided_b)
+      if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "options.guided_projection_b has NaN/Inf");
+    s->guided = psd_guided_params{};
+    s->guided.struct_size = sizeof(psd_guided_params);
+    s->guided.channels = static_cast<int32_t>(s->guided_b.size());
+    s->guided.colour_scale = static_cast<float>(s->guided_colour_scale);
+    s->guided.levels = s->guided_levels;
+    s->guided.iterations = s->guided_iterations;
+    s->guided.flags = 0;
+    s->guided.projection_w = s->guided_w.data();
+    s->guided.projection_b = s->guided_b.data();
     std::string preset_name = "NYUv2";
     const std::string backend_name = o.backend == PSD_BACKEND_TENSORRT ? "tensorrt" : "onnxruntime";
     ArtifactSelection sel;
@@ -726,6 +780,11 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       SetUpNetworks(s.get());
     } else {
       s->backend_desc = "none (guided mode: no network)";
+      // validates the guided parameters now rather than at the first frame
+      size_t bytes = 0;
+      KernelOk(psd_guided_workspace_size(static_cast<psd_device_t>(s->device), s->height > 0 ? s->height : 64,
+                                         s->width > 0 ? s->width : 64, &s->guided, &bytes),
+               "guided options");
       if (s->height > 0) AllocateForSize(s.get(), s->height, s->width);
     }
     *out = s.release();

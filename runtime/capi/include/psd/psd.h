@@ -395,8 +395,9 @@ typedef enum psd_backend_t {
   PSD_BACKEND_COUNT = 3
 } psd_backend_t;
 
-/* Session ABI version (PSD_SESSION_ABI_VERSION of the build); 0 when the library was built
- * with `build.py --no-session`. Never fails; thread-safe. */
+/* Session ABI version (PSD_SESSION_ABI_VERSION of the build). A library built with
+ * `build.py --no-session` exports none of the psd_session_* / psd_preset_get symbols.
+ * Never fails; thread-safe. */
 PSD_API uint32_t psd_session_abi_version(void);
 
 /* A dataset preset (psdrt.runtime.presets): the propagation and post-processing parameters. */
@@ -437,10 +438,14 @@ typedef struct psd_session_options {
   const char* ort_library;    /* path of libonnxruntime.so*; NULL = search (see above) */
   const char* preset;         /* preset name or alias; NULL = the manifest's ("NYUv2" without) */
   const psd_preset* preset_override; /* used instead of `preset` when not NULL (copied) */
-  /* guided mode (psdrt.runtime.guided.GuidedParams); 0 = the default */
+  /* guided mode (psdrt.runtime.guided.GuidedParams, psd_guided); 0 / NULL = the default */
   int32_t guided_levels;      /* pyramid levels (default 2) */
   int32_t guided_iterations;  /* CSPN sweeps per level (default 40) */
   double guided_colour_scale; /* CIELAB distance of one kernel bandwidth (default 10) */
+  int32_t guided_channels;    /* random Fourier features C, 2..64; with the projection below */
+  int32_t guided_reserved;
+  const float* guided_projection_w; /* 3 x C row-major and C values (copied at create); NULL = */
+  const float* guided_projection_b; /* the built-in rff_projection(GuidedParams()): seed 0, C 32 */
 } psd_session_options;
 
 /* Fills *options with the defaults (CPU, FP32, AUTO mode, ORT, seed 0) and struct_size.
@@ -458,8 +463,8 @@ PSD_API psd_status_t psd_session_options_init(psd_session_options* options);
  * (missing/corrupt manifest, missing file, SHA-256 mismatch, failed gate, precision not built),
  * PSD_E_BACKEND_UNAVAILABLE (ONNX Runtime not found/too old, CUDA EP missing, TensorRT not
  * built), PSD_E_BACKEND (ONNX Runtime refused the model), PSD_E_UNSUPPORTED (a preset that
- * needs IP-Basic: rate < 1, a candidate cap or a mode other than 3D-2D; a non-pinhole camera;
- * guided mode before the guided kernel exists), PSD_E_OUT_OF_MEMORY. */
+ * needs IP-Basic: rate < 1, a candidate cap or a mode other than 3D-2D; a non-pinhole camera),
+ * PSD_E_NOT_BUILT_WITH_CUDA (device CUDA in the CPU library), PSD_E_OUT_OF_MEMORY. */
 PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_session_options* options,
                                         psd_session** out);
 
