@@ -22,6 +22,18 @@ Middlebury; 1 % and 0.1 %): 1374 (1420) / 2663 (3447) on KITTI, 145 (183) / 289 
 186 (247) / 322 (383) on Middlebury. Those are the defaults below;
 ``benchmarks/bm_guided_accuracy.py`` measures them on all frames.
 
+(Those design numbers were taken with OpenCV's 8-bit Lab, which rounds to integers and
+approximates the curves; :func:`srgb_to_lab` is now the one colour definition, unrounded, and moved
+the benchmark RMSEs by a few mm: ``benchmarks/results/guided_accuracy.md``.)
+
+Execution: ``Pipeline('guided')`` runs the whole mode in one kernel call, ``psd_guided``
+(``kernels/guided``; ``KernelLibrary.guided``), which computes the same definitions in float32:
+this file's :func:`guided_features` (to 5e-6 with the defaults), scipy's nearest fill exactly
+(``nearest_fill``, ties included) and the PyTorch reference's coarse-to-fine CSPN
+(``psdrt.export.reference.guided``, to 1e-4 relative; tests/kernels/test_guided.py). The random
+projection (W, b) is data passed to the kernel: :func:`rff_projection` draws it and
+:func:`projection_json` exports it for C/C++ embedders.
+
 NumPy only: the reference (``psdrt.export.reference.guided``) and the runtime share this file.
 """
 
@@ -41,8 +53,8 @@ class GuidedParams:
 
     Attributes:
         channels (int): random Fourier feature channels. Defaults to 32.
-        colour_scale (float): CIELAB distance (OpenCV 8-bit Lab units) that maps to one kernel
-            bandwidth; smaller = sharper edges. Defaults to 10.
+        colour_scale (float): CIELAB distance, in OpenCV's 8-bit Lab scaling (L * 255 / 100),
+            that maps to one kernel bandwidth; smaller = sharper edges. Defaults to 10.
         levels (int): pyramid levels (level l works at 1 / 2^l). Defaults to 2.
         iterations (int): CSPN sweeps per level. Defaults to 40.
         seed (int): seed of the fixed random projection (part of the method, not per frame).

@@ -92,7 +92,7 @@ GuidedPlan PlanGuided(Workspace& ws, int64_t h, int64_t w, const GuidedConfig& c
     GuidedLevel& L = P.lv[l];
     L.h = h >> l;
     L.w = w >> l;
-    L.p = GuidedUp8(L.w) + 8;
+    L.p = kGuidedCol0 + GuidedUp8(L.w) + 8;
     const int64_t plane = (L.h + 2) * L.p;
     for (float** pl : {&L.ae, &L.as, &L.ase, &L.asw, &L.inv, &L.inve, &L.cdr, &L.cde, &L.a, &L.b})
       *pl = ws.Take<float>(plane);

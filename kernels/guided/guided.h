@@ -83,6 +83,10 @@ struct GuidedConfig {
   const float* b = nullptr;  // host, C
 };
 
+// Padded planes: row y of the level at (y + 1) * p, column x at kGuidedCol0 + x (aligned for
+// 8-float vectors), zeros around the frame.
+constexpr int64_t kGuidedCol0 = 8;
+
 struct GuidedLevel {
   int64_t h, w, p;  // size and padded row stride; planes hold (h + 2) * p floats
   float *ae, *as, *ase, *asw;  // affinities with the E, S, SE, SW neighbour (0 outside)

@@ -186,8 +186,8 @@ PSD_GI void DotsRow(const float* up, const float* cur, int32_t channels, int64_t
 }
 
 PSD_GI void ZeroRowPadding(float* row, int64_t wv, int64_t p) {  // row: padded row start
-  row[0] = 0.0f;
-  for (int64_t x = wv + 1; x < p; ++x) row[x] = 0.0f;
+  for (int64_t x = 0; x < kGuidedCol0; ++x) row[x] = 0.0f;
+  for (int64_t x = kGuidedCol0 + wv; x < p; ++x) row[x] = 0.0f;
 }
 
 // Affinity rows of level row y: E of y (if y is owned, y < y1) and S/SE/SW of y - 1 (if up).
@@ -199,9 +199,10 @@ PSD_GI void AffinityRows(const GuidedLevel& L, int64_t y, int64_t y1, const floa
   float* sr = L.as + y * p;  // padded row of y - 1
   float* ser = L.ase + y * p;
   float* swr = L.asw + y * p;
-  if (up && east) DotsRow<true, true>(up, cur, channels, rs, wv, sr + 1, ser + 1, swr + 1, er + 1);
-  else if (up) DotsRow<true, false>(up, cur, channels, rs, wv, sr + 1, ser + 1, swr + 1, nullptr);
-  else if (east) DotsRow<false, true>(nullptr, cur, channels, rs, wv, nullptr, nullptr, nullptr, er + 1);
+  const int64_t c0 = kGuidedCol0;
+  if (up && east) DotsRow<true, true>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, er + c0);
+  else if (up) DotsRow<true, false>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, nullptr);
+  else if (east) DotsRow<false, true>(nullptr, cur, channels, rs, wv, nullptr, nullptr, nullptr, er + c0);
   if (up) {
     ZeroRowPadding(sr, wv, p);
     ZeroRowPadding(ser, wv, p);
@@ -317,8 +318,8 @@ PSD_GI void InitRowsBody(const GuidedPlan& P, int32_t l, const float* sparse, in
       for (int64_t x = 0; x < w; ++x) d0[x] = BlockMean(P.fill, P.w, f, y, x);
     } else {
       const LinearTaps ty = ComputeLinearTaps(y, prev.h, L.h);
-      const float* s0 = src + (ty.i0 + 1) * prev.p + 1;
-      const float* s1 = src + (ty.i1 + 1) * prev.p + 1;
+      const float* s0 = src + (ty.i0 + 1) * prev.p + kGuidedCol0;
+      const float* s1 = src + (ty.i1 + 1) * prev.p + kGuidedCol0;
       for (int64_t x = 0; x < w; ++x) {  // BilinearAt's order of operations
         const float r0 = s0[xi0[x]] * xw0[x] + s0[xi1[x]] * xw1[x];
         const float r1 = s1[xi0[x]] * xw0[x] + s1[xi1[x]] * xw1[x];
@@ -326,7 +327,7 @@ PSD_GI void InitRowsBody(const GuidedPlan& P, int32_t l, const float* sparse, in
       }
     }
     for (int64_t x = 0; x < wv; x += 8) {
-      const int64_t q = yp * p + 1 + x;
+      const int64_t q = yp * p + kGuidedCol0 + x;
       V8i m;
       std::memcpy(&m, valid + x, sizeof m);
       V8 inv, inve, cdr, cde, draw;
@@ -344,26 +345,58 @@ PSD_GI void InitRowsBody(const GuidedPlan& P, int32_t l, const float* sparse, in
   }
 }
 
-// Rows [y0, y1) of every sweep of a level, inside a parallel region (barrier between sweeps).
-PSD_GI void SweepBandBody(const GuidedLevel& L, int32_t iterations, int64_t y0, int64_t y1) {
-  const int64_t p = L.p, wv = GuidedUp8(L.w);
-  for (int32_t t = 0; t < iterations; ++t) {
+// One sweep of one row: dst = GSweep of the three source rows (padded row starts) with the
+// coefficient planes of interior row y.
+PSD_GI void SweepRow(const GuidedLevel& L, int64_t y, const float* sn, const float* sc,
+                     const float* ss, const float* inv, const float* cd, float* dst) {
+  const int64_t p = L.p, wv = GuidedUp8(L.w), r = (y + 1) * p, u = y * p;
+  for (int64_t x = kGuidedCol0; x < kGuidedCol0 + wv; x += 8) {
+    St(dst + x, GSweep(Ld(L.ase + u + x - 1), Ld(L.as + u + x), Ld(L.asw + u + x + 1),
+                       Ld(L.ae + r + x - 1), Ld(L.ae + r + x), Ld(L.asw + r + x), Ld(L.as + r + x),
+                       Ld(L.ase + r + x), Ld(sn + x - 1), Ld(sn + x), Ld(sn + x + 1), Ld(sc + x - 1),
+                       Ld(sc + x + 1), Ld(ss + x - 1), Ld(ss + x), Ld(ss + x + 1), Ld(inv + r + x),
+                       Ld(cd + r + x)));
+  }
+}
+
+// All sweeps of a level for the band of interior rows [y0, y1), inside a parallel region.
+// Temporal blocking: the sweeps run in passes of k <= kmax; within a pass a wavefront computes
+// sweep t0 + j on row r - j (j = 0..k-1) at step r, so each coefficient row is read once per
+// pass while it is in cache. Sweep t reads buffer t % 2 (a) and writes the other one; the
+// wavefront may overwrite a row in place because every reader of its old value has run by then
+// (sweep t0 + j - 1 on rows y - 1..y + 1 finishes at steps <= r). Each band computes the rows up
+// to k - 1 beyond its edges itself (overlapped tiling) in private halo rows (halo: 4 kmax rows of
+// L.p floats), so bands synchronise only twice per pass: before copying the neighbours' source
+// rows into the halo, and after. Same values as one sweep at a time.
+PSD_GI void SweepBandBody(const GuidedLevel& L, int32_t iterations, int64_t y0, int64_t y1,
+                          float* halo, int64_t kmax) {
+  const int64_t p = L.p, h = L.h;
+  float* planes[2] = {L.a, L.b};
+  float* priv[2][2] = {{halo, halo + kmax * p}, {halo + 2 * kmax * p, halo + 3 * kmax * p}};
+  for (int32_t t0 = 0; t0 < iterations; t0 += static_cast<int32_t>(kmax)) {
+    const int64_t k = std::min<int64_t>(kmax, iterations - t0);
+    // padded row start of interior row y (-1 and h: the zero padding rows) in buffer `par`
+    auto row = [&](int par, int64_t y) -> float* {
+      if (y < 0 || y >= h || (y >= y0 && y < y1)) return planes[par] + (y + 1) * p;
+      return y < y0 ? priv[par][0] + (y - (y0 - k)) * p : priv[par][1] + (y - y1) * p;
+    };
+    const int sp = t0 % 2;
 #pragma omp barrier
-    const bool last = t == iterations - 1;
-    const float* inv = last ? L.inv : L.inve;
-    const float* cd = last ? L.cdr : L.cde;
-    const float* src = (t % 2 == 0) ? L.a : L.b;
-    float* dst = (t % 2 == 0) ? L.b : L.a;
-    for (int64_t y = y0; y < y1; ++y) {
-      const int64_t q0 = (y + 1) * p + 1;
-      for (int64_t x = 0; x < wv; x += 8) {
-        const int64_t q = q0 + x;
-        St(dst + q, GSweep(Ld(L.ase + q - p - 1), Ld(L.as + q - p), Ld(L.asw + q - p + 1),
-                           Ld(L.ae + q - 1), Ld(L.ae + q), Ld(L.asw + q), Ld(L.as + q),
-                           Ld(L.ase + q), Ld(src + q - p - 1), Ld(src + q - p),
-                           Ld(src + q - p + 1), Ld(src + q - 1), Ld(src + q + 1),
-                           Ld(src + q + p - 1), Ld(src + q + p), Ld(src + q + p + 1),
-                           Ld(inv + q), Ld(cd + q)));
+    for (int64_t y = std::max<int64_t>(0, y0 - k); y < y0; ++y)
+      std::memcpy(row(sp, y), planes[sp] + (y + 1) * p, sizeof(float) * static_cast<size_t>(p));
+    for (int64_t y = y1; y < std::min(h, y1 + k); ++y)
+      std::memcpy(row(sp, y), planes[sp] + (y + 1) * p, sizeof(float) * static_cast<size_t>(p));
+#pragma omp barrier
+    const int64_t r0 = std::max<int64_t>(0, y0 - (k - 1)), r1 = std::min(h, y1 + (k - 1)) + (k - 1);
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t y = r - j;
+        if (y < std::max<int64_t>(0, y0 - (k - 1 - j)) || y >= std::min(h, y1 + (k - 1 - j))) continue;
+        const int32_t t = t0 + static_cast<int32_t>(j);
+        const bool last = t == iterations - 1;
+        const int src = t % 2;
+        SweepRow(L, y, row(src, y - 1), row(src, y), row(src, y + 1), last ? L.inv : L.inve,
+                 last ? L.cdr : L.cde, row(1 - src, y));
       }
     }
   }
@@ -376,7 +409,7 @@ struct Kernels {
   void (*features)(const GuidedPlan&, const GuidedCoeffs&, const uint8_t*, bool, int64_t, int64_t,
                    int64_t);
   void (*init)(const GuidedPlan&, int32_t, const float*, int64_t, int64_t, float*);
-  void (*sweeps)(const GuidedLevel&, int32_t, int64_t, int64_t);
+  void (*sweeps)(const GuidedLevel&, int32_t, int64_t, int64_t, float*, int64_t);
 };
 
 #define PSD_GUIDED_VARIANT(SUFFIX, ATTR)                                                       \
@@ -390,8 +423,8 @@ struct Kernels {
     InitRowsBody(P, l, sparse, y0, y1, tmp);                                                   \
   }                                                                                            \
   ATTR void SweepBand##SUFFIX(const GuidedLevel& L, int32_t iterations, int64_t y0,            \
-                              int64_t y1) {                                                    \
-    SweepBandBody(L, iterations, y0, y1);                                                      \
+                              int64_t y1, float* halo, int64_t kmax) {                         \
+    SweepBandBody(L, iterations, y0, y1, halo, kmax);                                          \
   }
 
 PSD_GUIDED_VARIANT(Base, )
@@ -439,14 +472,16 @@ void GuidedCpu(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb, b
     CpuParallelRanges(L.h + 2, bands, [&](int64_t y0, int64_t y1, int64_t part) {
       K.init(P, l, sparse, y0, y1, P.scratch + part * P.band_floats);
     });
-    CpuParallelRanges(L.h, std::min(threads, L.h * L.w / 16384 + 1), [&](int64_t y0, int64_t y1, int64_t) {
-      K.sweeps(L, P.iterations, y0, y1);
+    // sweeps fused per pass: as many as 4 halo rows per sweep fit in a band's scratch, <= 8
+    const int64_t kmax = std::max<int64_t>(1, std::min<int64_t>(8, P.band_floats / (4 * L.p)));
+    CpuParallelRanges(L.h, std::min(bands, L.h * L.w / 16384 + 1), [&](int64_t y0, int64_t y1, int64_t part) {
+      K.sweeps(L, P.iterations, y0, y1, P.scratch + part * P.band_floats, kmax);
     });
   }
   const float* res = LevelResult(P.lv[0], P.iterations);
   CpuParallelRanges(P.h, threads, [&](int64_t y0, int64_t y1, int64_t) {
     for (int64_t y = y0; y < y1; ++y) {  // GuidedFinal's clamp, row by row
-      const float* r = res + (y + 1) * P.lv[0].p + 1;
+      const float* r = res + (y + 1) * P.lv[0].p + kGuidedCol0;
       float* o = out + y * P.w;
       for (int64_t x = 0; x < P.w; ++x) o[x] = r[x] < lo ? lo : (r[x] > hi ? hi : r[x]);
     }

@@ -186,12 +186,11 @@ PSD_GUIDED_FN void GCoefficients(T n0, T n1, T n2, T n3, T n4, T n5, T n6, T n7,
   inve = GSel(valid, 0.0f, inv);
 }
 
-// One Jacobi update: inv * sum_j a_j d_j + centre * draw.
+// One Jacobi update: inv * sum_j a_j d_j + centre * draw (pairwise sum: a short dependency chain).
 template <typename T>
 PSD_GUIDED_FN T GSweep(T a0, T a1, T a2, T a3, T a4, T a5, T a6, T a7, T s0, T s1,
                                     T s2, T s3, T s4, T s5, T s6, T s7, T inv, T cd) {
-  const T acc =
-      ((((((a0 * s0 + a1 * s1) + a2 * s2) + a3 * s3) + a4 * s4) + a5 * s5) + a6 * s6) + a7 * s7;
+  const T acc = ((a0 * s0 + a1 * s1) + (a2 * s2 + a3 * s3)) + ((a4 * s4 + a5 * s5) + (a6 * s6 + a7 * s7));
   return inv * acc + cd;
 }
 
@@ -306,7 +305,7 @@ PSD_GUIDED_FN void InitPosition(const GuidedLevel& L, const GuidedLevel& prev,
                                              const float* sparse, const float* fill, int64_t w0,
                                              int64_t q) {
   const int64_t p = L.p;
-  const int64_t y = q / p - 1, x = q % p - 1;
+  const int64_t y = q / p - 1, x = q % p - kGuidedCol0;
   if (y < 0 || y >= L.h || x < 0 || x >= L.w) {
     L.inv[q] = L.inve[q] = L.cdr[q] = L.cde[q] = L.a[q] = L.b[q] = 0.0f;
     return;
@@ -320,7 +319,7 @@ PSD_GUIDED_FN void InitPosition(const GuidedLevel& L, const GuidedLevel& prev,
     const float* src = LevelResult(prev, iterations);
     const int64_t pp = prev.p;
     d0 = BilinearAt(y, x, prev.h, prev.w, L.h, L.w,
-                    [=](int64_t yy, int64_t xx) { return src[(yy + 1) * pp + xx + 1]; });
+                    [=](int64_t yy, int64_t xx) { return src[(yy + 1) * pp + xx + kGuidedCol0]; });
   }
   float inv, inve, cdr, cde, draw;
   GCoefficients(L.ase[q - p - 1], L.as[q - p], L.asw[q - p + 1], L.ae[q - 1], L.ae[q], L.asw[q],
@@ -380,7 +379,7 @@ void GuidedFinal(const GuidedLevel& L0, int32_t iterations, const float* stats, 
   const int64_t p = L0.p;
   ParallelFor<D>(h * w, s, [=] PSD_HOST_DEVICE(int64_t i) {
     const float lo = stats[0], hi = stats[1];
-    const float v = res[(i / w + 1) * p + i % w + 1];
+    const float v = res[(i / w + 1) * p + i % w + kGuidedCol0];
     out[i] = stats[2] > 0.0f ? (v < lo ? lo : (v > hi ? hi : v)) : 0.0f;
   });
 }
@@ -453,7 +452,7 @@ void GuidedGeneric(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rg
       il[i] = 1.0f / GMax(GSqrt(n2), 1e-12f);
     });
     ParallelFor<D>((L.h + 2) * L.p, s, [=] PSD_HOST_DEVICE(int64_t q) {
-      const int64_t y = q / L.p - 1, x = q % L.p - 1;
+      const int64_t y = q / L.p - 1, x = q % L.p - kGuidedCol0;
       float e = 0.0f, so = 0.0f, se = 0.0f, sw = 0.0f;
       if (y >= 0 && y < L.h && x >= 0 && x < L.w) {
         const int64_t i = y * L.w + x;
@@ -486,7 +485,7 @@ void GuidedGeneric(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rg
       const float* src = (t % 2 == 0) ? L.a : L.b;
       float* dst = (t % 2 == 0) ? L.b : L.a;
       ParallelFor<D>(L.h * L.w, s, [=] PSD_HOST_DEVICE(int64_t i) {
-        const int64_t q = (i / L.w + 1) * L.p + i % L.w + 1;
+        const int64_t q = (i / L.w + 1) * L.p + i % L.w + kGuidedCol0;
         dst[q] = SweepPosition(L, src, inv, cd, q);
       });
     }
