@@ -138,16 +138,44 @@ def test_guided_matches_reference_on_middlebury_and_bgr(lib):
 
 def test_cpu_schedules_agree_bit_for_bit(lib):
     f = load_middlebury()
-    sparse = make_sparse("random0.1", f.rgb, f.depth, 1)
-    fast = lib.guided(f.rgb, sparse)
-    np.testing.assert_array_equal(lib.guided(f.rgb, sparse, flags=BASELINE), fast)
-    np.testing.assert_array_equal(lib.guided(f.rgb, sparse, flags=GENERIC), fast)
+    rgb = np.ascontiguousarray(f.rgb[100:340, 150:510])  # 86k pixels: the threaded path
+    sparse = make_sparse("random0.1", rgb, np.ascontiguousarray(f.depth[100:340, 150:510]), 1)
+    fast = lib.guided(rgb, sparse)
+    np.testing.assert_array_equal(lib.guided(rgb, sparse, flags=BASELINE), fast)
+    np.testing.assert_array_equal(lib.guided(rgb, sparse, flags=GENERIC), fast)
     rgb, s = random_frame(29, 83, 40, seed=5, smooth=False)  # odd sizes, 3 levels, tails
     p = GuidedParams(levels=3, iterations=5, channels=7)
     fast = lib.guided(rgb, s, p)
     for flags in (BASELINE, GENERIC, GENERIC | BASELINE):
         np.testing.assert_array_equal(lib.guided(rgb, s, p, flags=flags), fast)
     np.testing.assert_array_equal(lib.guided(rgb, s, p), fast)  # deterministic
+
+
+_BANDS_SCRIPT = """
+import sys, numpy as np
+from psdrt.runtime import _capi
+from psdrt.runtime.guided import GuidedParams
+lib = _capi.load("cpu")
+rng = np.random.default_rng(0)
+rgb = rng.integers(0, 256, (203, 187, 3), dtype=np.uint8)
+s = np.where(rng.random((203, 187)) < 0.02, rng.uniform(1, 9, (203, 187)), 0).astype(np.float32)
+for p in (GuidedParams(levels=3, iterations=19), GuidedParams(iterations=3)):
+    a, b = lib.guided(rgb, s, p), lib.guided(rgb, s, p, flags=_capi.GUIDED_FLAG_GENERIC)
+    assert np.array_equal(a, b), (p, float(np.abs(a - b).max()))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("threads", [3, 7])
+def test_more_bands_than_cores_agree_bit_for_bit(lib, threads):
+    # odd band counts, halo rows on both sides of every band, a pass of 3 sweeps after two of 8
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, "-c", _BANDS_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 @requires_shared_data
