@@ -94,7 +94,8 @@ def _session_sources() -> list[Path]:
 
 
 def _headers() -> list[Path]:
-    return (_sources("**/*.h") + sorted(CAPI.glob("*.h")) + [CAPI / "include" / "psd" / "psd.h"])
+    kernels = [p for p in _sources("**/*.h") if "_build" not in p.relative_to(KERNELS).parts]
+    return kernels + sorted(CAPI.glob("*.h")) + [CAPI / "include" / "psd" / "psd.h"]
 
 
 def _newest(paths) -> float:
@@ -110,16 +111,17 @@ def _run(cmd: list[str], verbose: bool) -> None:
                            f"{proc.stdout}{proc.stderr}")
 
 
-def _compile_all(jobs: list[tuple[Path, list[str]]], obj_dir: Path, n_jobs: int, verbose: bool,
-                 force: bool, extra_deps: Sequence[Path] = ()) -> list[Path]:
-    """Compile (source, command-prefix) pairs into obj_dir, skipping up-to-date objects."""
+def _compile_all(jobs: list[tuple], obj_dir: Path, n_jobs: int, verbose: bool, force: bool) -> list[Path]:
+    """Compile (source, command-prefix[, extra dependencies]) jobs into obj_dir, skipping
+    up-to-date objects (newer than the source, every header, and the job's extra dependencies)."""
     obj_dir.mkdir(parents=True, exist_ok=True)
-    header_time = _newest(_headers() + [p for p in extra_deps if p.exists()])
+    header_time = _newest(_headers())
     objs, todo = [], []
-    for src, prefix in jobs:
+    for src, prefix, *deps in jobs:
         obj = obj_dir / (src.parent.name + "__" + src.name + ".o")
         objs.append(obj)
-        if force or not obj.exists() or obj.stat().st_mtime < max(src.stat().st_mtime, header_time):
+        newest = max(src.stat().st_mtime, header_time, _newest([p for p in (deps[0] if deps else ()) if p.exists()]))
+        if force or not obj.exists() or obj.stat().st_mtime < newest:
             todo.append(prefix + ["-c", str(src), "-o", str(obj)])
     with ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
         for fut in [pool.submit(_run, cmd, verbose) for cmd in todo]:
@@ -431,12 +433,11 @@ def build_cpu(build_dir: Path, sanitize: bool = False, native: bool = False, job
     flags = _cpu_flags(sanitize, native)
     srcs = _sources("*/*_cpu.cpp") + _host_sources()
     jobs_list = [(s, [cxx] + flags) for s in srcs]
-    deps = []
-    if session and session.enabled:
-        jobs_list += [(s, [cxx] + flags + session.flags(build_dir)) for s in _session_sources()]
-        deps = [session.config_header]
+    if session and session.enabled:  # only the session objects depend on the generated config
+        jobs_list += [(s, [cxx] + flags + session.flags(build_dir), [session.config_header])
+                      for s in _session_sources()]
     tag = "cpu_asan" if sanitize else ("cpu_native" if native else "cpu")
-    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
+    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force)
     out = Path(out) if out else build_dir / (CPU_ASAN_LIB if sanitize else CPU_LIB)
     link = [cxx, "-shared", "-fopenmp"] + ([f"-Wl,-soname,{soname}"] if soname else [])
     link += ["-fsanitize=address,undefined"] if sanitize else []
@@ -462,17 +463,16 @@ def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: b
     host = [cxx] + _cpu_flags(False, False) + ["-DPSD_WITH_CUDA", f"-I{cuda_home / 'include'}"]
     jobs_list = [(s, nv_flags) for s in _sources("*/*_cuda.cu")]
     jobs_list += [(s, host) for s in _sources("*/*_cpu.cpp") + _host_sources()]
-    deps, extra_libs = [], []
+    extra_libs = []
     if session and session.enabled:
         sflags = host + session.flags(build_dir)
         trt = _find_tensorrt()
         if trt:  # the TensorRT backend of the session (trt_backend.cpp)
             sflags += ["-DPSD_HAVE_TENSORRT=1", "-isystem", str(trt[0])]
             extra_libs += [f"-L{trt[1]}", "-lnvinfer"]
-        jobs_list += [(s, sflags) for s in _session_sources()]
-        deps = [session.config_header]
+        jobs_list += [(s, sflags, [session.config_header]) for s in _session_sources()]
     tag = "cuda_" + "_".join(archs)
-    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force, deps)
+    objs = _compile_all(jobs_list, build_dir / f"obj_{tag}", jobs, verbose, force)
     out = Path(out) if out else build_dir / out_name
     link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp"] + gencode
     link += ["-Xlinker", f"-soname={soname}"] if soname else []
