@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -192,12 +191,35 @@ def _dedupe(targets):
     return out
 
 
+def _kernel_alone(pipe, frame) -> dict:
+    """The pipeline's propagation kernel call alone (p50 of 20 after 3 untimed), on its encoder's
+    outputs for ``frame``, with no network run in between: wall and thread CPU time."""
+    from psdrt.runtime import _capi
+    from psdrt.runtime.inputs import validate_frame
+    from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb
+
+    rgb, sparse, K = frame
+    fr = validate_frame(rgb, sparse, K)
+    enc = pipe.encoder.run({"rgb": preprocess_rgb(fr.rgb, size=fm_input_size(*fr.sparse.shape, lower=pipe.fm_lower))})
+    rel, feat = np.ascontiguousarray(enc["rel_inv"][0, 0]), np.ascontiguousarray(enc["feat0"][0])
+    kw = _capi.preset_kwargs(pipe.preset)
+    wall, cpu = [], []
+    for i in range(23):
+        t, c = time.perf_counter_ns(), time.thread_time_ns()
+        pipe.kernels.propagate(rel, fr.sparse, feat, fr.K, seed=pipe.seed, **kw)
+        if i >= 3:
+            wall.append((time.perf_counter_ns() - t) / 1e6)
+            cpu.append((time.thread_time_ns() - c) / 1e6)
+    return {"stage_ms": None, "call_wall_ms": H.percentile(wall, 50), "call_cpu_ms": H.percentile(cpu, 50)}
+
+
 def propagation_in_context(pipes: dict, frame, iters: int) -> dict:
     """Where the propagation stage's time goes inside each pipeline: per frame, the stage's wall
     time (``timings_ms``), the kernel call's wall time and the calling thread's CPU time during
     the call (``time.thread_time_ns``), and the kernel call alone on the same encoder outputs.
     Each pipeline runs ``iters`` frames back to back (after 2 untimed), in two alternating passes."""
     rgb, sparse, K = frame
+    before = _kernel_alone(next(iter(pipes.values())), frame)
     res = {name: {"stage_ms": [], "call_wall_ms": [], "call_cpu_ms": []} for name in pipes}
     for _pass in range(2):
         for name, pipe in pipes.items():
@@ -214,18 +236,7 @@ def propagation_in_context(pipes: dict, frame, iters: int) -> dict:
                         res[name]["call_wall_ms"].append(wall["k"])
                         res[name]["call_cpu_ms"].append(cpu["k"])
     out = {name: {k: H.summarize(v)["p50_ms"] for k, v in d.items()} for name, d in res.items()}
-    # the same kernel call alone, on one pipeline's encoder outputs, no network run in between
-    pipe = next(iter(pipes.values()))
-    from psdrt.runtime import _capi
-    from psdrt.runtime.inputs import validate_frame
-    from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb
-
-    fr = validate_frame(rgb, sparse, K)
-    enc = pipe.encoder.run({"rgb": preprocess_rgb(fr.rgb, size=fm_input_size(*fr.sparse.shape))})
-    kw = _capi.preset_kwargs(pipe.preset)
-    m = H.measure(lambda: pipe.kernels.propagate(enc["rel_inv"][0, 0], fr.sparse, enc["feat0"][0], fr.K, seed=0, **kw),
-                  3, 20)
-    out["kernel call alone"] = {"stage_ms": None, "call_wall_ms": m.total["p50_ms"], "call_cpu_ms": None}
+    out["kernel call alone (same inputs, no network run in between)"] = before
     return out
 
 
@@ -305,9 +316,10 @@ def main(argv=None) -> int:
             cases.append(_pipe_case(pipe, frames["nyu"], f"{m} ort {prec}", {
                 "mode": m, "backend": "ort-cpu", "precision": prec, "size": list(NYU), "group": m,
                 "series": f"{m} ort-cpu {prec}"}))
-    _say(f"NYU size: {len(cases)} variants round-robin, {args.iters} rounds")
+    _say(f"NYU size: {len(cases)} variants taking turns, {args.iters} timed frames each ({args.block} per turn)")
     with H.timed_calls(_dedupe(targets), sink):
-        nyu_runs = [m.to_dict() for m in H.measure_interleaved(cases, args.warmup, args.iters, block=args.block, progress=True)]
+        nyu_runs = [m.to_dict() for m in H.measure_interleaved(cases, args.warmup, args.iters, block=args.block,
+                                                                progress=True)]
     runs += nyu_runs
     by = {r["name"]: r for r in nyu_runs}
     for m in ("psd", "propagate"):
@@ -348,14 +360,16 @@ def main(argv=None) -> int:
                            "iters": min(args.ref_iters if name == "NYU" else 3, args.iters),
                            "params": {**params, "backend": "torch-reference", "series": "propagation reference"}})
     _say("propagation alone: kernel library vs reference")
-    prop_runs = [m.to_dict() for m in H.measure_interleaved(prop_cases, args.warmup, args.iters, block=args.block, progress=True)]
+    prop_runs = [m.to_dict() for m in H.measure_interleaved(prop_cases, args.warmup, args.iters, block=args.block,
+                                                            progress=True)]
     runs += prop_runs
     for i in range(0, len(prop_runs), 2):
         comparisons.append(H.ratios(prop_runs[i], prop_runs[i + 1]))
 
     # (d) guided: KITTI size vs the reference; NYU and Middlebury sizes for latency vs resolution
     g_cases = []
-    for key, preset, desc in (("nyu", "NYUv2", "228x304"), ("kitti", "KITTI", "256x1216"), ("mb", "MIDDLEBURY", "500x741")):
+    for key, preset, desc in (("nyu", "NYUv2", "228x304"), ("kitti", "KITTI", "256x1216"),
+                              ("mb", "MIDDLEBURY", "500x741")):
         rgb, s, K = frames[key]
         pipe = Pipeline("guided", preset=preset)
         size = list(s.shape)
@@ -363,11 +377,13 @@ def main(argv=None) -> int:
             "mode": "guided", "backend": "kernels-cpu", "precision": "fp32", "size": size, "group": "guided",
             "series": "guided kernels-cpu"}))
         if key == "kitti":
-            g_cases.append(_ref_case(ReferencePipeline("guided", preset=preset), frames[key], f"guided reference {desc}", {
+            ref = ReferencePipeline("guided", preset=preset)
+            g_cases.append(_ref_case(ref, frames[key], f"guided reference {desc}", {
                 "mode": "guided", "backend": "torch-reference", "precision": "fp32", "size": size, "group": "guided",
                 "series": "guided reference"}, {}, iters=min(args.ref_iters, args.iters), warmup=1))
     _say("guided: NYU, KITTI, Middlebury sizes")
-    g_runs = [m.to_dict() for m in H.measure_interleaved(g_cases, args.warmup, args.iters, block=args.block, progress=True)]
+    g_runs = [m.to_dict() for m in H.measure_interleaved(g_cases, args.warmup, args.iters, block=args.block,
+                                                         progress=True)]
     runs += g_runs
     gb = {r["name"]: r for r in g_runs}
     comparisons.append(H.ratios(gb["guided kernels 256x1216"], gb["guided reference 256x1216"]))
@@ -400,7 +416,8 @@ def main(argv=None) -> int:
     if failed:
         notes.append("Correctness gate with the random weights: " + ", ".join(failed) + " FAILED (a deployment "
                      "refuses them; timed here for latency only).")
-    extra = {"issue5": shares, "propagation_in_context": context, "gates": gates, "frames": {"nyu": nyu_desc, "kitti": kitti_desc, "mb": mb_desc},
+    extra = {"issue5": shares, "propagation_in_context": context, "gates": gates,
+             "frames": {"nyu": nyu_desc, "kitti": kitti_desc, "mb": mb_desc},
              "threads": args.threads, "iters": args.iters, "ref_iters": args.ref_iters,
              "wall_s": None}
     doc = H.new_results(runs, env, title="Runtime vs PyTorch reference on the CPU", comparisons=comparisons,
@@ -463,13 +480,15 @@ def markdown(doc: dict) -> str:
                   "kernel call's wall time and the calling thread's CPU time during that call:", "",
                   "| pipeline | stage wall | kernel call wall | kernel call thread CPU |", "|---|---|---|---|"]
         for name, v in ctx.items():
-            lines.append(f"| {name} | {_f(v.get('stage_ms'))} | {_f(v.get('call_wall_ms'))} | {_f(v.get('call_cpu_ms'))} |")
+            lines.append(f"| {name} | {_f(v.get('stage_ms'))} | {_f(v.get('call_wall_ms'))} | "
+                         f"{_f(v.get('call_cpu_ms'))} |")
         lines.append("")
     gates = ex.get("gates") or {}
     if gates:
         lines += ["Correctness gate of the built artefacts (random weights):", ""]
         for size, g in gates.items():
-            lines.append(f"- {size}: " + ", ".join(f"{n} {'passed' if v['passed'] else 'FAILED'}" for n, v in g.items()))
+            status = (f"{n} {'passed' if v['passed'] else 'FAILED'}" for n, v in g.items())
+            lines.append(f"- {size}: " + ", ".join(status))
         lines.append("")
     if ex.get("wall_s") is not None:
         lines += [f"Script wall time: {ex['wall_s']:.0f} s.", ""]

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from psdrt.runtime.errors import ArtifactError, BackendUnavailable, InputError
+from psdrt.runtime.errors import ArtifactError, InputError
 
 __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "PERCENTILE_METHOD", "percentile", "summarize", "CpuClock",
-    "CudaEventClock", "Measurement", "measure", "measure_interleaved", "pipeline_stages", "timed_calls", "reference_stage_targets",
+    "CudaEventClock", "Measurement", "measure", "measure_interleaved", "pipeline_stages", "timed_calls",
+    "reference_stage_targets",
     "rss_mb", "peak_rss_mb", "reset_peak_rss", "capture_environment", "new_results", "validate_results",
     "save_results", "load_results", "ratios", "markdown_table", "stage_table", "comparison_table",
     "render_markdown", "machine_summary",
@@ -284,7 +285,8 @@ class Measurement:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Measurement":
         return cls(name=d["name"], params=dict(d.get("params", {})), clock=d["clock"], warmup=int(d["warmup"]),
-                   iters=int(d["iters"]), total=dict(d["total"]), stages={k: dict(v) for k, v in d.get("stages", {}).items()},
+                   iters=int(d["iters"]), total=dict(d["total"]),
+                   stages={k: dict(v) for k, v in d.get("stages", {}).items()},
                    memory=dict(d.get("memory", {})), samples_ms=list(d.get("samples_ms", [])))
 
 
@@ -389,7 +391,7 @@ def measure(
             clk.close()
     memory: Dict[str, Any] = {"rss_start_mb": rss_start, "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end,
                               "peak_rss_mb": peak, "peak_scope": peak_scope,
-                              "rss_growth_mb": (rss_end - rss_warm) if rss_end is not None and rss_warm is not None else None}
+                              "rss_growth_mb": None if rss_end is None or rss_warm is None else rss_end - rss_warm}
     if dev0 is not None:
         dev1 = cuda_memory_mb()
         memory["device_used_mb"] = dev1["used_mb"] if dev1 else None
@@ -839,7 +841,8 @@ def _size(params: Mapping[str, Any]) -> str:
 
 def markdown_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """End-to-end statistics, one row per run."""
-    lines = ["| run | size | p50 ms | p90 ms | p99 ms | mean ms | min ms | std ms | fps | peak RSS MB | RSS growth MB |",
+    lines = ["| run | size | p50 ms | p90 ms | p99 ms | mean ms | min ms | std ms | fps | peak RSS MB "
+             "| RSS growth MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         t, m = run["total"], run.get("memory", {})

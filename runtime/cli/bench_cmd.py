@@ -267,8 +267,9 @@ def measure_pipeline(pipe, frame, name: str, params: dict, warmup: int, iters: i
     clock = "cpu"
     for b in (getattr(pipe, "encoder", None), getattr(pipe, "head", None)):
         provs = getattr(b, "providers", None) if b is not None else None
-        if provs and provs[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-            clock = "cuda"  # GPU networks: CUDA events bracket the call
+        if (provs and provs[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")) or \
+                type(b).__name__ == "TrtBackend":
+            clock = "cuda"  # GPU networks: CUDA events (legacy default stream) bracket the call
     return measure(lambda: pipe(rgb, sparse, K), warmup, iters, stage_timings=pipeline_stages, name=name,
                    params=params, clock=clock, progress=progress)
 
@@ -331,7 +332,8 @@ def run_bench(args) -> dict:
                 comparisons.append(ratios(run, ref_run))
     if not runs:
         raise ArtifactError("nothing could be measured: " + "; ".join(skipped))
-    notes = skipped + ["inputs: the Middlebury 2014 Motorcycle frame (scikit-image) fitted to each size, sparse pattern "
+    notes = skipped + ["inputs: the Middlebury 2014 Motorcycle frame (scikit-image) fitted to each size, "
+                       "sparse pattern "
              f"{args.pattern} (seed {args.seed}); timed: Pipeline.__call__ end to end, inputs on the host"]
     if args.threads:
         notes.append(f"threads: {args.threads} (ONNX Runtime intra-op / PyTorch)")

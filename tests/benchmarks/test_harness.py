@@ -396,7 +396,8 @@ def test_readme_performance_section_equals_the_render():
     from psdrt.benchmarks import report
     from psdrt.benchmarks.readme_sections import section_body
 
-    assert report.result_files(), "benchmarks/results/runtime_cpu.json is missing: run python -m psdrt.benchmarks.bm_runtime"
+    assert report.result_files(), \
+        "benchmarks/results/runtime_cpu.json is missing: run python -m psdrt.benchmarks.bm_runtime"
     readme = (REPO_ROOT / "README.md").read_text()
     assert section_body(readme, "performance") == report.render_performance().strip("\n"), \
         "README Performance section is stale: run python -m psdrt.benchmarks.report"
@@ -415,7 +416,8 @@ def test_bench_guided_runs_without_torch(tmp_path):
         "sys.meta_path.insert(0, _Block())\n"
         "import psdrt.benchmarks.harness, psdrt.benchmarks.plots, psdrt.benchmarks.report\n"
         "from psdrt.runtime.cli.__main__ import main\n"
-        f"rc = main(['bench', '--size', '48x64', '--warmup', '0', '--iters', '1', '--no-plots', '--out', {str(tmp_path)!r}])\n"
+        "rc = main(['bench', '--size', '48x64', '--warmup', '0', '--iters', '1', '--no-plots',\n"
+        f"           '--out', {str(tmp_path)!r}])\n"
         "assert 'torch' not in sys.modules\n"
         "raise SystemExit(rc)\n"
     )
