@@ -37,26 +37,42 @@ PSD_GI void St(float* p, V8 v) { std::memcpy(p, &v, sizeof v); }
 void NearestFillCpu(const GuidedPlan& P, const float* sparse, int64_t threads) {
   const int64_t h = P.h, w = P.w;
   int32_t* col = P.col;
-  int32_t* next = P.next;
   float* colval = P.colval;
+  // column pass as two row sweeps (vectorisable across columns): the nearest valid row above
+  // with its depth, then the one below, the upper one on a tie (NearestColumn's result)
+  int32_t* next = P.next;
+  float* nextval = P.fill;  // a row of scratch: the fill itself is written by the row pass
   CpuParallelRanges(w, threads, [&](int64_t x0, int64_t x1, int64_t) {
     for (int64_t y = 0; y < h; ++y) {
       const float* sr = sparse + y * w;
       int32_t* cr = col + y * w;
+      float* vr = colval + y * w;
       const int32_t* pr = col + (y - 1) * w;
-      for (int64_t x = x0; x < x1; ++x)
-        cr[x] = GValid(sr[x]) ? static_cast<int32_t>(y) : (y > 0 ? pr[x] : -1);
+      const float* pv = colval + (y - 1) * w;
+      const int32_t yy = static_cast<int32_t>(y);
+      for (int64_t x = x0; x < x1; ++x) {
+        const bool ok = GValid(sr[x]);
+        cr[x] = ok ? yy : (y > 0 ? pr[x] : -1);
+        vr[x] = ok ? sr[x] : (y > 0 ? pv[x] : 0.0f);
+      }
     }
-    for (int64_t x = x0; x < x1; ++x) next[x] = -1;
+    for (int64_t x = x0; x < x1; ++x) {
+      next[x] = -1;
+      nextval[x] = 0.0f;
+    }
     for (int64_t y = h - 1; y >= 0; --y) {
       const float* sr = sparse + y * w;
       int32_t* cr = col + y * w;
       float* vr = colval + y * w;
+      const int32_t yy = static_cast<int32_t>(y);
       for (int64_t x = x0; x < x1; ++x) {
-        if (GValid(sr[x])) next[x] = static_cast<int32_t>(y);
-        const int32_t r = GNearestOf(static_cast<int32_t>(y), cr[x], next[x]);
+        if (GValid(sr[x])) {
+          next[x] = yy;
+          nextval[x] = sr[x];
+        }
+        const int32_t r = GNearestOf(yy, cr[x], next[x]);
+        vr[x] = r == cr[x] ? vr[x] : nextval[x];
         cr[x] = r;
-        vr[x] = r < 0 ? 0.0f : sparse[r * w + x];
       }
     }
   });
@@ -448,15 +464,31 @@ void GuidedCpu(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb, b
   const int64_t threads = P.h * P.w >= kGuidedParallelPixels ? CpuThreads() : 1;
   const int64_t bands = std::min(threads, P.bands);
   for (int32_t i = 0; i < 256; ++i) P.lut[i] = SrgbLinear(i);
+  float part[3 * 64];  // lo, hi, any per part (CpuParallelRanges: at most `parts` of them)
+  const int64_t parts = std::min<int64_t>(threads, 64), n = P.h * P.w;
+  for (int64_t t = 0; t < parts; ++t) {
+    part[3 * t] = 3.40282347e38f;
+    part[3 * t + 1] = part[3 * t + 2] = 0.0f;
+  }
+  CpuParallelRanges(n, parts, [&](int64_t i0, int64_t i1, int64_t t) {
+    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float v = sparse[i];
+      const bool ok = GValid(v);
+      lo = ok && v < lo ? v : lo;
+      hi = ok && v > hi ? v : hi;
+      any = ok ? 1.0f : any;
+    }
+    part[3 * t] = lo;
+    part[3 * t + 1] = hi;
+    part[3 * t + 2] = any;
+  });
   float lo = 3.40282347e38f, hi = 0.0f;
   bool any = false;
-  for (int64_t i = 0, n = P.h * P.w; i < n; ++i) {
-    const float v = sparse[i];
-    if (GValid(v)) {
-      lo = v < lo ? v : lo;
-      hi = v > hi ? v : hi;
-      any = true;
-    }
+  for (int64_t t = 0; t < parts; ++t) {
+    lo = std::min(lo, part[3 * t]);
+    hi = std::max(hi, part[3 * t + 1]);
+    any = any || part[3 * t + 2] > 0.0f;
   }
   if (!any) {
     std::fill(out, out + P.h * P.w, 0.0f);
