@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
             "repeats": a.repeats, "onnxruntime": onnxruntime.__version__, "c_backend": c.backend,
             "model": "random-weight ViT-S PSD (psdrt build, FP32); latency does not depend on the weights",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "note": "CPU only; 2-core shared machine, other jobs running: compare the two columns, not absolute numbers"}
+            "note": "CPU only; 2-core shared machine with other jobs running: compare the two paths, "
+                    "not absolute numbers"}
     doc = {"info": info, "psd": psd, "guided": guided}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ctypes as C
+import shutil
+from pathlib import Path
 
 import numpy as np
 
 from psdrt.runtime import session as S
+
+#: working size of the test artefacts (conftest.artifacts)
+SIZE = (56, 84)
 
 
 class Frame:
@@ -53,3 +58,29 @@ def create(lib, artifact_dir=None, **fields):
 
 def status_name(lib, st: int) -> str:
     return lib.psd_status_string(st).decode()
+
+
+def copy_artifacts(src: Path, dst: Path) -> Path:
+    """An editable copy of an artefact directory: manifest.json copied, the other files symlinked."""
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        if p.name == "manifest.json":
+            shutil.copyfile(p, dst / p.name)
+        else:
+            (dst / p.name).symlink_to(p.resolve())
+    return dst
+
+
+def shared_frame(dataset: str, frame_id: str, size=SIZE):
+    """A shared KITTI/NYU frame fitted to `size` with 1 % random sparse depth from its ground truth."""
+    from _support import SHARED_DATA
+
+    from psdrt.export.gate import fit_frame
+    from psdrt.runtime.io import load_shared_frame
+    from psdrt.runtime.patterns import make_sparse
+
+    rgb, gt, K = fit_frame(load_shared_frame(SHARED_DATA, dataset, frame_id), size)
+    sparse = make_sparse("random1", rgb, gt, 0)
+    if (sparse > 0).sum() < 3:  # tiny frames of sparse LiDAR ground truth: keep a few points
+        sparse = np.where(gt > 0, gt, 0).astype(np.float32)
+    return rgb, sparse, K, gt

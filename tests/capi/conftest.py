@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _frames.py
 
-SIZE = (56, 84)
+from _frames import SIZE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -78,17 +76,6 @@ def propagate_artifacts(artifacts, tmp_path_factory) -> Path:
     return out
 
 
-def copy_artifacts(src: Path, dst: Path) -> Path:
-    """An editable copy of an artefact directory: manifest.json copied, the other files symlinked."""
-    dst.mkdir(parents=True)
-    for p in src.iterdir():
-        if p.name == "manifest.json":
-            shutil.copyfile(p, dst / p.name)
-        else:
-            (dst / p.name).symlink_to(p.resolve())
-    return dst
-
-
 @pytest.fixture(scope="session")
 def middlebury():
     """The Middlebury frame fitted to SIZE with 1 % random sparse depth: (rgb, sparse, K, gt)."""
@@ -98,18 +85,3 @@ def middlebury():
 
     rgb, gt, K = fit_frame(load_middlebury(), SIZE)
     return rgb, make_sparse("random1", rgb, gt, 0), K, gt
-
-
-def shared_frame(dataset: str, frame_id: str, size=SIZE):
-    """A shared KITTI/NYU frame fitted to `size` with 1 % random sparse depth from its ground truth."""
-    from _support import SHARED_DATA
-
-    from psdrt.export.gate import fit_frame
-    from psdrt.runtime.io import load_shared_frame
-    from psdrt.runtime.patterns import make_sparse
-
-    rgb, gt, K = fit_frame(load_shared_frame(SHARED_DATA, dataset, frame_id), size)
-    sparse = make_sparse("random1", rgb, gt, 0)
-    if (sparse > 0).sum() < 3:  # tiny frames of sparse LiDAR ground truth: keep a few points
-        sparse = np.where(gt > 0, gt, 0).astype(np.float32)
-    return rgb, sparse, K, gt

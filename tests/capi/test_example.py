@@ -96,7 +96,8 @@ def test_demo_psd_with_artifacts(demo_exe, artifacts, tmp_path, capi_lib):
     rgb, sparse, K = _read_inputs(inputs)
     out = _run([demo_exe, inputs, tmp_path / "depth.png", artifacts]).stdout
     assert "psd mode, 56x84" in out and "onnxruntime" in out
-    np.testing.assert_array_equal(_png16(tmp_path / "depth.png"), CSession.from_artifacts(artifacts)(rgb, sparse, K).depth_mm())
+    want = CSession.from_artifacts(artifacts)(rgb, sparse, K).depth_mm()
+    np.testing.assert_array_equal(_png16(tmp_path / "depth.png"), want)
     # a frame of the wrong size is refused with the fix
     full = tmp_path / "full"
     _run([sys.executable, "-m", "psdrt.runtime.cli", "demo", "--save-inputs", full])

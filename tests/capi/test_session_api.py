@@ -11,8 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from _frames import Frame, create, last_error, status_name
-from conftest import SIZE, copy_artifacts
+from _frames import SIZE, Frame, copy_artifacts, create, last_error, status_name
 
 from psdrt.runtime import session as S
 from psdrt.runtime.errors import ArtifactError, InputError
@@ -265,7 +264,8 @@ def test_artifact_errors_match_python(capi_lib, artifacts, tmp_path):
     _python_error(d)
     for name, fn in (("format", lambda m: m.__setitem__("format", 2)),
                      ("hash", lambda m: m["artifacts"][1].__setitem__("sha256", "0" * 64)),
-                     ("gate", lambda m: m["artifacts"][0].__setitem__("gate", {"passed": False, "why": "feat0: max-rel 0.5"})),
+                     ("gate", lambda m: m["artifacts"][0].__setitem__("gate", {"passed": False,
+                                                                                "why": "feat0: max-rel 0.5"})),
                      ("unusable", lambda m: m["artifacts"][1].__setitem__("usable", False))):
         d = copy_artifacts(artifacts, tmp_path / name)
         _edit(d, fn)

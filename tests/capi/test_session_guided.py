@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _support import requires_shared_data
-from conftest import SIZE
+from _frames import SIZE
 
 from psdrt.runtime.errors import ShapeError
 from psdrt.runtime.guided import GuidedParams

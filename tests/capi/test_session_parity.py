@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _support import requires_shared_data
-from conftest import SIZE, shared_frame
+from _frames import SIZE, shared_frame
 
 from psdrt.runtime.errors import InputError, PsdError, ShapeError
 from psdrt.runtime.pipeline import Pipeline
