@@ -22,7 +22,7 @@ from psdrt.export.reference.guided import guided_propagation
 from psdrt.runtime import _capi
 from psdrt.runtime.classical import nearest_fill
 from psdrt.runtime.errors import InputError, ShapeError
-from psdrt.runtime.guided import GuidedParams, guided_features, rff_projection
+from psdrt.runtime.guided import GuidedParams, guided_features, projection_json, rff_projection
 from psdrt.runtime.io import load_middlebury, load_shared_frame
 from psdrt.runtime.patterns import make_sparse
 
@@ -78,6 +78,19 @@ def test_features_cover_every_colour_cube_corner_and_middlebury(lib):
     assert np.abs(lib.guided_features(cube) - guided_features(cube)).max() <= FEAT_ATOL
     mb = load_middlebury().rgb
     assert np.abs(lib.guided_features(mb) - guided_features(mb)).max() <= FEAT_ATOL
+
+
+def test_projection_json_round_trips_to_the_same_float32_and_output(lib):
+    import json
+
+    params = GuidedParams(channels=12, seed=5)
+    doc = json.loads(projection_json(params))
+    w, b = np.array(doc["w"], np.float32), np.array(doc["b"], np.float32)
+    rw, rb = rff_projection(params)
+    np.testing.assert_array_equal(w, rw)
+    np.testing.assert_array_equal(b, rb)
+    rgb, s = random_frame(20, 24, 9, seed=8)
+    np.testing.assert_array_equal(lib.guided(rgb, s, params, projection=(w, b)), lib.guided(rgb, s, params))
 
 
 # ------------------------------------------------------------------------------------ nearest fill
