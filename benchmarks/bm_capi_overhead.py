@@ -72,7 +72,7 @@ def _measure(engines: dict, frame, repeats: int, nets=("encoder", "head")) -> di
     for fn in engines.values():  # warm-up: first-run allocations, ORT arenas, OpenMP pools
         for _ in range(3):
             fn(rgb, sparse, K)
-    rec = {name: {"wall": [], "net": [], "lib_total": []} for name in engines}
+    rec = {name: {"wall": [], "net": [], "lib_total": [], "stages": []} for name in engines}
     outs = {}
     for _ in range(repeats):
         for name, fn in engines.items():
@@ -82,13 +82,15 @@ def _measure(engines: dict, frame, repeats: int, nets=("encoder", "head")) -> di
             tm = r.info["timings_ms"]
             rec[name]["wall"].append(wall)
             rec[name]["net"].append(sum(tm.get(k, 0.0) for k in nets))
+            rec[name]["stages"].append(tm)
             if "total" in tm:
                 rec[name]["lib_total"].append(tm["total"])
             outs[name] = r.depth
     res = {}
     for name, r in rec.items():
         rest = np.asarray(r["wall"]) - np.asarray(r["net"])
-        res[name] = {"wall_ms": _stats(r["wall"]), "networks_ms": _stats(r["net"]), "rest_ms": _stats(rest)}
+        res[name] = {"wall_ms": _stats(r["wall"]), "networks_ms": _stats(r["net"]), "rest_ms": _stats(rest),
+                     "stages_p50_ms": {k: float(np.median([t[k] for t in r["stages"]])) for k in r["stages"][0]}}
         if r["lib_total"]:
             res[name]["library_total_ms"] = _stats(r["lib_total"])
     a, b = list(outs.values())
@@ -101,6 +103,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--artifacts", default=None, help="a psdrt build directory (default: build one at 228x304)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="ONNX Runtime intra-op threads of both paths (default: its own choice); set "
+                         "OMP_NUM_THREADS for the kernels")
     a = ap.parse_args(argv)
     if a.repeats < 30:
         ap.error("--repeats must be >= 30 (p50 over at least 30 runs)")
@@ -117,7 +122,7 @@ def main(argv=None) -> dict:
     m = json.loads((art / "manifest.json").read_text())
     size = tuple(m["size"])
     rgb, sparse, K, frame_name = _frame(size)
-    c, py = CSession.from_artifacts(art), Pipeline.from_artifacts(art)
+    c, py = CSession.from_artifacts(art, threads=a.threads), Pipeline.from_artifacts(art, threads=a.threads)
     psd = _measure({"c": c, "python": py}, (rgb, sparse, K), a.repeats)
     cg, pg = CSession.guided(), Pipeline("guided")
     guided = _measure({"c": cg, "python": pg}, (rgb, sparse, K), a.repeats, nets=())
@@ -126,6 +131,7 @@ def main(argv=None) -> dict:
     info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "size": list(size),
             "fm_size": m.get("fm_size"), "frame": frame_name, "points": int((sparse > 0).sum()),
             "repeats": a.repeats, "onnxruntime": onnxruntime.__version__, "c_backend": c.backend,
+            "ort_threads": a.threads or "default", "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "model": "random-weight ViT-S PSD (psdrt build, FP32); latency does not depend on the weights",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "note": "CPU only; 2-core shared machine with other jobs running: compare the two paths, "
@@ -136,7 +142,8 @@ def main(argv=None) -> dict:
     (out / "capi_overhead_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [f"C session (psd_session_run via ctypes) vs Python Pipeline, {size[0]}x{size[1]} "
           f"({info['frame']}, {info['points']} sparse points), p50 over {a.repeats} alternating runs, ms "
-          f"(p90 in brackets). {info['note']}.", "",
+          f"(p90 in brackets); ONNX Runtime threads {info['ort_threads']}, OMP_NUM_THREADS "
+          f"{info['omp_num_threads']}. {info['note']}.", "",
           "| mode | path | wall (call from Python) | networks | rest (wall - networks) | in-library total |",
           "|---|---|---|---|---|---|"]
     for mode, res in (("psd", psd), ("guided", guided)):
@@ -147,6 +154,10 @@ def main(argv=None) -> dict:
                       f"{r['wall_ms']['p50']:.1f} ({r['wall_ms']['p90']:.1f}) | {r['networks_ms']['p50']:.1f} | "
                       f"{r['rest_ms']['p50']:.2f} ({r['rest_ms']['p90']:.2f}) | "
                       f"{'-' if lib is None else format(lib['p50'], '.1f')} |")
+    for mode, res in (("psd", psd), ("guided", guided)):
+        for path in ("c", "python"):
+            st = ", ".join(f"{k} {v:.1f}" for k, v in res[path]["stages_p50_ms"].items())
+            md.append(f"\n{mode}, {'C session' if path == 'c' else 'Python Pipeline'}, stage p50 ms: {st}")
     md += ["", f"Largest output difference C vs Python: psd {psd['max_abs_diff_m']:.2e} m, guided "
                f"{guided['max_abs_diff_m']:.2e} m. C backend: {info['c_backend']}. {info['model']}. {info['date']}."]
     text = "\n".join(md) + "\n"
