@@ -165,9 +165,22 @@ struct psd_session {
   int64_t rel_shape[2] = {0, 0};
 #if defined(PSD_WITH_CUDA)
   DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided;
-  DeviceBuffer d_in_rgb, d_in_sparse, d_out_depth;  // staging of psd_session_run on the GPU
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;  // staging of psd_session_run on the GPU
 #endif
+
+  psd_session() = default;
+  psd_session(const psd_session&) = delete;
+  psd_session& operator=(const psd_session&) = delete;
+  ~psd_session() {
+#if defined(PSD_WITH_CUDA)
+    if (stream) {  // nothing may still run on it when its buffers go
+      cudaStreamSynchronize(stream);
+      encoder.reset();
+      head.reset();
+      cudaStreamDestroy(stream);
+    }
+#endif
+  }
 };
 
 namespace {
@@ -745,6 +758,12 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
                   psd::capi::KnownPresets());
     }
     s->preset.struct_size = sizeof(psd_preset);
+#if defined(PSD_WITH_CUDA)
+    if (s->device == PSD_DEVICE_CUDA) {  // the stream of psd_session_run's host<->device staging
+      CudaCheck(cudaSetDevice(o.device_id), "cudaSetDevice");
+      CudaCheck(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    }
+#endif
     if (mode != PSD_SESSION_MODE_GUIDED) {
       const psd_preset& p = s->preset;
       if (!(p.rate >= 1.0 && p.candidates == 0 && p.mode == PSD_MODE_3D_2D))
@@ -764,12 +783,6 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       cfg.device_id = o.device_id;
       cfg.intra_op_threads = o.intra_op_threads;
       cfg.ort_library = o.ort_library ? o.ort_library : "";
-#if defined(PSD_WITH_CUDA)
-      if (s->device == PSD_DEVICE_CUDA) {
-        CudaCheck(cudaSetDevice(o.device_id), "cudaSetDevice");
-        CudaCheck(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-      }
-#endif
       auto make = [&](const std::string& path) {
         return o.backend == PSD_BACKEND_TENSORRT ? psd::capi::CreateTrtBackend(path, cfg)
                                                  : psd::capi::CreateOrtBackend(path, cfg);
@@ -791,19 +804,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
   });
 }
 
-PSD_API void psd_session_destroy(psd_session* session) {
-  if (!session) return;
-#if defined(PSD_WITH_CUDA)
-  if (session->stream) {
-    cudaStreamSynchronize(session->stream);
-    session->encoder.reset();
-    session->head.reset();
-    cudaStreamDestroy(session->stream);
-    session->stream = nullptr;
-  }
-#endif
-  delete session;
-}
+PSD_API void psd_session_destroy(psd_session* session) { delete session; }
 
 PSD_API psd_status_t psd_session_input_shape(const psd_session* session, int64_t* height, int64_t* width) {
   return Guard([&] {
