@@ -488,7 +488,8 @@ typedef struct psd_session_info {
   int64_t height, width;  /* as psd_session_input_shape */
   int64_t fm_height, fm_width; /* encoder input size (0 for guided) */
   psd_preset preset;      /* the effective preset */
-  const char* backend;    /* "onnxruntime 1.21.0 (CPU)", "none" for guided */
+  const char* backend;    /* e.g. "onnxruntime 1.32.0 (CPUExecutionProvider, <library path>)";
+                             "none (guided mode: no network)" for guided */
   const char* artifact_dir; /* "" for guided without artefacts */
 } psd_session_info;
 
