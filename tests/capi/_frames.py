@@ -84,3 +84,21 @@ def shared_frame(dataset: str, frame_id: str, size=SIZE):
     if (sparse > 0).sum() < 3:  # tiny frames of sparse LiDAR ground truth: keep a few points
         sparse = np.where(gt > 0, gt, 0).astype(np.float32)
     return rgb, sparse, K, gt
+
+
+def onnxruntime_problem(lib, tmp: Path) -> str | None:
+    """None when the library can run ONNX Runtime models, else the library's reason.
+
+    A one-byte "encoder" with the right hash: ONNX Runtime loads and refuses it (PSD_E_BACKEND)
+    unless the library was built without ONNX Runtime headers or finds no ONNX Runtime library
+    (PSD_E_BACKEND_UNAVAILABLE)."""
+    import hashlib
+    import json
+
+    (tmp / "encoder.fp32.onnx").write_bytes(b"\0")
+    art = {"name": "encoder.fp32.onnx", "file": "encoder.fp32.onnx", "part": "encoder", "precision": "fp32",
+           "sha256": hashlib.sha256(b"\0").hexdigest(), "gate": {"passed": True}}
+    (tmp / "manifest.json").write_text(json.dumps({"format": 1, "size": list(SIZE), "model": {"mode": "propagate"},
+                                                   "artifacts": [art]}))
+    st, _, msg = create(lib, tmp)
+    return None if st == 12 else msg

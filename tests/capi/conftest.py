@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _frames.py
 
-from _frames import SIZE  # noqa: E402
+from _frames import SIZE, onnxruntime_problem  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,25 +33,6 @@ def capi_lib():
 
         build.build_kernels(cuda=False)
         return session_library()
-
-
-def onnxruntime_problem(lib, tmp: Path) -> str | None:
-    """None when the library can run ONNX Runtime models, else the library's reason.
-
-    A one-byte "encoder" with the right hash: ONNX Runtime loads and refuses it (PSD_E_BACKEND)
-    unless the library was built without ONNX Runtime headers or finds no ONNX Runtime library
-    (PSD_E_BACKEND_UNAVAILABLE)."""
-    import hashlib
-
-    from _frames import create
-
-    (tmp / "encoder.fp32.onnx").write_bytes(b"\0")
-    art = {"name": "encoder.fp32.onnx", "file": "encoder.fp32.onnx", "part": "encoder", "precision": "fp32",
-           "sha256": hashlib.sha256(b"\0").hexdigest(), "gate": {"passed": True}}
-    (tmp / "manifest.json").write_text(json.dumps({"format": 1, "size": list(SIZE), "model": {"mode": "propagate"},
-                                                   "artifacts": [art]}))
-    st, _, msg = create(lib, tmp)
-    return None if st == 12 else msg
 
 
 @pytest.fixture(scope="session")
