@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -416,13 +417,19 @@ def main(argv=None) -> int:
     if failed:
         notes.append("Correctness gate with the random weights: " + ", ".join(failed) + " FAILED (a deployment "
                      "refuses them; timed here for latency only).")
-    extra = {"issue5": shares, "propagation_in_context": context, "gates": gates,
+    klib = Path(_capi.load().path)
+    from psdrt.runtime.manifest import sha256_file
+
+    extra = {"kernel_library": {"file": klib.name, "sha256": sha256_file(klib),
+                                "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(klib.stat().st_mtime))},
+             "issue5": shares, "propagation_in_context": context, "gates": gates,
              "frames": {"nyu": nyu_desc, "kitti": kitti_desc, "mb": mb_desc},
              "threads": args.threads, "iters": args.iters, "ref_iters": args.ref_iters,
              "wall_s": None}
     doc = H.new_results(runs, env, title="Runtime vs PyTorch reference on the CPU", comparisons=comparisons,
                         notes=notes, extra=extra)
     doc["extra"]["wall_s"] = round(time.perf_counter() - t_start, 1)
+    doc["extra"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     write(doc, out)
     print(markdown(doc))
@@ -490,8 +497,13 @@ def markdown(doc: dict) -> str:
             status = (f"{n} {'passed' if v['passed'] else 'FAILED'}" for n, v in g.items())
             lines.append(f"- {size}: " + ", ".join(status))
         lines.append("")
+    kl = ex.get("kernel_library")
+    if kl:
+        lines += [f"Kernel library: `{kl['file']}` (SHA-256 {kl['sha256'][:12]}..., built {kl['mtime']}).", ""]
     if ex.get("wall_s") is not None:
-        lines += [f"Script wall time: {ex['wall_s']:.0f} s.", ""]
+        load = ex.get("load_avg_end") or ["?"]
+        lines += [f"Script wall time: {ex['wall_s']:.0f} s; load average {load[0]} at the end (2 cores shared with "
+                  "other jobs).", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

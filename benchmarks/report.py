@@ -105,6 +105,11 @@ def render_file(path: Path) -> str:
         "| what was measured | size | p50 ms | PyTorch reference p50 ms | speed-up | outside the networks | measured |",
         "|---|---|---|---|---|---|---|",
     ]
+    load0, load1 = (env.get("load_avg") or [None])[0], (ex.get("load_avg_end") or [None])[0]
+    if load0 is not None:
+        lines[0] += (f" Load average (1 min) {load0}" + (f" at the start, {load1} at the end" if load1 is not None else "")
+                     + f" on {env.get('cpu_cores') or '?'} cores: above about 1, other jobs shared the CPU and the "
+                     "numbers are inflated (the PyTorch reference more than psdrt, so the ratios too).")
     when = _measured(env)
     for r in doc["runs"]:
         if r["params"].get("backend") == "torch-reference":
@@ -120,11 +125,21 @@ def render_file(path: Path) -> str:
     if shares:
         over = [s for s in shares.values() if not s["meets_target"] and not s["run"].startswith("reference")]
         ok = [s for s in shares.values() if s["meets_target"] and not s["run"].startswith("reference")]
+        def where(s):
+            part, ms = max(s["outside_ms"].items(), key=lambda kv: kv[1])
+            return f"{s['run']} {100 * s['share_outside']:.1f} % ({part} {ms:.1f} of {s['outside_mean_ms']:.1f} ms)"
+
         verdict = ("all psdrt variants meet it" if not over else
-                   f"{len(ok)} of {len(ok) + len(over)} psdrt variants meet it; over: "
-                   + ", ".join(f"{s['run']} {100 * s['share_outside']:.1f} %" for s in over))
+                   f"{len(ok)} of {len(ok) + len(over)} psdrt variants meet it; over: " + ", ".join(map(where, over)))
         lines += ["", f"Issue 5 target, at most 10 % of the frame time outside the two network inferences "
                   f"(CPU, ViT-S, 228x304): {verdict}."]
+    ctx = ex.get("propagation_in_context") or {}
+    if ctx:
+        cells = [f"{name} {v['call_wall_ms']:.1f} ms" + (f" (thread CPU {v['call_cpu_ms']:.1f})"
+                                                          if v.get("call_cpu_ms") is not None else "")
+                 for name, v in ctx.items()]
+        lines += ["", "The propagation kernel call, p50 per frame inside each pipeline and alone: " + "; ".join(cells)
+                  + "."]
     plots = sorted((Path(path).parent / "plots").glob(f"{path.stem}_*.png"))
     if plots:
         lines += [""] + [f"![{p.stem}](benchmarks/results/plots/{p.name})" for p in plots]

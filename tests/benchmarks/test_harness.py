@@ -382,6 +382,13 @@ def test_report_check_and_update(tmp_path):
     assert rows[1] == ("| `psd`, networks on ONNX Runtime CPU FP32, end to end | 228x304 | 8.0 | 40.0 | 5.00x | - | "
                        "2031-02-03, Test CPU, 4 cores, no GPU, psdrt 0123456 |")
     assert len(rows) == 2  # header + one row: the reference is a column, not a row
+    share = {"run": "rt", "mode": "psd", "total_mean_ms": 8.0, "networks_mean_ms": 6.0, "outside_mean_ms": 2.0,
+             "share_outside": 0.25, "outside_ms": {"prop": 1.0, "other": 1.0}, "meets_target": False}
+    doc["extra"]["issue5"] = [share, dict(share, run="reference", meets_target=True)]
+    H.save_results(doc, tmp_path, "runtime_cpu")
+    body = report.render_performance(tmp_path)
+    assert "| 228x304 | 8.0 | 40.0 | 5.00x | 25.0 % |" in body
+    assert "0 of 1 psdrt variants meet it; over: rt 25.0 % (prop 1.0 of 2.0 ms)." in body
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- psdrt:performance:begin -->\nold\n<!-- psdrt:performance:end -->\n"
                       "<!-- psdrt:accuracy:begin -->\n<!-- psdrt:accuracy:end -->\n")
