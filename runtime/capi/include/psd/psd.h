@@ -298,8 +298,10 @@ typedef struct psd_guided_params {
 /* CPU: keep the baseline instruction set even where the CPU has AVX2 (same results); for tests. */
 #define PSD_GUIDED_FLAG_BASELINE_ISA 2u
 
-/* Sizes the workspace of psd_guided (depends on the device: the CUDA path stores the feature
- * maps, about 4 * C * 1.34 B per pixel more). params->projection_* are not read.
+/* Sizes the workspace of psd_guided. It depends on the device: the CPU path streams the features
+ * (about 76 bytes per pixel with C = 32, e.g. 34 MB at 375 x 1242); the CUDA path (and the CPU
+ * with PSD_GUIDED_FLAG_GENERIC) stores the feature maps, about 4 (C + 1) * 4/3 bytes per pixel
+ * more (103 MB at 375 x 1242). params->projection_* are not read.
  * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT,
  * PSD_E_SHAPE_MISMATCH. */
 PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t height, int64_t width,
