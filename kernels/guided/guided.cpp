@@ -44,13 +44,16 @@ void ValidateScalars(int64_t h, int64_t w, const GuidedConfig& cfg) {
 void ValidateGuided(int64_t h, int64_t w, const GuidedConfig& cfg) {
   ValidateScalars(h, w, cfg);
   PSD_REQUIRE(cfg.w != nullptr, NullPointer,
-              "null pointer: params->projection_w (3 x C floats: psdrt.runtime.guided.rff_projection)");
+              "null pointer: params->projection_w (3 x C floats: "
+              "psdrt.runtime.guided.rff_projection)");
   PSD_REQUIRE(cfg.b != nullptr, NullPointer,
               "null pointer: params->projection_b (C floats: psdrt.runtime.guided.rff_projection)");
   for (int32_t i = 0; i < 3 * cfg.channels; ++i)
-    PSD_REQUIRE(std::isfinite(cfg.w[i]), InvalidArgument, "guided: projection_w has a non-finite value");
+    PSD_REQUIRE(std::isfinite(cfg.w[i]), InvalidArgument,
+                "guided: projection_w has a non-finite value");
   for (int32_t i = 0; i < cfg.channels; ++i)
-    PSD_REQUIRE(std::isfinite(cfg.b[i]), InvalidArgument, "guided: projection_b has a non-finite value");
+    PSD_REQUIRE(std::isfinite(cfg.b[i]), InvalidArgument,
+                "guided: projection_b has a non-finite value");
 }
 
 GuidedCoeffs GuidedCoefficients(const GuidedConfig& cfg, bool scaled) {

@@ -17,17 +17,19 @@
 //             sum(valid) / (count + 1e-5), the coarsest level starts from the block mean of the
 //             fill, finer levels from the bilinear (align_corners=False) upsampling of the
 //             coarser result;
-//   CSPN      per level `iterations` Jacobi sweeps with cosine affinities of the unit
-//             features (out-of-image neighbours 0), w = a / sum|a|, centre = 1 - sum w, sparse
+//   CSPN      per level `iterations` Jacobi sweeps with the cosine affinities of the features
+//             (out-of-image neighbours 0), w = a / sum|a|, centre = 1 - sum w, sparse
 //             re-injected before every sweep but not after the last (kernels/cspn/cspn.h);
 //   output    clamped to [min, max] of the valid sparse depth.
 //
+// Arithmetic (equal to the reference up to float rounding): a cosine is (dot of the raw
+// features * 1/|f_p|) * 1/|f_q| (1/|f| = 1 / max(|f|, 1e-12), F.normalize's guard); a sweep is
+// inv * (sum_j a_j d_j) + centre * draw with inv = 1 / sum|a| (0 when the sum is 0), centre =
+// 1 - inv * sum a, the neighbour products summed pairwise.
 // Storage: each level keeps four symmetric affinity planes (E, S, SE, SW: a(p, q) = a(q, p)
-// is computed once), 1 / sum|a| and centre * draw, zero-padded by one pixel so that a sweep is
-// the same expression at every pixel. The sweep evaluates inv * (sum_j a_j d_j) + centre *
-// draw, which equals sum_j (a_j / sum|a|) d_j + centre * draw up to float rounding. The
-// re-injection is folded into the coefficients (inv = 0, centre * draw = sparse at sparse
-// pixels) except in the last sweep.
+// is computed once), 1 / sum|a| and centre * draw, zero-padded around the frame so that a
+// sweep is the same expression at every pixel. The re-injection is folded into the
+// coefficients (inv = 0, centre * draw = sparse at sparse pixels) except in the last sweep.
 //
 // Sparse values <= 0 or non-finite are missing. No valid point -> the output is 0 everywhere
 // (no status: the GPU would need a host sync). One point or equal points -> the clamp range is

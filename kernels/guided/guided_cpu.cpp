@@ -2,12 +2,15 @@
 //
 // GuidedCpu runs the arithmetic of GuidedGeneric<kCpu> with a different schedule:
 //  * features are streamed: each thread owns a band of rows (aligned to the coarsest pyramid
-//    block) and computes colour -> cosines -> unit features one row at a time into row buffers,
-//    accumulating the coarser levels' block sums on the way; the four affinity planes of every
-//    level are written from two consecutive unit rows and no feature map is ever stored;
+//    block) and computes colour -> cosine features + inverse norms one row at a time into row
+//    buffers, accumulating the coarser levels' block sums on the way; the four affinity planes
+//    of every level are written from two consecutive rows and no feature map is ever stored;
 //  * rows are processed 8 pixels at a time with GCC vector extensions (V8), which lower to
-//    SSE2/AVX on x86-64 and NEON on aarch64;
-//  * the CSPN sweeps of a level run in one parallel region with a barrier between sweeps.
+//    SSE2 (baseline x86-64) or NEON (aarch64); on x86-64 the same bodies are also compiled for
+//    AVX2 (without FMA, so the same IEEE operations) and chosen at run time;
+//  * the CSPN sweeps of a level run in one parallel region, temporally blocked (passes of up
+//    to 8 sweeps, SweepBandBody), two barriers per pass;
+//  * frames under kGuidedParallelPixels stay on the calling thread.
 // Every value goes through the same templated expressions as the generic path, so the results
 // are bit-identical (tests/kernels/test_guided.py checks it).
 #include <algorithm>
@@ -216,9 +219,12 @@ PSD_GI void AffinityRows(const GuidedLevel& L, int64_t y, int64_t y1, const floa
   float* ser = L.ase + y * p;
   float* swr = L.asw + y * p;
   const int64_t c0 = kGuidedCol0;
-  if (up && east) DotsRow<true, true>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, er + c0);
-  else if (up) DotsRow<true, false>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, nullptr);
-  else if (east) DotsRow<false, true>(nullptr, cur, channels, rs, wv, nullptr, nullptr, nullptr, er + c0);
+  if (up && east)
+    DotsRow<true, true>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, er + c0);
+  else if (up)
+    DotsRow<true, false>(up, cur, channels, rs, wv, sr + c0, ser + c0, swr + c0, nullptr);
+  else if (east)
+    DotsRow<false, true>(nullptr, cur, channels, rs, wv, nullptr, nullptr, nullptr, er + c0);
   if (up) {
     ZeroRowPadding(sr, wv, p);
     ZeroRowPadding(ser, wv, p);
@@ -230,7 +236,8 @@ PSD_GI void AffinityRows(const GuidedLevel& L, int64_t y, int64_t y1, const floa
     for (float* pl : {L.ae, L.as, L.ase, L.asw}) std::fill(pl, pl + p, 0.0f);
   if (y == L.h - 1) {  // no row below: S/SE/SW of y are 0, and the bottom padding row
     for (float* pl : {L.as, L.ase, L.asw}) std::fill(pl + (y + 1) * p, pl + (y + 2) * p, 0.0f);
-    for (float* pl : {L.ae, L.as, L.ase, L.asw}) std::fill(pl + (y + 2) * p, pl + (y + 3) * p, 0.0f);
+    for (float* pl : {L.ae, L.as, L.ase, L.asw})
+      std::fill(pl + (y + 2) * p, pl + (y + 3) * p, 0.0f);
   }
 }
 
@@ -347,9 +354,9 @@ PSD_GI void InitRowsBody(const GuidedPlan& P, int32_t l, const float* sparse, in
       V8i m;
       std::memcpy(&m, valid + x, sizeof m);
       V8 inv, inve, cdr, cde, draw;
-      GCoefficients(Ld(L.ase + q - p - 1), Ld(L.as + q - p), Ld(L.asw + q - p + 1), Ld(L.ae + q - 1),
-                    Ld(L.ae + q), Ld(L.asw + q), Ld(L.as + q), Ld(L.ase + q), Ld(sv + x), m,
-                    Ld(d0 + x), inv, inve, cdr, cde, draw);
+      GCoefficients(Ld(L.ase + q - p - 1), Ld(L.as + q - p), Ld(L.asw + q - p + 1),
+                    Ld(L.ae + q - 1), Ld(L.ae + q), Ld(L.asw + q), Ld(L.as + q), Ld(L.ase + q),
+                    Ld(sv + x), m, Ld(d0 + x), inv, inve, cdr, cde, draw);
       St(L.inv + q, inv);
       St(L.inve + q, inve);
       St(L.cdr + q, cdr);
@@ -368,10 +375,10 @@ PSD_GI void SweepRow(const GuidedLevel& L, int64_t y, const float* sn, const flo
   const int64_t p = L.p, wv = GuidedUp8(L.w), r = (y + 1) * p, u = y * p;
   for (int64_t x = kGuidedCol0; x < kGuidedCol0 + wv; x += 8) {
     St(dst + x, GSweep(Ld(L.ase + u + x - 1), Ld(L.as + u + x), Ld(L.asw + u + x + 1),
-                       Ld(L.ae + r + x - 1), Ld(L.ae + r + x), Ld(L.asw + r + x), Ld(L.as + r + x),
-                       Ld(L.ase + r + x), Ld(sn + x - 1), Ld(sn + x), Ld(sn + x + 1), Ld(sc + x - 1),
-                       Ld(sc + x + 1), Ld(ss + x - 1), Ld(ss + x), Ld(ss + x + 1), Ld(inv + r + x),
-                       Ld(cd + r + x)));
+                       Ld(L.ae + r + x - 1), Ld(L.ae + r + x), Ld(L.asw + r + x),
+                       Ld(L.as + r + x), Ld(L.ase + r + x), Ld(sn + x - 1), Ld(sn + x),
+                       Ld(sn + x + 1), Ld(sc + x - 1), Ld(sc + x + 1), Ld(ss + x - 1),
+                       Ld(ss + x), Ld(ss + x + 1), Ld(inv + r + x), Ld(cd + r + x)));
   }
 }
 
@@ -407,7 +414,8 @@ PSD_GI void SweepBandBody(const GuidedLevel& L, int32_t iterations, int64_t y0, 
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t j = 0; j < k; ++j) {
         const int64_t y = r - j;
-        if (y < std::max<int64_t>(0, y0 - (k - 1 - j)) || y >= std::min(h, y1 + (k - 1 - j))) continue;
+        if (y < std::max<int64_t>(0, y0 - (k - 1 - j)) || y >= std::min(h, y1 + (k - 1 - j)))
+          continue;
         const int32_t t = t0 + static_cast<int32_t>(j);
         const bool last = t == iterations - 1;
         const int src = t % 2;
@@ -450,7 +458,8 @@ PSD_GUIDED_VARIANT(Avx2, __attribute__((target("avx2"))))
 
 Kernels SelectKernels(bool baseline) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (!baseline && __builtin_cpu_supports("avx2")) return {FeaturesBandAvx2, InitRowsAvx2, SweepBandAvx2};
+  if (!baseline && __builtin_cpu_supports("avx2"))
+    return {FeaturesBandAvx2, InitRowsAvx2, SweepBandAvx2};
 #endif
   return {FeaturesBandBase, InitRowsBase, SweepBandBase};
 }
@@ -506,7 +515,8 @@ void GuidedCpu(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rgb, b
     });
     // sweeps fused per pass: as many as 4 halo rows per sweep fit in a band's scratch, <= 8
     const int64_t kmax = std::max<int64_t>(1, std::min<int64_t>(8, P.band_floats / (4 * L.p)));
-    CpuParallelRanges(L.h, std::min(bands, L.h * L.w / 16384 + 1), [&](int64_t y0, int64_t y1, int64_t part) {
+    const int64_t sweep_parts = std::min(bands, L.h * L.w / 16384 + 1);
+    CpuParallelRanges(L.h, sweep_parts, [&](int64_t y0, int64_t y1, int64_t part) {
       K.sweeps(L, P.iterations, y0, y1, P.scratch + part * P.band_floats, kmax);
     });
   }

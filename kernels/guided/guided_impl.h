@@ -171,9 +171,8 @@ PSD_GUIDED_FN T GPhase(const GuidedCoeffs& k, int32_t c, T lc, T la, T lb) {  //
 // Coefficients of one pixel from its 8 affinities n0..n7 (neighbours (-1,-1) (-1,0) (-1,1)
 // (0,-1) (0,1) (1,-1) (1,0) (1,1)), its level sparse value and validity and its initial value.
 template <typename T, typename M>
-PSD_GUIDED_FN void GCoefficients(T n0, T n1, T n2, T n3, T n4, T n5, T n6, T n7,
-                                              T sv, M valid, T d0, T& inv, T& inve, T& cdr,
-                                              T& cde, T& draw) {
+PSD_GUIDED_FN void GCoefficients(T n0, T n1, T n2, T n3, T n4, T n5, T n6, T n7, T sv, M valid,
+                                 T d0, T& inv, T& inve, T& cdr, T& cde, T& draw) {
   const T sabs = ((((((GAbs(n0) + GAbs(n1)) + GAbs(n2)) + GAbs(n3)) + GAbs(n4)) + GAbs(n5)) +
                   GAbs(n6)) + GAbs(n7);
   const T sum = ((((((n0 + n1) + n2) + n3) + n4) + n5) + n6) + n7;
@@ -188,9 +187,10 @@ PSD_GUIDED_FN void GCoefficients(T n0, T n1, T n2, T n3, T n4, T n5, T n6, T n7,
 
 // One Jacobi update: inv * sum_j a_j d_j + centre * draw (pairwise sum: a short dependency chain).
 template <typename T>
-PSD_GUIDED_FN T GSweep(T a0, T a1, T a2, T a3, T a4, T a5, T a6, T a7, T s0, T s1,
-                                    T s2, T s3, T s4, T s5, T s6, T s7, T inv, T cd) {
-  const T acc = ((a0 * s0 + a1 * s1) + (a2 * s2 + a3 * s3)) + ((a4 * s4 + a5 * s5) + (a6 * s6 + a7 * s7));
+PSD_GUIDED_FN T GSweep(T a0, T a1, T a2, T a3, T a4, T a5, T a6, T a7, T s0, T s1, T s2, T s3,
+                       T s4, T s5, T s6, T s7, T inv, T cd) {
+  const T acc = ((a0 * s0 + a1 * s1) + (a2 * s2 + a3 * s3)) +
+                ((a4 * s4 + a5 * s5) + (a6 * s6 + a7 * s7));
   return inv * acc + cd;
 }
 
@@ -401,7 +401,9 @@ template <Device D>
 void GuidedFeatures(const GuidedCoeffs& k, const uint8_t* rgb, bool bgr, int64_t h, int64_t w,
                     float* out, Stream s) {
   const int64_t n = h * w;
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { FeaturePixel(k, rgb, bgr, nullptr, n, i, out); });
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    FeaturePixel(k, rgb, bgr, nullptr, n, i, out);
+  });
 }
 
 // Cosine of pixels i and j (i before j in raster order): (dot of the raw features * inv_i) * inv_j.
@@ -422,16 +424,22 @@ void GuidedGeneric(const GuidedPlan& P, const GuidedCoeffs& k, const uint8_t* rg
   int32_t* col = P.col;
   int32_t* stack = P.stack;
   float* fill = P.fill;
-  ParallelFor<D>(256, s, [=] PSD_HOST_DEVICE(int64_t i) { lut[i] = SrgbLinear(static_cast<int32_t>(i)); });
+  ParallelFor<D>(256, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    lut[i] = SrgbLinear(static_cast<int32_t>(i));
+  });
   GuidedStats<D>(sparse, n, stats, s);
   float* colval = P.colval;
-  ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) { NearestColumn(sparse, h, w, x, col, colval); });
+  ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
+    NearestColumn(sparse, h, w, x, col, colval);
+  });
   ParallelFor<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y) {
     NearestRow(col + y * w, colval + y * w, y, w, stack + y * w, fill + y * w);
   });
   // features: level 0 raw, coarser levels block means of it, then all normalised
   float* f0 = P.lv[0].feat;
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { FeaturePixel(k, rgb, bgr, lut, n, i, f0); });
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    FeaturePixel(k, rgb, bgr, lut, n, i, f0);
+  });
   for (int32_t l = 1; l < levels; ++l) {
     const GuidedLevel L = P.lv[l];
     const int64_t f = int64_t{1} << l, nl = L.h * L.w, wl = L.w;
