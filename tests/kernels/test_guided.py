@@ -131,7 +131,7 @@ def test_nearest_fill_matches_scipy_including_ties(lib, pattern):
     (1, 1, 1, GuidedParams()),
     (3, 200, 9, GuidedParams(iterations=0)),
     (20, 30, 10, GuidedParams(channels=64, iterations=4)),          # the largest channel count
-    (180, 200, 300, GuidedParams(channels=8, iterations=9)),        # threaded, passes of 6 + 3
+    (180, 200, 300, GuidedParams(channels=8, iterations=9)),        # threaded, passes of 8 + 1
 ])
 def test_guided_matches_reference_on_random_frames(lib, h, w, n, params):
     rgb, s = random_frame(h, w, n, seed=h + w)
