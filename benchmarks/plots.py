@@ -97,7 +97,7 @@ def _series_key(run: Mapping[str, Any]) -> str:
 
 def plot_latency_vs_resolution(runs: Sequence[Mapping[str, Any]], path, title: str = "Latency vs resolution"):
     """p50 latency against megapixels (``params['size']``), one line per series (``params['series']``,
-    else mode/backend/precision); whiskers up to p90.
+    else mode/backend/precision); whiskers up to p90; log y axis when the p50s span more than 20x.
 
     Returns:
         matplotlib.figure.Figure: one ``Line2D`` per series (label = series) whose x data are the
@@ -119,8 +119,12 @@ def plot_latency_vs_resolution(runs: Sequence[Mapping[str, Any]], path, title: s
         ax.vlines(xs, p50, p90, color=line.get_color(), linewidth=1.0, alpha=0.6)
         for x, y, s in zip(xs, p50, [p[3] for p in pts]):
             ax.annotate(f"{s[0]}x{s[1]}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ys = [p[1] for pts in series.values() for p in pts]
+    log = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 20
+    if log:  # guided (ms) and the networks (s) on one readable axis
+        ax.set_yscale("log")
     ax.set_xlabel("megapixels (H x W)")
-    ax.set_ylabel("ms (p50, whisker to p90)")
+    ax.set_ylabel("ms (p50, whisker to p90)" + (", log scale" if log else ""))
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
