@@ -132,3 +132,10 @@ def test_lazy_import_names_the_extra():
     with pytest.raises(BackendUnavailable, match="found version"):
         lazy_import("numpy", "999.0").load()
     assert lazy_import("numpy", "1.0").asarray([1]).shape == (1,)
+
+
+def test_intra_op_threads_do_not_spin(static_model):
+    # spinning ORT threads took the cores from the kernels between the two networks (bm_runtime)
+    b = OrtBackend(static_model, threads=2)
+    entry = b._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert entry == "0"
