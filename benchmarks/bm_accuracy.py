@@ -30,18 +30,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = ("guided", "ip_basic", "nearest")
 
 
-def capture_environment() -> dict:
-    """The benchmark harness's environment capture when it is available, else the evaluator's own."""
-    try:
-        from psdrt.benchmarks.harness import capture_environment as capture
-    except ImportError:
-        return environment()
-    try:
-        return capture(ort_providers=False)
-    except TypeError:  # an older harness signature
-        return capture()
-
-
 def datasets(data_dir):
     """(name, reader) pairs: Middlebury always, the shared frames when present."""
     out = [("middlebury", open_dataset("middlebury"))]
@@ -60,7 +48,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     data = Path(args.data) if args.data else config.shared_data_dir()
     configs = parse_configs(list(CONFIGS))
-    env = capture_environment()
+    env = environment()
     for name, reader in datasets(data):
         print(f"== {name}: {len(reader)} frame(s)", file=sys.stderr)
         result = evaluate(reader, configs, patterns=list(PATTERNS), seed=args.seed, env=env,

@@ -26,12 +26,9 @@ evaluation mask is empty is skipped and reported (the official code would averag
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import logging
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,35 +213,11 @@ def parse_configs(texts: Optional[Sequence[str]], baselines: bool = False) -> li
 
 
 def environment() -> dict:
-    """A minimal description of this machine and run, for result files (the key names of
-    ``psdrt.benchmarks.harness.capture_environment``: timestamp, cpu_model, cpu_cores, machine, os,
-    python, versions)."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import cv2
+    """This machine and run, for result files: ``psdrt.benchmarks.harness.capture_environment``
+    (the one capture every psdrt result file uses; ONNX Runtime providers are not probed)."""
+    from psdrt.benchmarks.harness import capture_environment
 
-    try:
-        from importlib.metadata import version
-
-        psdrt_version = version("psdrt")
-    except Exception:  # not installed as a distribution
-        psdrt_version = None
-    return {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        .replace("+00:00", "Z"),
-        "cpu_model": cpu or platform.machine(),
-        "cpu_cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {"numpy": np.__version__, "opencv": cv2.__version__, "psdrt": psdrt_version},
-    }
+    return capture_environment(ort_providers=False)
 
 
 def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None, seed: int = 0,
