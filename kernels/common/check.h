@@ -38,13 +38,6 @@ struct CudaError : std::runtime_error {
 
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
-// After every launch site: turns a launch failure into a CudaError naming the kernel.
-#define PSD_CHECK_LAST_CUDA_ERROR(name)                                                         \
-  do {                                                                                          \
-    cudaError_t psd_err_ = cudaGetLastError();                                                  \
-    if (psd_err_ != cudaSuccess)                                                                \
-      throw ::psd::CudaError(std::string(name) + ": " + cudaGetErrorString(psd_err_), psd_err_); \
-  } while (0)
 #endif
 
 // Dispatch helper for the *.cpp files (compiled by g++ in both libraries): in a CPU-only build a

@@ -26,6 +26,17 @@ PSD_HOST_DEVICE PSD_INLINE bool IsFinite(float x) { return (x - x) == 0.0f; }
 
 }  // namespace psd
 
+// The project's one kernel launch (ParallelFor): kernel<<<grid, block, shared_bytes, stream>>>(...)
+// with nvcc; the emulated runtime's launcher (kernels/common/cuda_emu/psd_cuda_emu.h) in an
+// emulated build, where the .cu sources are compiled as C++. `site` names the launch there.
+#if defined(PSD_CUDA_EMULATION)
+#define PSD_LAUNCH_KERNEL(site, kernel, grid, block, shared_bytes, stream, ...) \
+  (void)::psd_emu_launch(site, kernel, grid, block, shared_bytes, stream, __VA_ARGS__)
+#elif defined(__CUDACC__)
+#define PSD_LAUNCH_KERNEL(site, kernel, grid, block, shared_bytes, stream, ...) \
+  kernel<<<grid, block, shared_bytes, stream>>>(__VA_ARGS__)
+#endif
+
 // Checks at compile time that a lambda handed to ParallelFor<Device::kCuda> is host-device
 // (nvcc --extended-lambda). No-op in the CPU build.
 #if defined(__CUDACC__)

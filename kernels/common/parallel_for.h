@@ -1,7 +1,9 @@
 // ParallelFor<Device>(n, stream, f): calls f(i) for i in [0, n).
 //  * CPU: an OpenMP static loop (the stream is ignored; the call is synchronous).
 //  * CUDA: a grid-stride kernel enqueued on `stream` (NULL = cudaStreamPerThread, never the
-//    legacy default stream); asynchronous.
+//    legacy default stream); asynchronous. Its one launch goes through PSD_LAUNCH_KERNEL, which
+//    the CUDA emulation (kernels/common/cuda_emu) takes over in emulated builds; a failed launch
+//    throws CudaError naming the calling function and line (the kernel).
 // The stream is always explicit: there is no global current stream.
 #pragma once
 
@@ -19,10 +21,17 @@ namespace psd {
 template <Device D>
 struct ParallelForImpl;
 
+// Where a kernel was launched from (the caller of ParallelFor), for launch-error messages.
+struct LaunchSite {
+  const char* function;
+  const char* file;
+  int line;
+};
+
 template <>
 struct ParallelForImpl<Device::kCpu> {
   template <typename F>
-  static void Run(int64_t n, Stream /*stream*/, const F& f) {
+  static void Run(int64_t n, Stream /*stream*/, const F& f, const LaunchSite& /*site*/) {
     // n == 1 (the "one thread folds the chunks" steps of reduce.h / align_impl.h) runs on the
     // calling thread: waking the OpenMP team for it costs microseconds.
 #pragma omp parallel for schedule(static) if (n > 1)
@@ -62,6 +71,15 @@ void CpuParallelRanges(int64_t n, int64_t max_parts, const F& f) {
 }
 
 #if defined(__CUDACC__)
+// Launch errors (cudaGetLastError right after the launch) become a CudaError naming the
+// launch site. An error left by earlier asynchronous work is named as such, not blamed on
+// this launch.
+void ThrowLaunchError(cudaError_t e, const LaunchSite& site);
+inline void CheckLaunch(const LaunchSite& site) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) ThrowLaunchError(e, site);
+}
+
 inline cudaStream_t ToCudaStream(Stream s) {
   return s ? static_cast<cudaStream_t>(s) : cudaStreamPerThread;
 }
@@ -76,21 +94,25 @@ __global__ void ParallelForKernel(int64_t n, F f) {
 template <>
 struct ParallelForImpl<Device::kCuda> {
   template <typename F>
-  static void Run(int64_t n, Stream stream, const F& f) {
+  static void Run(int64_t n, Stream stream, const F& f, const LaunchSite& site) {
     PSD_STATIC_ASSERT_HD_LAMBDA(F);
     if (n <= 0) return;
     const int threads = 256;
     int64_t blocks = (n + threads - 1) / threads;
     if (blocks > 65535) blocks = 65535;
-    ParallelForKernel<<<(unsigned)blocks, threads, 0, ToCudaStream(stream)>>>(n, f);
-    PSD_CHECK_LAST_CUDA_ERROR("ParallelFor");
+    PSD_LAUNCH_KERNEL(site.function, ParallelForKernel<F>, dim3((unsigned)blocks), dim3(threads), 0,
+                      ToCudaStream(stream), n, f);
+    CheckLaunch(site);
   }
 };
 #endif
 
+// The site defaults to the caller's function and line (GCC/nvcc builtins evaluated at the
+// call), so every kernel is named without naming it at each call site.
 template <Device D, typename F>
-void ParallelFor(int64_t n, Stream stream, const F& f) {
-  ParallelForImpl<D>::Run(n, stream, f);
+void ParallelFor(int64_t n, Stream stream, const F& f, const char* function = __builtin_FUNCTION(),
+                 const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ParallelForImpl<D>::Run(n, stream, f, LaunchSite{function, file, line});
 }
 
 // Device-to-device (or host-to-host) copy of n floats on `stream`.
