@@ -7,8 +7,12 @@ Outputs (git-ignored) in ``kernels/_build/`` unless ``--build-dir`` says otherwi
 * ``libpsd_kernels_cuda.so``      when ``nvcc`` is found (or ``PSD_FORCE_CUDA=1``), unless
   ``--no-cuda``: fatbin sm_75/80/86/87/89/90 + compute_90 PTX, cudart linked statically, so it
   loads without a driver. On a Jetson (``/etc/nv_tegra_release``) the local nvcc builds for the
-  Jetson GPUs instead (sm_72 + sm_87 with CUDA 11.x, sm_87 otherwise); ``PSD_CUDA_ARCHS=75,86``
-  or ``--cuda-archs`` overrides.
+  Jetson GPUs instead (``JETSON_CUDA_ARCHS``: sm_72 + sm_87 with CUDA 11.x, sm_87 with CUDA 12,
+  sm_87 + sm_110 (Thor) with CUDA 13); ``PSD_CUDA_ARCHS=75,86`` or ``--cuda-archs`` overrides
+  (``native``: this machine's GPUs only);
+* ``libpsd_kernels_cuda_emu.so``  with ``--cuda-emulation``: the CUDA library built by the host
+  compiler against the emulated CUDA runtime (``kernels/common/cuda_emu``), whose CUDA paths run
+  on the CPU; a test fixture (needs no CUDA toolkit), loaded only by name.
 
 Both libraries export the same C ABI (``runtime/capi/include/psd/psd.h``); the CUDA one also
 contains the CPU kernels. ``psdrt.runtime._capi`` finds them (search order in its docstring).
@@ -62,6 +66,8 @@ DEFAULT_BUILD_DIR = KERNELS / "_build"
 CPU_LIB = "libpsd_kernels_cpu.so"
 CPU_ASAN_LIB = "libpsd_kernels_cpu_asan.so"
 CUDA_LIB = "libpsd_kernels_cuda.so"
+CUDA_EMU_LIB = "libpsd_kernels_cuda_emu.so"
+CUDA_EMU_DIR = KERNELS / "common" / "cuda_emu"
 
 #: psd.h's PSD_ABI_VERSION: the major version of the installed libpsd.so (its soname)
 ABI_MAJOR = 1
@@ -129,6 +135,35 @@ def _compile_all(jobs: list[tuple], obj_dir: Path, n_jobs: int, verbose: bool, f
     return objs
 
 
+def _link(cmd: list, out: Path, objs: list[Path], verbose: bool, force: bool = False,
+          stamp_dir: Optional[Path] = None) -> Path:
+    """Link ``objs`` into ``out`` with ``cmd`` (everything but ``-o OUT``), atomically.
+
+    With ``stamp_dir`` (the build folder), skipped when ``out`` is newer than every object and
+    was linked by the same command (recorded in ``stamp_dir/<name>.linkcmd``), so an unchanged
+    build never touches a library another process may be loading. Otherwise the library is
+    written to a temporary file and renamed over ``out``: a process that loads it meanwhile sees
+    the old or the new file, never a partial one.
+    """
+    out = Path(out)
+    text = "\0".join(str(c) for c in cmd)
+    stamp = Path(stamp_dir) / (out.name + ".linkcmd") if stamp_dir else None
+    if (stamp and not force and out.is_file() and stamp.is_file() and stamp.read_text() == text
+            and out.stat().st_mtime >= _newest(objs)):
+        return out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        _run(list(cmd) + ["-o", str(tmp)], verbose)
+        os.chmod(tmp, 0o755)
+        tmp.replace(out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if stamp:
+        stamp.write_text(text)
+    return out
+
+
 def find_nvcc() -> str | None:
     """nvcc from $CUDA_HOME/bin, PATH, or /usr/local/cuda/bin."""
     cands = []
@@ -162,13 +197,38 @@ def _nvcc_major(nvcc: str) -> int:
     return 0
 
 
+#: Jetson GPUs a JetPack's nvcc builds for, by nvcc major version: JetPack 5 (CUDA 11.4): Xavier
+#: sm_72 and Orin sm_87; JetPack 6 (CUDA 12): Orin; JetPack 7 (CUDA 13): Orin and Thor, which is
+#: sm_110 (CUDA 13 has no sm_72)
+JETSON_CUDA_ARCHS = {11: ("72", "87"), 12: ("87",), 13: ("87", "110")}
+
+
+def jetson_cuda_archs(nvcc_major: int) -> tuple[str, ...]:
+    """The Jetson architectures for an nvcc major version (newer toolkits: as the newest known)."""
+    if nvcc_major <= min(JETSON_CUDA_ARCHS):
+        return JETSON_CUDA_ARCHS[min(JETSON_CUDA_ARCHS)]
+    return JETSON_CUDA_ARCHS.get(nvcc_major, JETSON_CUDA_ARCHS[max(JETSON_CUDA_ARCHS)])
+
+
 def default_cuda_archs(nvcc: str) -> tuple[str, ...]:
     env = os.environ.get("PSD_CUDA_ARCHS")
     if env:
         return tuple(a.strip() for a in env.split(",") if a.strip())
     if Path("/etc/nv_tegra_release").exists():  # Jetson: build for the local GPU family
-        return ("72", "87") if _nvcc_major(nvcc) < 12 else ("87",)
+        return jetson_cuda_archs(_nvcc_major(nvcc))
     return DEFAULT_CUDA_ARCHS
+
+
+def cuda_gencode(archs: Sequence[str]) -> list[str]:
+    """nvcc code-generation flags: SASS for every arch plus PTX of the newest; ``("native",)``
+    builds for the GPUs of this machine only (``-arch=native``, nvcc >= 11.5, needs a GPU)."""
+    if tuple(archs) == ("native",):
+        return ["-arch=native"]
+    gencode = []
+    for a in archs:
+        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    top = max(archs, key=lambda a: int(a))
+    return gencode + ["-gencode", f"arch=compute_{top},code=compute_{top}"]  # PTX for newer GPUs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,8 +501,8 @@ def build_cpu(build_dir: Path, sanitize: bool = False, native: bool = False, job
     out = Path(out) if out else build_dir / (CPU_ASAN_LIB if sanitize else CPU_LIB)
     link = [cxx, "-shared", "-fopenmp"] + ([f"-Wl,-soname,{soname}"] if soname else [])
     link += ["-fsanitize=address,undefined"] if sanitize else []
-    _run(link + [str(o) for o in objs] + ["-ldl", "-lpthread", "-o", str(out)], verbose)
-    return out
+    return _link(link + [str(o) for o in objs] + ["-ldl", "-lpthread"], out, objs, verbose, force,
+                 None if soname else build_dir)
 
 
 def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: bool = False,
@@ -452,11 +512,7 @@ def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: b
     archs = tuple(archs) if archs else default_cuda_archs(nvcc)
     cuda_home = _cuda_home(nvcc)
     cxx = os.environ.get("CXX", "g++")
-    gencode = []
-    for a in archs:
-        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-    top = archs[-1]
-    gencode += ["-gencode", f"arch=compute_{top},code=compute_{top}"]  # PTX for newer GPUs
+    gencode = cuda_gencode(archs)
     nv_flags = [nvcc] + CXX_STD + ["-O3", "--extended-lambda", "-DPSD_WITH_CUDA", "-DNDEBUG",
                                    "-DPSD_BUILDING_LIBRARY", f"-I{CAPI / 'include'}",
                                    "-Xcompiler", "-fPIC,-fvisibility=hidden,-fopenmp"] + gencode
@@ -476,14 +532,49 @@ def build_cuda(build_dir: Path, nvcc: str, archs=None, jobs: int = 2, verbose: b
     out = Path(out) if out else build_dir / out_name
     link = [nvcc, "-shared", "-cudart", "static", "-Xcompiler", "-fopenmp"] + gencode
     link += ["-Xlinker", f"-soname={soname}"] if soname else []
-    _run(link + [str(o) for o in objs] + ["-lgomp", "-ldl", "-lpthread"] + extra_libs + ["-o", str(out)], verbose)
-    return out
+    return _link(link + [str(o) for o in objs] + ["-lgomp", "-ldl", "-lpthread"] + extra_libs, out, objs, verbose,
+                 force, None if soname else build_dir)
+
+
+def emulation_flags() -> tuple[list[str], list[str]]:
+    """(host, device) compiler commands of the emulated CUDA build: host C++ sees the emulated
+    ``cuda_runtime_api.h``; ``.cu`` sources are compiled as C++ with ``__CUDACC__`` defined and
+    the emulation header force-included (what nvcc's implicit ``cuda_runtime.h`` is to them).
+    The CPU library's flags otherwise, so the arithmetic is the CPU library's."""
+    cxx = os.environ.get("CXX", "g++")
+    host = [cxx] + _cpu_flags(False, False) + ["-DPSD_WITH_CUDA", f"-I{CUDA_EMU_DIR}"]
+    device = host + ["-x", "c++", "-D__CUDACC__", "-include", str(CUDA_EMU_DIR / "psd_cuda_emu.h")]
+    return host, device
+
+
+def build_cuda_emulation(build_dir: Path, jobs: int = 2, verbose: bool = False, force: bool = False,
+                         session: Optional[SessionBuild] = None, out: Optional[Path] = None) -> Path:
+    """Build the CUDA library against the emulated CUDA runtime and return its path.
+
+    Every ``kernels/*/*_cuda.cu`` is compiled as C++ by the host compiler (``-x c++
+    -D__CUDACC__``, ``kernels/common/cuda_emu/psd_cuda_emu.h`` force-included, that folder on
+    the include path instead of the CUDA toolkit's), with the CPU library's flags, and linked
+    with the CPU kernels, the C ABI, the session (in its CUDA configuration, ``-DPSD_WITH_CUDA``)
+    and the emulator (``cuda_emu.cpp``). The result exports the same C ABI as the CUDA library;
+    its CUDA paths run on the host (see psd_cuda_emu.h). Needs no CUDA toolkit. A test fixture:
+    ``runtime._capi.load("cuda-emulation")`` loads it by name, never automatically.
+    """
+    base, device = emulation_flags()
+    cxx = base[0]
+    jobs_list = [(s, device) for s in _sources("*/*_cuda.cu")]
+    jobs_list += [(s, base) for s in _sources("*/*_cpu.cpp") + _host_sources() + [CUDA_EMU_DIR / "cuda_emu.cpp"]]
+    if session and session.enabled:
+        jobs_list += [(s, base + session.flags(build_dir), [session.config_header]) for s in _session_sources()]
+    objs = _compile_all(jobs_list, build_dir / "obj_cuda_emu", jobs, verbose, force)
+    out = Path(out) if out else build_dir / CUDA_EMU_LIB
+    link = [cxx, "-shared", "-fopenmp"] + [str(o) for o in objs] + ["-ldl", "-lpthread"]
+    return _link(link, out, objs, verbose, force, build_dir)
 
 
 def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=None,
                   cuda_archs=None, native: bool = False, jobs: int | None = None,
                   verbose: bool = False, force: bool = False, session: bool = True,
-                  ort_include=None) -> dict[str, Path]:
+                  ort_include=None, cuda_emulation: bool = False) -> dict[str, Path]:
     """Build the kernel libraries.
 
     Args:
@@ -500,9 +591,12 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
         session (bool): compile the session API (``psd_session_*``) in. Defaults to True.
         ort_include (path | None): ONNX Runtime C headers for the session; None searches and
             fetches them (``find_ort_include``). Defaults to None.
+        cuda_emulation (bool): also build the CUDA library against the emulated CUDA runtime
+            (``build_cuda_emulation``; no toolkit needed). Defaults to False.
 
     Returns:
-        dict[str, Path]: ``{"cpu": ..., "cpu_asan": ..., "cuda": ...}`` for what was built.
+        dict[str, Path]: ``{"cpu": ..., "cpu_asan": ..., "cuda": ..., "cuda_emu": ...}`` for what
+        was built.
 
     Raises:
         RuntimeError: a compiler failed, or CUDA was forced and nvcc is missing.
@@ -516,6 +610,8 @@ def build_kernels(cuda: bool | None = None, sanitize: bool = False, build_dir=No
     built = {"cpu": build_cpu(build_dir, False, native, jobs, verbose, force, sess)}
     if sanitize:
         built["cpu_asan"] = build_cpu(build_dir, True, False, jobs, verbose, force, sess)
+    if cuda_emulation:
+        built["cuda_emu"] = build_cuda_emulation(build_dir, jobs, verbose, force, sess)
     forced = os.environ.get("PSD_FORCE_CUDA", "") not in ("", "0")
     want = cuda if cuda is not None else None
     nvcc = find_nvcc()
@@ -584,16 +680,15 @@ def install(prefix, built: dict, verbose: bool = False) -> dict[str, Path]:
     for d in (libdir, incdir, pcdir, cmakedir):
         d.mkdir(parents=True, exist_ok=True)
     real = libdir / SONAME
-    tmp = real.with_name(real.name + ".tmp")
     b = _LAST_BUILD
+    # relinked with the soname; _link writes a temporary file and renames it (atomic: a running
+    # program keeps its mapped copy)
     if "cuda" in built:
-        build_cuda(b["build_dir"], b["nvcc"], b["cuda_archs"], b["jobs"], verbose, session=b["session"], out=tmp,
+        build_cuda(b["build_dir"], b["nvcc"], b["cuda_archs"], b["jobs"], verbose, session=b["session"], out=real,
                    soname=SONAME)
     else:
-        build_cpu(b["build_dir"], False, b["native"], b["jobs"], verbose, session=b["session"], out=tmp,
+        build_cpu(b["build_dir"], False, b["native"], b["jobs"], verbose, session=b["session"], out=real,
                   soname=SONAME)
-    os.chmod(tmp, 0o755)
-    tmp.replace(real)  # atomic: a running program keeps its mapped copy
     dev = libdir / "libpsd.so"
     if dev.is_symlink() or dev.exists():
         dev.unlink()
@@ -1058,8 +1153,13 @@ def main(argv=None, prog: str = "build.py") -> int:
     g.add_argument("--cuda", action="store_true", help="require the CUDA library")
     g.add_argument("--no-cuda", action="store_true", help="skip the CUDA library")
     ap.add_argument("--sanitize", action="store_true", help="also build the ASan/UBSan CPU library")
+    ap.add_argument("--cuda-emulation", action="store_true",
+                    help=f"also build {CUDA_EMU_LIB}: the CUDA library against the emulated CUDA runtime "
+                         "(kernels/common/cuda_emu), whose CUDA paths run on the CPU; for tests, no toolkit needed")
     ap.add_argument("--build-dir", default=None, help=f"output folder (default {DEFAULT_BUILD_DIR})")
-    ap.add_argument("--cuda-archs", default=None, help="comma list, e.g. 75,86 (default: fatbin)")
+    ap.add_argument("--cuda-archs", default=None,
+                    help="comma list, e.g. 75,86, or 'native' for this machine's GPUs (default: the fatbin "
+                         "sm_75..90 + PTX; on a Jetson its GPU family)")
     ap.add_argument("--native", action="store_true", help="-march=native CPU build (not portable)")
     ap.add_argument("-j", "--jobs", type=int, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -1094,7 +1194,8 @@ def main(argv=None, prog: str = "build.py") -> int:
     archs = tuple(x for x in a.cuda_archs.split(",") if x) if a.cuda_archs else None
     try:
         built = build_kernels(cuda, a.sanitize, a.build_dir, archs, a.native, a.jobs, a.verbose,
-                              a.force, session=not a.no_session, ort_include=a.ort_include)
+                              a.force, session=not a.no_session, ort_include=a.ort_include,
+                              cuda_emulation=a.cuda_emulation)
     except RuntimeError as e:
         print(f"build failed: {e}", file=sys.stderr)
         return 1
