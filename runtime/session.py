@@ -113,6 +113,7 @@ _SIGNATURES = {
     "psd_session_get_info": (_i32, [_vp, C.POINTER(SessionInfo)]),
     "psd_session_run": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut)]),
     "psd_session_enqueue": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut), _vp]),
+    "psd_session_timings": (_i32, [_vp, C.POINTER(_f64), _i32]),
 }
 
 _LOCK = threading.Lock()

@@ -183,6 +183,9 @@ PSD_API psd_status_t psd_build_info(uint32_t* flags) {
 #if defined(PSD_SANITIZE)
     f |= PSD_BUILD_SANITIZE;
 #endif
+#if defined(PSD_CUDA_EMULATION)
+    f |= PSD_BUILD_CUDA_EMULATION;
+#endif
     *flags = f;
   })
 }
@@ -199,6 +202,33 @@ PSD_API psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_
 #else
     *cuda_error = -1;
     *device_count = 0;
+#endif
+  })
+}
+
+PSD_API psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t producer) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE(producer != nullptr, InvalidArgument,
+                "producer stream 0 is ambiguous (the protocols forbid it); give 1 (legacy default stream), 2 "
+                "(per-thread default stream) or a cudaStream_t");
+#if defined(PSD_WITH_CUDA)
+    const cudaStream_t c = consumer ? static_cast<cudaStream_t>(consumer) : cudaStreamPerThread;
+    const cudaStream_t p = static_cast<cudaStream_t>(producer);
+    if (c == p) return PSD_OK;  // a stream is ordered with itself
+    cudaEvent_t ev = nullptr;
+    cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(ev, p);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(c, ev, 0);
+    if (ev) cudaEventDestroy(ev);  // released once the wait has been satisfied
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw psd::CudaError(std::string("psd_cuda_stream_wait: ") + cudaGetErrorName(e) + " (" +
+                               cudaGetErrorString(e) + ")",
+                           static_cast<int>(e));
+    }
+#else
+    (void)consumer;
+    throw psd::NotBuiltWithCuda("psd_cuda_stream_wait needs the CUDA build of the library");
 #endif
   })
 }

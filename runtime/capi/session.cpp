@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -76,7 +77,10 @@ psd_status_t Guard(F&& f) {
 
 #if defined(PSD_WITH_CUDA)
 void CudaCheck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) Throw(PSD_E_CUDA, std::string(what) + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // consumed here, so that the next call does not report it again
+    Throw(PSD_E_CUDA, std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  }
 }
 
 // cudaMalloc'd memory freed with the session.
@@ -86,8 +90,11 @@ struct DeviceBuffer {
   DeviceBuffer() = default;
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
+  ~DeviceBuffer() { Release(); }
+  void Release() {
     if (p) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
   }
   void Resize(size_t n) {
     if (n <= bytes && p) return;
@@ -163,9 +170,21 @@ struct psd_session {
   int64_t feat_shape[4][3] = {{0}};
   int64_t fd0_shape[3] = {0, 0, 0};
   int64_t rel_shape[2] = {0, 0};
+  std::mutex call;  // calls on one session are serialised (psd.h, thread safety)
+  // per-stage times of the last call: host clock (CPU sessions) or CUDA events (CUDA ones)
+  double stage_ms[PSD_STAGE_COUNT] = {0};
 #if defined(PSD_WITH_CUDA)
   DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided;
   cudaStream_t stream = nullptr;  // staging of psd_session_run on the GPU
+  // `done` is recorded at the end of every call on its stream and waited on at the start of the
+  // next, so calls on different streams never overlap on the session's buffers.
+  cudaEvent_t done = nullptr;
+  // timing events: ev_start at the start of a call's device work, ev_stage[i] at the end of
+  // stage i; stages_recorded lists the stages of the last call in order
+  cudaEvent_t ev_start = nullptr;
+  cudaEvent_t ev_stage[PSD_STAGE_COUNT] = {nullptr};
+  std::vector<int> stages_recorded;
+  bool timings_pending = false;  // the last call's events have not been read yet
 #endif
 
   psd_session() = default;
@@ -173,11 +192,27 @@ struct psd_session {
   psd_session& operator=(const psd_session&) = delete;
   ~psd_session() {
 #if defined(PSD_WITH_CUDA)
-    if (stream) {  // nothing may still run on it when its buffers go
-      cudaStreamSynchronize(stream);
+    if (device == PSD_DEVICE_CUDA) {
+      int prev = -1;
+      if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+      cudaSetDevice(device_id);
+      if (done) cudaEventSynchronize(done);  // nothing may still run when the buffers go
+      if (stream) cudaStreamSynchronize(stream);
       encoder.reset();
       head.reset();
-      cudaStreamDestroy(stream);
+      if (stream) cudaStreamDestroy(stream);
+      if (done) cudaEventDestroy(done);
+      if (ev_start) cudaEventDestroy(ev_start);
+      for (cudaEvent_t e : ev_stage)
+        if (e) cudaEventDestroy(e);
+      d_rgb.Release();
+      d_ws_prop.Release();
+      d_ws_post.Release();
+      d_ws_guided.Release();
+      for (Buffer* b : {&sparse, &x, &rel_inv, &diff, &depth_pix, &fd0, &depth, &feat[0], &feat[1], &feat[2], &feat[3]})
+        b->dev.Release();
+      (void)cudaGetLastError();
+      if (prev >= 0) cudaSetDevice(prev);
     }
 #endif
   }
@@ -458,13 +493,70 @@ void SetUpNetworks(psd_session* s) {
     s->ws_post.assign(bytes, 0);
 }
 
+// ------------------------------------------------------------------ stage timing
+// Per-stage times of one call: the host clock around each (synchronous) stage of a CPU session;
+// CUDA events recorded on the call's stream between the stages of a CUDA session, read once the
+// work has run (StageTimes), so they measure the device's execution, not the host's enqueue.
+class StageTimer {
+ public:
+  StageTimer(psd_session* s, void* stream) : s_(s), stream_(stream), last_(std::chrono::steady_clock::now()) {
+#if defined(PSD_WITH_CUDA)
+    if (s->device == PSD_DEVICE_CUDA) {
+      s->stages_recorded.clear();
+      s->timings_pending = true;
+      CudaCheck(cudaEventRecord(s->ev_start, static_cast<cudaStream_t>(stream)), "cudaEventRecord");
+    }
+#endif
+  }
+  // The stage that just ended.
+  void Mark(int stage) {
+#if defined(PSD_WITH_CUDA)
+    if (s_->device == PSD_DEVICE_CUDA) {
+      CudaCheck(cudaEventRecord(s_->ev_stage[stage], static_cast<cudaStream_t>(stream_)), "cudaEventRecord");
+      s_->stages_recorded.push_back(stage);
+      return;
+    }
+#endif
+    const auto now = std::chrono::steady_clock::now();
+    s_->stage_ms[stage] = Ms(last_, now);
+    last_ = now;
+  }
+
+ private:
+  psd_session* s_;
+  void* stream_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// Waits for the last call's device work and turns its events into s->stage_ms (CUDA sessions;
+// a no-op otherwise). TOTAL of a CUDA call is its device time, from the first to the last event.
+void StageTimes(psd_session* s) {
+#if defined(PSD_WITH_CUDA)
+  if (s->device != PSD_DEVICE_CUDA || !s->timings_pending) return;
+  CudaCheck(cudaEventSynchronize(s->done), "cudaEventSynchronize");  // the whole call, output copy included
+  cudaEvent_t prev = s->ev_start;
+  for (int stage : s->stages_recorded) {
+    CudaCheck(cudaEventSynchronize(s->ev_stage[stage]), "cudaEventSynchronize");
+    float ms = 0.f;
+    CudaCheck(cudaEventElapsedTime(&ms, prev, s->ev_stage[stage]), "cudaEventElapsedTime");
+    s->stage_ms[stage] = ms;
+    prev = s->ev_stage[stage];
+  }
+  float total = 0.f;
+  if (prev != s->ev_start) CudaCheck(cudaEventElapsedTime(&total, s->ev_start, prev), "cudaEventElapsedTime");
+  s->stage_ms[PSD_STAGE_TOTAL] = total;
+  s->timings_pending = false;
+#else
+  (void)s;
+#endif
+}
+
 // ------------------------------------------------------------------ the per-frame pipeline
 // Runs every stage on `stream` (device sessions) or synchronously (host sessions) from
-// s->sparse (contiguous) and a contiguous rgb, into s->depth. Returns per-stage times (host).
-void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* stream, double* t) {
-  using clock = std::chrono::steady_clock;
+// s->sparse (contiguous) and a contiguous rgb, into s->depth; times them with StageTimer.
+void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* stream) {
   const psd_device_t dev = static_cast<psd_device_t>(s->device);
-  const auto t0 = clock::now();
+  StageTimer timer(s, stream);
   if (s->mode == PSD_SESSION_MODE_GUIDED) {
     void* ws = s->ws_guided.data();
     size_t n = s->ws_guided.size();
@@ -479,13 +571,13 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
     s->guided.projection_b = s->guided_b.data();
     KernelOk(psd_guided(dev, f.h, f.w, &s->guided, rgb, f.bgr ? 1 : 0, s->sparse.ptr, ws, n, stream, s->depth.ptr),
              "guided mode");
-    t[PSD_STAGE_GUIDED] = Ms(t0, clock::now());
+    timer.Mark(PSD_STAGE_GUIDED);
     return;
   }
   KernelOk(psd_preprocess_rgb(dev, f.h, f.w, f.bgr ? 1 : 0, s->fm_h, s->fm_w, rgb, stream, s->x.ptr), "preprocess");
-  const auto t1 = clock::now();
+  timer.Mark(PSD_STAGE_PREPROCESS);
   s->encoder->Run(stream);
-  const auto t2 = clock::now();
+  timer.Mark(PSD_STAGE_ENCODER);
   void* wsp = s->ws_prop.data();
   size_t wsn = s->ws_prop.size();
 #if defined(PSD_WITH_CUDA)
@@ -499,13 +591,10 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
   KernelOk(psd_propagate(dev, &s->desc, &s->params, s->rel_inv.ptr, s->sparse.ptr, nullptr, f.K, s->feat[0].ptr,
                          wsp, wsn, stream, s->diff.ptr, nullptr),
            "propagation");
-  const auto t3 = clock::now();
-  t[PSD_STAGE_PREPROCESS] = Ms(t0, t1);
-  t[PSD_STAGE_ENCODER] = Ms(t1, t2);
-  t[PSD_STAGE_PROPAGATION] = Ms(t2, t3);
+  timer.Mark(PSD_STAGE_PROPAGATION);
   if (s->mode != PSD_SESSION_MODE_PSD) return;  // propagate: the result is s->diff (Result())
   s->head->Run(stream);
-  const auto t4 = clock::now();
+  timer.Mark(PSD_STAGE_HEAD);
   void* wpp = s->ws_post.data();
   size_t wpn = s->ws_post.size();
 #if defined(PSD_WITH_CUDA)
@@ -517,10 +606,62 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
   KernelOk(psd_post_process(dev, &s->post_desc, kPostChannels, s->preset.post_iters, s->fd0.ptr, s->depth_pix.ptr,
                             s->sparse.ptr, wpn ? wpp : nullptr, wpn, stream, s->depth.ptr),
            "post-processing");
-  const auto t5 = clock::now();
-  t[PSD_STAGE_HEAD] = Ms(t3, t4);
-  t[PSD_STAGE_POST] = Ms(t4, t5);
+  timer.Mark(PSD_STAGE_POST);
 }
+
+#if defined(PSD_WITH_CUDA)
+// Makes `device` current for a scope and restores the caller's device after it, so that a
+// session on device 1 works from any thread and leaves the thread's device as it was.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      prev_ = -1;
+    }
+    CudaCheck(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceScope() {
+    if (prev_ >= 0 && cudaSetDevice(prev_) != cudaSuccess) (void)cudaGetLastError();
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int prev_ = -1;
+};
+
+// One call of a CUDA session on `stream`: sets the session's device (the calling thread may be on
+// another), refuses to start on an error left by earlier asynchronous work (so that it is not
+// blamed on this call), orders the call after the previous one (the `done` event), and records
+// `done` at the end, also when the call fails midway.
+class CudaCall {
+ public:
+  CudaCall(psd_session* s, cudaStream_t stream) : device_(s->device_id), s_(s), stream_(stream) {
+    const cudaError_t pending = cudaGetLastError();
+    if (pending != cudaSuccess)
+      Throw(PSD_E_CUDA, std::string("CUDA reported ") + cudaGetErrorName(pending) + " (" + cudaGetErrorString(pending) +
+                            ") before this call started: it comes from earlier asynchronous work on device " +
+                            std::to_string(s->device_id) +
+                            " (a previous frame, or other CUDA code of this process), not from this call. A sticky "
+                            "fault (illegal address, launch failure) leaves the CUDA context unusable: restart the "
+                            "process");
+    CudaCheck(cudaStreamWaitEvent(stream, s->done, 0), "cudaStreamWaitEvent(previous call)");
+    armed_ = true;
+  }
+  ~CudaCall() {
+    if (armed_ && cudaEventRecord(s_->done, stream_) != cudaSuccess) (void)cudaGetLastError();
+  }
+  CudaCall(const CudaCall&) = delete;
+  CudaCall& operator=(const CudaCall&) = delete;
+
+ private:
+  DeviceScope device_;  // first: set before the body runs, restored after the destructor's body
+  psd_session* s_;
+  cudaStream_t stream_;
+  bool armed_ = false;
+};
+#endif
 
 // The final depth map of the last RunStages (host sessions).
 const float* Result(const psd_session* s) {
@@ -556,7 +697,6 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
   ValidFrame f;
   const Strides st = ValidateLayout(s, in, out, false, &f);
   ValidateK(in, &f);
-  if (s->height == 0) AllocateForSize(s, f.h, f.w);
   const uint8_t* rgb = in->rgb;
   if (st.rgb != 3 * f.w) {  // the kernels read packed rows
     s->rgb_host.resize(static_cast<size_t>(f.h * f.w * 3));
@@ -564,41 +704,46 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
       std::memcpy(s->rgb_host.data() + y * f.w * 3, in->rgb + y * st.rgb, static_cast<size_t>(f.w) * 3);
     rgb = s->rgb_host.data();
   }
-  double t[PSD_STAGE_COUNT] = {0};
 #if defined(PSD_WITH_CUDA)
   if (s->device == PSD_DEVICE_CUDA) {
     // host frame on a GPU session: validate here, stage to the device, run, copy back
     std::vector<float>& host = s->sparse.host;
     host.resize(static_cast<size_t>(f.h * f.w));
     CopySparse(in, st.sparse, host.data(), &f);
-    const auto tv = clock::now();
-    t[PSD_STAGE_VALIDATE] = Ms(t0, tv);
-    s->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
-    CudaCheck(cudaMemcpyAsync(s->d_rgb.p, rgb, static_cast<size_t>(f.h * f.w * 3), cudaMemcpyHostToDevice, s->stream),
-              "cudaMemcpyAsync");
-    CudaCheck(cudaMemcpyAsync(s->sparse.ptr, host.data(), static_cast<size_t>(f.h * f.w) * sizeof(float),
-                              cudaMemcpyHostToDevice, s->stream),
-              "cudaMemcpyAsync");
-    RunStages(s, static_cast<const uint8_t*>(s->d_rgb.p), f, s->stream, t);
-    std::vector<float>& res = s->diff.host;
-    res.resize(static_cast<size_t>(f.h * f.w));
-    CudaCheck(cudaMemcpyAsync(res.data(), Result(s), res.size() * sizeof(float), cudaMemcpyDeviceToHost, s->stream),
-              "cudaMemcpyAsync");
+    s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
+    {
+      CudaCall call(s, s->stream);
+      if (s->height == 0) AllocateForSize(s, f.h, f.w);
+      s->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
+      CudaCheck(cudaMemcpyAsync(s->d_rgb.p, rgb, static_cast<size_t>(f.h * f.w * 3), cudaMemcpyHostToDevice,
+                                s->stream),
+                "cudaMemcpyAsync(rgb)");
+      CudaCheck(cudaMemcpyAsync(s->sparse.ptr, host.data(), static_cast<size_t>(f.h * f.w) * sizeof(float),
+                                cudaMemcpyHostToDevice, s->stream),
+                "cudaMemcpyAsync(sparse)");
+      RunStages(s, static_cast<const uint8_t*>(s->d_rgb.p), f, s->stream);
+      std::vector<float>& res = s->diff.host;
+      res.resize(static_cast<size_t>(f.h * f.w));
+      CudaCheck(cudaMemcpyAsync(res.data(), Result(s), res.size() * sizeof(float), cudaMemcpyDeviceToHost, s->stream),
+                "cudaMemcpyAsync(depth)");
+    }
     CudaCheck(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
-    WriteOutputs(res.data(), f, st, out);
+    StageTimes(s);
+    WriteOutputs(s->diff.host.data(), f, st, out);
   } else
 #endif
   {
+    if (s->height == 0) AllocateForSize(s, f.h, f.w);
     CopySparse(in, st.sparse, s->sparse.ptr, &f);
-    const auto tv = clock::now();
-    t[PSD_STAGE_VALIDATE] = Ms(t0, tv);
-    RunStages(s, rgb, f, nullptr, t);
+    s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
+    RunStages(s, rgb, f, nullptr);
     WriteOutputs(Result(s), f, st, out);
   }
   out->points = f.points;
   out->alignment_degenerate = f.interior >= 2 ? 0 : 1;
-  t[PSD_STAGE_TOTAL] = Ms(t0, clock::now());
-  for (int i = 0; i < PSD_STAGE_COUNT; ++i) out->timings_ms[i] = t[i];
+  // a CUDA run's stages are device times; its total is the whole call as the host saw it
+  s->stage_ms[PSD_STAGE_TOTAL] = Ms(t0, clock::now());
+  for (int i = 0; i < PSD_STAGE_COUNT; ++i) out->timings_ms[i] = s->stage_ms[i];
 }
 
 }  // namespace
@@ -759,9 +904,13 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
     }
     s->preset.struct_size = sizeof(psd_preset);
 #if defined(PSD_WITH_CUDA)
+    std::unique_ptr<DeviceScope> scope;  // create runs on the session's device, then restores the caller's
     if (s->device == PSD_DEVICE_CUDA) {  // the stream of psd_session_run's host<->device staging
-      CudaCheck(cudaSetDevice(o.device_id), "cudaSetDevice");
+      scope.reset(new DeviceScope(o.device_id));
       CudaCheck(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      CudaCheck(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming), "cudaEventCreate");
+      CudaCheck(cudaEventCreate(&s->ev_start), "cudaEventCreate");
+      for (cudaEvent_t& e : s->ev_stage) CudaCheck(cudaEventCreate(&e), "cudaEventCreate");
     }
 #endif
     if (mode != PSD_SESSION_MODE_GUIDED) {
@@ -843,6 +992,7 @@ PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_sessio
 PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* in, psd_frame_out* out) {
   return Guard([&] {
     if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+    std::lock_guard<std::mutex> lock(session->call);
     RunHost(session, in, out);
   });
 }
@@ -862,14 +1012,17 @@ PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_i
     if (session->device != PSD_DEVICE_CUDA)
       Throw(PSD_E_UNSUPPORTED, "psd_session_enqueue needs a session created with device = PSD_DEVICE_CUDA; use "
                                "psd_session_run for host memory");
+    std::lock_guard<std::mutex> lock(session->call);
+    const auto t0 = std::chrono::steady_clock::now();
     ValidFrame f;
     const Strides st = ValidateLayout(session, in, out, true, &f);
     ValidateK(in, &f);
     if (out->depth_mm)
       Throw(PSD_E_UNSUPPORTED, "out->depth_mm is not produced by psd_session_enqueue (device path); convert "
                                "out->depth on the device, or use psd_session_run");
-    if (session->height == 0) AllocateForSize(session, f.h, f.w);
     cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : cudaStreamPerThread;
+    CudaCall call(session, s);
+    if (session->height == 0) AllocateForSize(session, f.h, f.w);
     const uint8_t* rgb = in->rgb;
     if (st.rgb != 3 * f.w) {
       session->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
@@ -882,12 +1035,27 @@ PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_i
                                 static_cast<size_t>(st.sparse), static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h),
                                 cudaMemcpyDeviceToDevice, s),
               "cudaMemcpy2DAsync(sparse)");
-    double t[PSD_STAGE_COUNT] = {0};
-    RunStages(session, rgb, f, s, t);
+    session->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, std::chrono::steady_clock::now());
+    RunStages(session, rgb, f, s);
     CudaCheck(cudaMemcpy2DAsync(out->depth, static_cast<size_t>(st.depth), Result(session), static_cast<size_t>(4 * f.w),
                                 static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
               "cudaMemcpy2DAsync(depth)");
 #endif
+  });
+}
+
+PSD_API psd_status_t psd_session_timings(psd_session* session, double* timings_ms, int32_t count) {
+  return Guard([&] {
+    if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
+    if (!timings_ms) Throw(PSD_E_NULL_POINTER, "null pointer: timings_ms");
+    if (count < 0) Throw(PSD_E_INVALID_ARGUMENT, "count must be >= 0 (PSD_STAGE_COUNT for every stage)");
+    std::lock_guard<std::mutex> lock(session->call);
+#if defined(PSD_WITH_CUDA)
+    std::unique_ptr<DeviceScope> scope;
+    if (session->device == PSD_DEVICE_CUDA) scope.reset(new DeviceScope(session->device_id));
+#endif
+    StageTimes(session);
+    for (int32_t i = 0; i < count; ++i) timings_ms[i] = i < PSD_STAGE_COUNT ? session->stage_ms[i] : 0.0;
   });
 }
 

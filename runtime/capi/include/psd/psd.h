@@ -91,6 +91,8 @@ typedef void* psd_stream_t; /* cudaStream_t */
 #define PSD_BUILD_CUDA 1u     /* the library contains CUDA kernels */
 #define PSD_BUILD_OPENMP 2u   /* the CPU kernels are OpenMP-parallel */
 #define PSD_BUILD_SANITIZE 4u /* ASan/UBSan instrumented build */
+#define PSD_BUILD_CUDA_EMULATION 8u /* the CUDA paths run on the emulated CUDA runtime (a test
+                                       build: `build.py --cuda-emulation`; PSD_BUILD_CUDA is set too) */
 
 /* Library ABI version (PSD_ABI_VERSION of the build). Never fails; thread-safe. */
 PSD_API uint32_t psd_abi_version(void);
@@ -113,6 +115,16 @@ PSD_API psd_status_t psd_build_info(uint32_t* flags);
  *                           100 = no device, 0 = ok); -1 in a CPU build.
  * Synchronous; thread-safe. Statuses: PSD_OK (also when no GPU exists), PSD_E_NULL_POINTER. */
 PSD_API psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_error);
+
+/* Makes stream `consumer` (NULL = cudaStreamPerThread) wait, on the device, for the work
+ * enqueued on stream `producer` so far (an event recorded on `producer`, waited on by
+ * `consumer`; the host does not block). `producer` may be a cudaStream_t or the special handles
+ * 1 (the legacy default stream) and 2 (cudaStreamPerThread) of the DLPack and CUDA array
+ * interface protocols. Use it when device inputs were produced on another stream than the one
+ * a call is enqueued on. Thread-safe.
+ * Statuses: PSD_OK, PSD_E_INVALID_ARGUMENT (producer NULL/0, ambiguous), PSD_E_CUDA,
+ * PSD_E_NOT_BUILT_WITH_CUDA. */
+PSD_API psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t producer);
 
 /* Foundation-model input size: aspect kept, both sides >= lower, multiples of `multiple`
  * (Depth Anything's lower-bound rule, NumPy half-to-even rounding): 228x304 -> 392x518.
@@ -359,10 +371,22 @@ PSD_API psd_status_t psd_guided_features(psd_device_t device, int64_t height, in
  * Synchrony: psd_session_run is synchronous: the outputs are complete when it returns.
  *   psd_session_enqueue (CUDA builds) enqueues everything on the caller's stream and returns;
  *   outputs are valid after the stream is synchronised, inputs must stay alive until then.
- * Streams: psd_session_enqueue takes a cudaStream_t as void* (NULL = cudaStreamPerThread).
- * Thread safety: a session must not be used by two threads at the same time (it reuses its
- *   buffers); distinct sessions are independent and may run concurrently. psd_last_error() is
- *   thread-local. create/destroy are thread-safe.
+ * Streams and ordering (CUDA sessions): psd_session_enqueue takes a cudaStream_t as void*
+ *   (NULL = cudaStreamPerThread); psd_session_run uses a stream of the session. Every call is
+ *   ordered after the previous call of the same session, whatever streams they use: the
+ *   session records an event at the end of each call's work and the next call's stream waits
+ *   on it before touching the session's buffers. Two enqueues on two streams therefore run one
+ *   after the other on the device (they share the session's buffers); use one session per
+ *   stream for concurrent frames. Each call makes the session's device current for its
+ *   duration and restores the caller's device afterwards, so any thread may call.
+ * Errors of earlier work: a CUDA call first checks cudaGetLastError(); an error left by earlier
+ *   asynchronous work (a device fault of a previous frame, or of other CUDA code) is reported
+ *   as PSD_E_CUDA saying so, before this call enqueues anything. Launch errors name the
+ *   kernel's function and source line.
+ * Thread safety: calls on one session are serialised by the session (a second thread's call
+ *   waits for the first to return); distinct sessions are independent and may run
+ *   concurrently. psd_last_error() is thread-local. create is thread-safe; destroy must not
+ *   race with a call on the same session.
  * Errors: every call returns a psd_status_t; psd_last_error() says what failed and how to fix it.
  *   Bad frames: PSD_E_NULL_POINTER, PSD_E_SHAPE_MISMATCH (sizes, strides, frame size differs
  *   from the artefacts'), PSD_E_INVALID_ARGUMENT (NaN/Inf/negative sparse depth, no sparse
@@ -517,7 +541,11 @@ typedef struct psd_frame_in {
   int32_t reserved;
 } psd_frame_in;
 
-/* Per-stage wall times of the last run, milliseconds (psd_frame_out.timings_ms). */
+/* Per-stage times of the last call, milliseconds (psd_frame_out.timings_ms,
+ * psd_session_timings). CPU sessions: host wall time of each stage. CUDA sessions: the device's
+ * execution time of each stage, from CUDA events recorded between the stages; VALIDATE is host
+ * time; TOTAL is the whole call as the host saw it for psd_session_run, and the device time from
+ * the first to the last stage for psd_session_enqueue. */
 typedef enum psd_stage_t {
   PSD_STAGE_VALIDATE = 0, PSD_STAGE_PREPROCESS = 1, PSD_STAGE_ENCODER = 2,
   PSD_STAGE_PROPAGATION = 3, PSD_STAGE_HEAD = 4, PSD_STAGE_POST = 5, PSD_STAGE_GUIDED = 6,
@@ -547,12 +575,22 @@ PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* i
                                      psd_frame_out* out);
 
 /* Device-pointer variant (CUDA library, session created with device = PSD_DEVICE_CUDA):
- * in->rgb, in->sparse, out->depth (and out->depth_mm) are CUDA device memory; every stage is
- * enqueued on `stream` and the call returns without synchronising. Data-dependent checks (NaN,
- * point count) are not made (they would need a host sync); points, alignment_degenerate and
- * timings_ms are not written. CPU builds and CPU sessions return PSD_E_UNSUPPORTED. */
+ * in->rgb, in->sparse, out->depth are CUDA device memory (out->depth_mm must be NULL); every
+ * stage is enqueued on `stream` after the session's previous call (see "Streams and
+ * ordering") and the call returns without synchronising. Data-dependent checks (NaN, point
+ * count) are not made (they would need a host sync); points, alignment_degenerate and
+ * timings_ms are not written (psd_session_timings reads the stage times once the work has run).
+ * CPU builds and CPU sessions return PSD_E_UNSUPPORTED. */
 PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_in* in,
                                          psd_frame_out* out, psd_stream_t stream);
+
+/* Per-stage times of the session's last call (psd_stage_t order, see psd_frame_out.timings_ms).
+ * For a CUDA session this waits until the last call's device work has run (it synchronises
+ * with that work only, not with the device), then reads its CUDA events.
+ * @param[out] timings_ms  host memory of `count` doubles (PSD_STAGE_COUNT for all; stages a mode
+ *                         does not run are 0; entries beyond PSD_STAGE_COUNT are set to 0).
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (count < 0), PSD_E_CUDA. */
+PSD_API psd_status_t psd_session_timings(psd_session* session, double* timings_ms, int32_t count);
 
 #ifdef __cplusplus
 } /* extern "C" */
