@@ -47,6 +47,8 @@ ABI_VERSION = 1
 BUILD_DIR = Path(__file__).resolve().parents[1] / "kernels" / "_build"
 CPU_LIB = "libpsd_kernels_cpu.so"
 CUDA_LIB = "libpsd_kernels_cuda.so"
+#: the CUDA library on the emulated CUDA runtime (`build.py --cuda-emulation`; tests only)
+CUDA_EMU_LIB = "libpsd_kernels_cuda_emu.so"
 
 #: psd_status_t values (psd.h)
 STATUS = {
@@ -65,7 +67,7 @@ DEVICE_CPU, DEVICE_CUDA = 0, 1
 MODES = {"3D-2D": 0, "3D+2D": 1, "2D-3D": 2}
 CAMERAS = {"pinhole": 0, "360": 1, "MEI": 2}
 FLAG_KNN_BRUTE_FORCE = 1
-BUILD_CUDA, BUILD_OPENMP, BUILD_SANITIZE = 1, 2, 4
+BUILD_CUDA, BUILD_OPENMP, BUILD_SANITIZE, BUILD_CUDA_EMULATION = 1, 2, 4, 8
 CUDA_ERROR_NO_DRIVER = 35
 
 _i64, _u32, _i32, _sz = C.c_int64, C.c_uint32, C.c_int32, C.c_size_t
@@ -107,6 +109,8 @@ _SIGNATURES = {
     "psd_build_info": (_i32, [C.POINTER(_u32)]),
     # psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_error)
     "psd_cuda_device_count": (_i32, [C.POINTER(_i32), C.POINTER(_i32)]),
+    # psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t producer)
+    "psd_cuda_stream_wait": (_i32, [_vp, _vp]),
     # psd_status_t psd_fm_input_size(int64_t h, int64_t w, int64_t lower, int64_t multiple, int64_t* out_h, int64_t* out_w)
     "psd_fm_input_size": (_i32, [_i64, _i64, _i64, _i64, C.POINTER(_i64), C.POINTER(_i64)]),
     # psd_status_t psd_propagate_workspace_size(psd_device_t, const psd_frame_desc*, const psd_propagation_params*, int32_t has_ip, size_t* bytes)
@@ -168,10 +172,20 @@ def find_library_candidates() -> list[Path]:
 
 # ------------------------------------------------------------------------------ array plumbing
 class _Arg:
-    """A pointer plus shape for one array argument, and the object that keeps it alive."""
+    """A pointer plus shape for one array argument, and the object that keeps it alive.
 
-    def __init__(self, ptr: int, shape: tuple, device: int, keep: Any, dtype: str):
+    ``producer``: the CUDA stream (int) whose work the data depends on, from the CUDA array
+    interface v3 ``stream`` key (None: none given); the library's stream must wait on it.
+    """
+
+    def __init__(self, ptr: int, shape: tuple, device: int, keep: Any, dtype: str, itemsize: int = 4,
+                 producer: Optional[int] = None):
         self.ptr, self.shape, self.device, self.keep, self.dtype = ptr, shape, device, keep, dtype
+        self.itemsize, self.producer = itemsize, producer
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.itemsize
 
 
 class _DLDevice(C.Structure):
@@ -188,8 +202,23 @@ class _DLTensor(C.Structure):
                 ("strides", C.POINTER(C.c_int64)), ("byte_offset", C.c_uint64)]
 
 
-def _from_dlpack(obj) -> _Arg:
-    capsule = obj.__dlpack__()
+#: the special cudaStream_t handles of the DLPack / CUDA array interface protocols
+STREAM_LEGACY, STREAM_PER_THREAD = 1, 2
+
+
+def consumer_stream(stream) -> int:
+    """The stream the library enqueues a call on, as the DLPack protocol spells it: the given
+    cudaStream_t, or 2 (cudaStreamPerThread) for None / 0, which the library maps to it (psd.h)."""
+    return STREAM_PER_THREAD if not stream else int(stream)
+
+
+def _from_dlpack(obj, stream=None) -> _Arg:
+    # DLPack's stream handshake: the producer makes its pending work visible to the consumer's
+    # stream (the one the library will use) before handing over the tensor
+    try:
+        capsule = obj.__dlpack__(stream=consumer_stream(stream))
+    except TypeError:  # a producer that predates the stream keyword
+        capsule = obj.__dlpack__()
     get = C.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = C.c_void_p, [C.py_object, C.c_char_p]
     ptr = get(capsule, b"dltensor")
@@ -205,36 +234,54 @@ def _from_dlpack(obj) -> _Arg:
         if any(t.strides[i] != expect[i] for i in range(t.ndim) if shape[i] > 1):
             raise ShapeError("DLPack tensor must be C-contiguous; call .contiguous() first")
     kind = {(2, 32): "float32", (1, 8): "uint8"}.get((t.dtype.code, t.dtype.bits), "other")
-    return _Arg(t.data + t.byte_offset, shape, DEVICE_CUDA, (obj, capsule), kind)
+    return _Arg(t.data + t.byte_offset, shape, DEVICE_CUDA, (obj, capsule), kind,
+                max(1, t.dtype.bits * max(1, t.dtype.lanes) // 8))
 
 
-def _from_cai(obj) -> _Arg:
+def _from_cai(obj, writable: bool = False) -> _Arg:
+    """An object with ``__cuda_array_interface__`` (versions 0-3): C-contiguous, no mask; a
+    read-only array is refused where the library writes; the v3 ``stream`` key is kept as the
+    producer stream to wait on."""
     cai = obj.__cuda_array_interface__
     shape = tuple(cai["shape"])
     strides = cai.get("strides")
-    itemsize = int(cai["typestr"][2:])
+    typestr = cai["typestr"]
+    itemsize = int(typestr[2:])
+    if cai.get("mask") is not None:
+        raise InputError("__cuda_array_interface__ arrays with a mask are not supported; pass a plain array")
     if strides is not None:
         expect, s = [], itemsize
         for d in reversed(shape):
             expect.insert(0, s)
             s *= d
-        if tuple(strides) != tuple(expect):
+        if any(int(strides[i]) != expect[i] for i in range(len(shape)) if shape[i] > 1):
             raise ShapeError("__cuda_array_interface__ array must be C-contiguous")
-    kind = {"<f4": "float32", "|u1": "uint8"}.get(cai["typestr"], "other")
-    return _Arg(int(cai["data"][0]), shape, DEVICE_CUDA, obj, kind)
+    ptr, readonly = cai["data"]
+    if writable and readonly:
+        raise InputError("__cuda_array_interface__ array is read-only, but the library writes to it; pass a "
+                         "writable device array")
+    producer = cai.get("stream") if int(cai.get("version", 0)) >= 3 else None
+    if producer is not None:
+        producer = int(producer)
+        if producer == 0:
+            raise InputError("__cuda_array_interface__ 'stream' is 0, which the protocol forbids (ambiguous); "
+                             "the producer must give 1 (legacy default stream), 2 (per-thread) or a stream handle")
+    kind = {"<f4": "float32", "|u1": "uint8"}.get(typestr, "other")
+    return _Arg(int(ptr or 0), shape, DEVICE_CUDA, obj, kind, itemsize, producer)
 
 
-def _as_arg(x, name: str, dtype=np.float32, writable: bool = False) -> _Arg:
-    """NumPy (CPU) or CUDA array -> _Arg. NumPy inputs are made contiguous float32/uint8."""
+def _as_arg(x, name: str, dtype=np.float32, writable: bool = False, stream=None) -> _Arg:
+    """NumPy (CPU) or CUDA array -> _Arg. NumPy inputs are made contiguous float32/uint8;
+    ``dtype=None`` accepts any dtype of a device array (workspaces)."""
     if x is None:
         return None
     if not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
-        arg = _from_cai(x)
+        arg = _from_cai(x, writable)
     elif not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         if x.__dlpack_device__()[0] != 2:
             x = np.from_dlpack(x)
-            return _as_arg(x, name, dtype, writable)
-        arg = _from_dlpack(x)
+            return _as_arg(x, name, dtype, writable, stream)
+        arg = _from_dlpack(x, stream)
     else:
         a = np.asarray(x)
         if a.dtype != dtype:
@@ -245,10 +292,11 @@ def _as_arg(x, name: str, dtype=np.float32, writable: bool = False) -> _Arg:
         if writable and (a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable):
             raise InputError(f"{name} must be a writable C-contiguous {np.dtype(dtype).name} array")
         a = np.ascontiguousarray(a, dtype=dtype)
-        return _Arg(a.ctypes.data, a.shape, DEVICE_CPU, a, np.dtype(dtype).name)
-    want = np.dtype(dtype).name
-    if arg.dtype != want:
-        raise InputError(f"{name} must be {want} on the GPU, got {arg.dtype}")
+        return _Arg(a.ctypes.data, a.shape, DEVICE_CPU, a, np.dtype(dtype).name, a.itemsize)
+    if dtype is not None:
+        want = np.dtype(dtype).name
+        if arg.dtype != want:
+            raise InputError(f"{name} must be {want} on the GPU, got {arg.dtype}")
     return arg
 
 
@@ -319,6 +367,16 @@ class KernelLibrary:
         """The library was built with CUDA kernels."""
         return bool(self.flags & BUILD_CUDA)
 
+    @property
+    def cuda_emulated(self) -> bool:
+        """Its CUDA paths run on the emulated CUDA runtime (``build.py --cuda-emulation``)."""
+        return bool(self.flags & BUILD_CUDA_EMULATION)
+
+    def stream_wait(self, consumer, producer) -> None:
+        """Make stream ``consumer`` (None = cudaStreamPerThread) wait for the work enqueued on
+        ``producer`` so far (psd_cuda_stream_wait)."""
+        self._check(self._lib.psd_cuda_stream_wait(self._stream(consumer), int(producer)))
+
     def cuda_device_count(self) -> tuple[int, int]:
         """(device count, cudaError_t of cudaGetDeviceCount); (0, -1) for a CPU build."""
         n, err = _i32(), _i32()
@@ -337,30 +395,41 @@ class KernelLibrary:
             raise ShapeError(msg)
         if status in (1, 4):
             raise InputError(msg)
-        if status in (6, 7):
+        if status == 6:
             raise BackendUnavailable(msg + " (CUDA path; use NumPy arrays for the CPU kernels)")
+        if status == 7:
+            raise BackendUnavailable(msg)
         raise PsdError(msg)
 
-    def _workspace(self, nbytes: int, device: int, workspace) -> tuple[int, int, Any]:
+    def _arg(self, x, name: str, dtype=np.float32, writable: bool = False, stream=None) -> _Arg:
+        """``_as_arg`` plus the CUDA array interface's stream handshake: the library's stream
+        waits for the work pending on the array's producer stream (``psd_cuda_stream_wait``)."""
+        arg = _as_arg(x, name, dtype, writable, stream)
+        if arg is not None and arg.producer is not None:
+            self._check(self._lib.psd_cuda_stream_wait(self._stream(stream), arg.producer))
+        return arg
+
+    def _workspace(self, nbytes: int, device: int, workspace, stream=None) -> tuple[int, int, Any]:
         """(pointer, size, keep-alive) of a workspace: cached per thread on the CPU."""
         if device == DEVICE_CUDA:
             if workspace is None:
                 raise InputError(f"GPU calls need workspace= (a device buffer of >= {nbytes} bytes)")
-            arg = _from_cai(workspace) if hasattr(workspace, "__cuda_array_interface__") else _from_dlpack(workspace)
-            size = int(np.prod(arg.shape)) * (4 if arg.dtype == "float32" else 1)
-            return arg.ptr, size, arg
+            arg = self._arg(workspace, "workspace", dtype=None, writable=True, stream=stream)
+            if arg.device != DEVICE_CUDA:
+                raise InputError("workspace must be device memory for a GPU call")
+            return arg.ptr, arg.nbytes, arg
         buf = getattr(self._tls, "ws", None)
         if buf is None or buf.nbytes < nbytes:
             buf = np.empty(max(nbytes, 1), dtype=np.uint8)
             self._tls.ws = buf
         return buf.ctypes.data, buf.nbytes, buf
 
-    def _out(self, out, shape: tuple, device: int, name: str = "out") -> _Arg:
+    def _out(self, out, shape: tuple, device: int, name: str = "out", stream=None) -> _Arg:
         if out is None:
             if device == DEVICE_CUDA:
                 raise InputError(f"GPU calls need {name}= (a device float32 array of shape {shape})")
             out = np.empty(shape, dtype=np.float32)
-        arg = _as_arg(out, name, writable=True)
+        arg = self._arg(out, name, writable=True, stream=stream)
         if int(np.prod(arg.shape)) != int(np.prod(shape)):
             raise ShapeError(f"{name} must hold {shape} floats, got shape {tuple(arg.shape)}")
         return arg
@@ -407,7 +476,7 @@ class KernelLibrary:
         return self._align("psd_align_median", ip, sparse, out, workspace, stream)
 
     def _align(self, fn, data, sparse, out, workspace, stream):
-        a, s = _as_arg(data, "data"), _as_arg(sparse, "sparse")
+        a, s = self._arg(data, "data", stream=stream), self._arg(sparse, "sparse", stream=stream)
         dev = _same_device(a, s)
         h, w = _plane(s, "sparse")
         if _plane(a, "data") != (h, w):
@@ -416,18 +485,18 @@ class KernelLibrary:
             raise InputError("sparse depth has no valid (> 0) point; provide at least one measurement")
         nbytes = _sz()
         self._check(self._lib.psd_align_workspace_size(dev, h, w, C.byref(nbytes)))
-        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
-        o = self._out(out, (h, w), dev)
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace, stream=stream)
+        o = self._out(out, (h, w), dev, stream=stream)
         self._check(getattr(self._lib, fn)(dev, h, w, a.ptr, s.ptr, wp, wn, self._stream(stream), o.ptr))
         return o.keep
 
     def resize(self, x, size, mode: str = "bicubic", out=None, stream=None):
         """(C, H, W) or (H, W) -> same layout at size (h, w); PyTorch align_corners=False."""
-        a = _as_arg(x, "x")
+        a = self._arg(x, "x", stream=stream)
         c, hi, wi = _chw(a, "x")
         ho, wo = int(size[0]), int(size[1])
         shape = (c, ho, wo) if len(a.shape) >= 3 else (ho, wo)
-        o = self._out(out, shape, a.device)
+        o = self._out(out, shape, a.device, stream=stream)
         m = {"bicubic": 0, "bilinear": 1}.get(mode)
         if m is None:
             raise InputError(f"unknown resize mode {mode!r}; use 'bicubic' or 'bilinear'")
@@ -436,31 +505,31 @@ class KernelLibrary:
 
     def sparse_pool(self, sparse, out=None, stream=None):
         """(H, W) -> (H//4, W//4) sparse average."""
-        s = _as_arg(sparse, "sparse")
+        s = self._arg(sparse, "sparse", stream=stream)
         h, w = _plane(s, "sparse")
-        o = self._out(out, (h // 4, w // 4), s.device)
+        o = self._out(out, (h // 4, w // 4), s.device, stream=stream)
         self._check(self._lib.psd_sparse_pool(s.device, h, w, s.ptr, self._stream(stream), o.ptr))
         return o.keep
 
     def backproject(self, depth, cam_params, cam: str = "pinhole", out=None, stream=None):
         """(H, W) depth -> (3, H, W) points; cam_params: 3x3 K or 9 MEI values."""
-        d = _as_arg(depth, "depth")
+        d = self._arg(depth, "depth", stream=stream)
         h, w = _plane(d, "depth")
         p = self._cam(cam_params, cam)
-        o = self._out(out, (3, h, w), d.device)
+        o = self._out(out, (3, h, w), d.device, stream=stream)
         pp = None if p is None else p.ctypes.data_as(_fp)
         self._check(self._lib.psd_backproject(d.device, CAMERAS[cam], h, w, d.ptr, pp, self._stream(stream), o.ptr))
         return o.keep
 
     def compress_channels(self, feat, channels: int, size, out=None, workspace=None, stream=None):
         """(C, h, w) -> (channels, H, W): trilinear over (channel, y, x)."""
-        f = _as_arg(feat, "feat")
+        f = self._arg(feat, "feat", stream=stream)
         c, h, w = _chw(f, "feat")
         ho, wo = int(size[0]), int(size[1])
         nbytes = _sz()
         self._check(self._lib.psd_compress_workspace_size(f.device, h, w, channels, C.byref(nbytes)))
-        wp, wn, _keep = self._workspace(nbytes.value, f.device, workspace)
-        o = self._out(out, (channels, ho, wo), f.device)
+        wp, wn, _keep = self._workspace(nbytes.value, f.device, workspace, stream=stream)
+        o = self._out(out, (channels, ho, wo), f.device, stream=stream)
         self._check(self._lib.psd_compress_channels(f.device, c, h, w, channels, ho, wo, f.ptr, wp, wn,
                                                     self._stream(stream), o.ptr))
         return o.keep
@@ -469,8 +538,8 @@ class KernelLibrary:
                       candidates: int = 0, seed: int = 0, brute_force: bool = False, out=None,
                       workspace=None, stream=None):
         """3D kNN propagation at 1/4 resolution (kernels/knn/knn.h)."""
-        f, p, i, s = (_as_arg(feat, "feat"), _as_arg(points, "points"), _as_arg(init, "init"),
-                      _as_arg(sparse4, "sparse4"))
+        f, p = self._arg(feat, "feat", stream=stream), self._arg(points, "points", stream=stream)
+        i, s = self._arg(init, "init", stream=stream), self._arg(sparse4, "sparse4", stream=stream)
         dev = _same_device(f, p, i, s)
         c, h, w = _chw(f, "feat")
         if _chw(p, "points") != (3, h, w) or _plane(i, "init") != (h, w) or _plane(s, "sparse4") != (h, w):
@@ -478,35 +547,36 @@ class KernelLibrary:
         prm = self._params(k=k, rate=rate, candidates=candidates, seed=seed, brute_force=brute_force)
         nbytes = _sz()
         self._check(self._lib.psd_knn_workspace_size(dev, c, h, w, C.byref(nbytes)))
-        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
-        o = self._out(out, (h, w), dev)
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace, stream=stream)
+        o = self._out(out, (h, w), dev, stream=stream)
         self._check(self._lib.psd_knn_propagate(dev, C.byref(prm), c, h, w, f.ptr, p.ptr, i.ptr, s.ptr,
                                                 wp, wn, self._stream(stream), o.ptr))
         return o.keep
 
     def cspn(self, sparse, dense, feat, iterations: int, out=None, workspace=None, stream=None):
         """Fixed-affinity CSPN (kernels/cspn/cspn.h)."""
-        s, d, f = _as_arg(sparse, "sparse"), _as_arg(dense, "dense"), _as_arg(feat, "feat")
+        s, d = self._arg(sparse, "sparse", stream=stream), self._arg(dense, "dense", stream=stream)
+        f = self._arg(feat, "feat", stream=stream)
         dev = _same_device(s, d, f)
         c, h, w = _chw(f, "feat")
         if _plane(s, "sparse") != (h, w) or _plane(d, "dense") != (h, w):
             raise ShapeError("cspn: sparse and dense (H, W) must match feat (C, H, W)")
         nbytes = _sz()
         self._check(self._lib.psd_cspn_workspace_size(dev, c, h, w, C.byref(nbytes)))
-        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace)
-        o = self._out(out, (h, w), dev)
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace, stream=stream)
+        o = self._out(out, (h, w), dev, stream=stream)
         self._check(self._lib.psd_cspn(dev, c, h, w, int(iterations), s.ptr, d.ptr, f.ptr, wp, wn,
                                        self._stream(stream), o.ptr))
         return o.keep
 
     def preprocess_rgb(self, rgb, size=None, bgr: bool = False, out=None, stream=None):
         """uint8 (H, W, 3) -> float32 (1, 3, Hm, Wm) FM input (runtime.preprocess semantics)."""
-        a = _as_arg(rgb, "rgb", dtype=np.uint8)
+        a = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream)
         if len(a.shape) != 3 or a.shape[2] != 3:
             raise InputError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}")
         h, w = int(a.shape[0]), int(a.shape[1])
         oh, ow = self.fm_input_size(h, w) if size is None else (int(size[0]), int(size[1]))
-        o = self._out(out, (1, 3, oh, ow), a.device)
+        o = self._out(out, (1, 3, oh, ow), a.device, stream=stream)
         self._check(self._lib.psd_preprocess_rgb(a.device, h, w, int(bool(bgr)), oh, ow, a.ptr,
                                                  self._stream(stream), o.ptr))
         return o.keep
@@ -566,7 +636,7 @@ class KernelLibrary:
             InputError: no valid sparse point (CPU arrays), bad parameters or dtypes.
             ShapeError: mismatched shapes.
         """
-        a, s = _as_arg(rgb, "rgb", dtype=np.uint8), _as_arg(sparse, "sparse")
+        a, s = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream), self._arg(sparse, "sparse", stream=stream)
         dev = _same_device(a, s)
         h, w = self._rgb_hw(a)
         if _plane(s, "sparse") != (h, w):
@@ -576,18 +646,18 @@ class KernelLibrary:
         prm, _keep = self._guided_params(params, projection, flags)
         nbytes = _sz()
         self._check(self._lib.psd_guided_workspace_size(dev, h, w, C.byref(prm), C.byref(nbytes)))
-        wp, wn, _wkeep = self._workspace(nbytes.value, dev, workspace)
-        o = self._out(out, (h, w), dev)
+        wp, wn, _wkeep = self._workspace(nbytes.value, dev, workspace, stream=stream)
+        o = self._out(out, (h, w), dev, stream=stream)
         self._check(self._lib.psd_guided(dev, h, w, C.byref(prm), a.ptr, int(bool(bgr)), s.ptr, wp, wn,
                                          self._stream(stream), o.ptr))
         return o.keep
 
     def guided_features(self, rgb, params=None, *, bgr: bool = False, projection=None, out=None, stream=None):
         """(C, H, W) guidance features of ``guided`` (psd_guided_features; runtime.guided.guided_features)."""
-        a = _as_arg(rgb, "rgb", dtype=np.uint8)
+        a = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream)
         h, w = self._rgb_hw(a)
         prm, _keep = self._guided_params(params, projection, 0)
-        o = self._out(out, (prm.channels, h, w), a.device)
+        o = self._out(out, (prm.channels, h, w), a.device, stream=stream)
         self._check(self._lib.psd_guided_features(a.device, h, w, C.byref(prm), a.ptr, int(bool(bgr)),
                                                   self._stream(stream), o.ptr))
         return o.keep
@@ -622,8 +692,9 @@ class KernelLibrary:
         Raises:
             InputError: no valid sparse point (CPU), bad parameters. ShapeError: bad shapes.
         """
-        r, s, f = _as_arg(rel_inv, "rel_inv"), _as_arg(sparse, "sparse"), _as_arg(feat, "feat")
-        ipa = _as_arg(ip, "ip")
+        r, s = self._arg(rel_inv, "rel_inv", stream=stream), self._arg(sparse, "sparse", stream=stream)
+        f = self._arg(feat, "feat", stream=stream)
+        ipa = self._arg(ip, "ip", stream=stream)
         dev = _same_device(r, s, f, ipa)
         h, w = _plane(s, "sparse")
         rh, rw = _plane(r, "rel_inv")
@@ -636,9 +707,9 @@ class KernelLibrary:
         prm = self._params(k, rate, candidates, seed, mode, cam, iters_quarter, iters_full, brute_force)
         camp = self._cam(cam_params, cam)
         nbytes = self.propagate_workspace_size(desc, prm, ipa is not None, dev)
-        wp, wn, _keep = self._workspace(nbytes, dev, workspace)
-        o = self._out(out, (h, w), dev)
-        po = self._out(polyfit_out, (h, w), dev, "polyfit_out") if return_polyfit else None
+        wp, wn, _keep = self._workspace(nbytes, dev, workspace, stream=stream)
+        o = self._out(out, (h, w), dev, stream=stream)
+        po = self._out(polyfit_out, (h, w), dev, "polyfit_out", stream=stream) if return_polyfit else None
         self._check(self._lib.psd_propagate(
             dev, C.byref(desc), C.byref(prm), r.ptr, s.ptr, None if ipa is None else ipa.ptr,
             None if camp is None else camp.ctypes.data_as(_fp), f.ptr, wp, wn,
@@ -648,8 +719,8 @@ class KernelLibrary:
     def post_process(self, fd0, dense, sparse, iterations: int, channels: int = 32, out=None,
                      workspace=None, stream=None):
         """Post-processing sweeps (psd_post_process, §5.6)."""
-        d, s = _as_arg(dense, "dense"), _as_arg(sparse, "sparse")
-        f = _as_arg(fd0, "fd0") if fd0 is not None else None
+        d, s = self._arg(dense, "dense", stream=stream), self._arg(sparse, "sparse", stream=stream)
+        f = self._arg(fd0, "fd0", stream=stream) if fd0 is not None else None
         dev = _same_device(d, s, f)
         h, w = _plane(s, "sparse")
         c, fh, fw = _chw(f, "fd0") if f is not None else (0, 0, 0)
@@ -657,8 +728,8 @@ class KernelLibrary:
         nbytes = _sz()
         self._check(self._lib.psd_post_process_workspace_size(dev, C.byref(desc), channels, int(iterations),
                                                               C.byref(nbytes)))
-        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace) if nbytes.value else (None, 0, None)
-        o = self._out(out, (h, w), dev)
+        wp, wn, _keep = self._workspace(nbytes.value, dev, workspace, stream=stream) if nbytes.value else (None, 0, None)
+        o = self._out(out, (h, w), dev, stream=stream)
         self._check(self._lib.psd_post_process(dev, C.byref(desc), channels, int(iterations),
                                                None if f is None else f.ptr, d.ptr, s.ptr, wp, wn,
                                                self._stream(stream), o.ptr))
@@ -682,6 +753,9 @@ def load(kind: Optional[str] = None) -> KernelLibrary:
         kind (str | None): "cpu" or "cuda" to insist on one build; None picks the CUDA build
             when it loads and reports a device (cudaGetDeviceCount through the library; error 35
             means no driver), else the CPU build. ``$PSD_KERNEL_LIB`` overrides the search.
+            "cuda-emulation" loads the CUDA library built on the emulated CUDA runtime
+            (``build.py --cuda-emulation``, a test fixture): only when asked for by name, never by
+            the search, and regardless of ``$PSD_KERNEL_LIB``.
 
     Returns:
         KernelLibrary.
@@ -694,6 +768,19 @@ def load(kind: Optional[str] = None) -> KernelLibrary:
         if key in _CACHE:
             return _CACHE[key]
         env = _env_kernel_lib()
+        if kind == "cuda-emulation":
+            path = BUILD_DIR / CUDA_EMU_LIB
+            if not path.is_file():
+                raise BackendUnavailable(f"no emulated CUDA library {path}; build it with "
+                                         "`python build.py --cuda-emulation`")
+            lib = KernelLibrary(path)
+            if not lib.cuda_emulated:
+                raise BackendUnavailable(f"{path} is not an emulated CUDA build; rebuild it with "
+                                         "`python build.py --cuda-emulation`")
+            _CACHE[key] = lib
+            return lib
+        if kind not in (None, "cpu", "cuda"):
+            raise InputError(f"unknown kernel library kind {kind!r}; use 'cpu', 'cuda' or 'cuda-emulation'")
         if env is not None:
             if not env.is_file():
                 raise BackendUnavailable(f"PSD_KERNEL_LIB={env} does not exist; unset it or run `python build.py`")

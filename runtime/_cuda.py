@@ -9,6 +9,13 @@ the ``nvidia-cuda-runtime`` wheel). Every call checks the status and raises :cla
 (a ``BackendUnavailable``) with ``cudaGetErrorString``; without a driver (our CI machines) the
 first device call fails with error 35, ``cudaErrorInsufficientDriver``.
 
+``use_runtime(path)`` binds the module to another library that exports the same calls instead,
+by explicit choice only: the tests bind it to the emulated CUDA build of the kernel library
+(``build.py --cuda-emulation``), whose CUDA runtime runs on the CPU.
+
+Ownership: :class:`Stream` and :class:`DeviceBuffer` free their CUDA resources on ``close()``, on
+``with`` exit, and when they are garbage-collected.
+
 Thread safety: the library handle is loaded once under a lock; the calls themselves are CUDA's.
 """
 
@@ -25,7 +32,7 @@ import numpy as np
 
 from psdrt.runtime.errors import BackendUnavailable
 
-__all__ = ["CudaError", "load_cudart", "Stream", "DeviceBuffer", "device_count", "device_name",
+__all__ = ["CudaError", "load_cudart", "use_runtime", "Stream", "DeviceBuffer", "device_count", "device_name",
            "compute_capability", "stream_synchronize", "memcpy_htod_async", "memcpy_dtoh_async"]
 
 # cudaMemcpyKind
@@ -62,8 +69,30 @@ def _candidates() -> list[str]:
     return names
 
 
+def use_runtime(path) -> ctypes.CDLL:
+    """Bind this module to the CUDA runtime calls exported by the library at ``path`` instead of
+    ``libcudart`` (e.g. the emulated CUDA kernel library; tests only). Returns the library.
+
+    Raises:
+        CudaError: it does not load or lacks one of the calls.
+    """
+    global _LIB
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise CudaError(f"cannot load {path}: {exc}") from exc
+    with _LOCK:
+        try:
+            _declare(lib)
+        except AttributeError as exc:
+            raise CudaError(f"{path} does not export the CUDA runtime calls psdrt uses ({exc})") from exc
+        _LIB = lib
+    return lib
+
+
 def load_cudart() -> ctypes.CDLL:
-    """Load ``libcudart`` once and declare the signatures used here.
+    """Load ``libcudart`` once (or return the library of ``use_runtime``) and declare the
+    signatures used here.
 
     Raises:
         CudaError: no CUDA runtime library could be loaded.
@@ -82,37 +111,42 @@ def load_cudart() -> ctypes.CDLL:
         else:
             raise CudaError("the CUDA runtime library (libcudart) was not found; install the CUDA toolkit or "
                             "JetPack, or add its lib folder to LD_LIBRARY_PATH")
-        vp, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
-        # Signatures (cuda_runtime_api.h):
-        # cudaError_t cudaGetDeviceCount(int* count)
-        lib.cudaGetDeviceCount.argtypes = [ctypes.POINTER(i)]
-        # cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device)
-        lib.cudaDeviceGetAttribute.argtypes = [ctypes.POINTER(i), i, i]
-        # cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device)
-        lib.cudaGetDeviceProperties.argtypes = [vp, i]
-        # cudaError_t cudaSetDevice(int device)
-        lib.cudaSetDevice.argtypes = [i]
-        # cudaError_t cudaStreamCreate(cudaStream_t* stream)
-        lib.cudaStreamCreate.argtypes = [ctypes.POINTER(vp)]
-        # cudaError_t cudaStreamSynchronize(cudaStream_t stream)
-        lib.cudaStreamSynchronize.argtypes = [vp]
-        # cudaError_t cudaStreamDestroy(cudaStream_t stream)
-        lib.cudaStreamDestroy.argtypes = [vp]
-        # cudaError_t cudaMalloc(void** ptr, size_t size)
-        lib.cudaMalloc.argtypes = [ctypes.POINTER(vp), sz]
-        # cudaError_t cudaFree(void* ptr)
-        lib.cudaFree.argtypes = [vp]
-        # cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t s)
-        lib.cudaMemcpyAsync.argtypes = [vp, vp, sz, i, vp]
-        # const char* cudaGetErrorString(cudaError_t error)
-        lib.cudaGetErrorString.argtypes = [i]
-        lib.cudaGetErrorString.restype = ctypes.c_char_p
-        for fn in ("cudaGetDeviceCount", "cudaDeviceGetAttribute", "cudaGetDeviceProperties", "cudaSetDevice",
-                   "cudaStreamCreate", "cudaStreamSynchronize", "cudaStreamDestroy", "cudaMalloc", "cudaFree",
-                   "cudaMemcpyAsync"):
-            getattr(lib, fn).restype = i
+        _declare(lib)
         _LIB = lib
         return lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument and result types of the calls used here (raises AttributeError for a missing one)."""
+    vp, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+    # Signatures (cuda_runtime_api.h):
+    # cudaError_t cudaGetDeviceCount(int* count)
+    lib.cudaGetDeviceCount.argtypes = [ctypes.POINTER(i)]
+    # cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device)
+    lib.cudaDeviceGetAttribute.argtypes = [ctypes.POINTER(i), i, i]
+    # cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device)
+    lib.cudaGetDeviceProperties.argtypes = [vp, i]
+    # cudaError_t cudaSetDevice(int device)
+    lib.cudaSetDevice.argtypes = [i]
+    # cudaError_t cudaStreamCreate(cudaStream_t* stream)
+    lib.cudaStreamCreate.argtypes = [ctypes.POINTER(vp)]
+    # cudaError_t cudaStreamSynchronize(cudaStream_t stream)
+    lib.cudaStreamSynchronize.argtypes = [vp]
+    # cudaError_t cudaStreamDestroy(cudaStream_t stream)
+    lib.cudaStreamDestroy.argtypes = [vp]
+    # cudaError_t cudaMalloc(void** ptr, size_t size)
+    lib.cudaMalloc.argtypes = [ctypes.POINTER(vp), sz]
+    # cudaError_t cudaFree(void* ptr)
+    lib.cudaFree.argtypes = [vp]
+    # cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t s)
+    lib.cudaMemcpyAsync.argtypes = [vp, vp, sz, i, vp]
+    # const char* cudaGetErrorString(cudaError_t error)
+    lib.cudaGetErrorString.argtypes = [i]
+    lib.cudaGetErrorString.restype = ctypes.c_char_p
+    for fn in ("cudaGetDeviceCount", "cudaDeviceGetAttribute", "cudaGetDeviceProperties", "cudaSetDevice",
+               "cudaStreamCreate", "cudaStreamSynchronize", "cudaStreamDestroy", "cudaMalloc", "cudaFree",
+               "cudaMemcpyAsync"):
+        getattr(lib, fn).restype = i
 
 
 def _check(status: int, what: str) -> None:
@@ -175,6 +209,12 @@ class Stream:
             h, self._h = self._h, None
             _check(load_cudart().cudaStreamDestroy(ctypes.c_void_p(h)), "cudaStreamDestroy")
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown or a dead context: nothing to report to
+            pass
+
     def __enter__(self) -> "Stream":
         return self
 
@@ -203,6 +243,18 @@ class DeviceBuffer:
         if self.ptr:
             ptr, self.ptr, self.nbytes = self.ptr, 0, 0
             _check(load_cudart().cudaFree(ctypes.c_void_p(ptr)), "cudaFree")
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown or a dead context
+            pass
+
+    def __enter__(self) -> "DeviceBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def memcpy_htod_async(dst: int, src: np.ndarray, stream: int) -> None:
