@@ -832,6 +832,23 @@ class _Lazy:
         return ReferencePipeline(mode, self.model(), preset=self.preset, fm_lower=self.fm_lower)
 
 
+def _check_size_for_mode(h: int, w: int, mode: str) -> None:
+    """The kernel library's frame-size rule for ``mode`` (psd_check_frame_size), before anything
+    is exported; builds the CPU library first when it is missing. Raises ValueError."""
+    from psdrt.runtime import _capi
+    from psdrt.runtime.errors import BackendUnavailable, InputError
+
+    try:
+        lib = _capi.load()
+    except BackendUnavailable:
+        build_kernels(cuda=False)
+        lib = _capi.load()
+    try:
+        lib.check_frame_size(h, w, mode)
+    except InputError as exc:
+        raise ValueError(f"--size {h}x{w}: {exc}") from None
+
+
 def _export_fp32(lazy: _Lazy, part: str, dst: Path, opset: int) -> None:
     from psdrt.export.onnx_export import encoder_feat_sizes, export_encoder, export_head
 
@@ -970,6 +987,7 @@ def build_artifacts(
     info = lazy.info()
     parts = ("encoder", "head") if info.kind == "psd" else ("encoder",)
     mode = "psd" if info.kind == "psd" else "propagate"
+    _check_size_for_mode(h, w, mode)
     _say(f"{info.kind} checkpoint, encoder {info.encoder}, mode {mode}; working size {h}x{w}, "
          f"encoder input {hm[0]}x{hm[1]}; precisions {', '.join(precisions)}; target {target}")
     if "int8" in precisions and calibration is None:

@@ -90,6 +90,14 @@ class PropagationParams(C.Structure):
                 ("iters_quarter", _i32), ("iters_full", _i32), ("flags", _u32), ("reserved", _u32)]
 
 
+class SparseStats(C.Structure):
+    """psd_sparse_stats."""
+
+    _fields_ = [("struct_size", _u32), ("reserved", _u32), ("points", _i64), ("interior", _i64),
+                ("rejected_range", _i64), ("rejected_outliers", _i64), ("dmin", C.c_double), ("dmax", C.c_double),
+                ("median", C.c_double)]
+
+
 class GuidedParamsC(C.Structure):
     """psd_guided_params."""
 
@@ -109,6 +117,14 @@ _SIGNATURES = {
     "psd_build_info": (_i32, [C.POINTER(_u32)]),
     # psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_error)
     "psd_cuda_device_count": (_i32, [C.POINTER(_i32), C.POINTER(_i32)]),
+    # psd_status_t psd_check_intrinsics(const double* K, int64_t height, int64_t width)
+    "psd_check_intrinsics": (_i32, [C.POINTER(C.c_double), _i64, _i64]),
+    # psd_status_t psd_prepare_sparse(int64_t height, int64_t width, const float* sparse, int64_t stride, float* scratch, float* out, psd_sparse_stats* stats)
+    "psd_prepare_sparse": (_i32, [_i64, _i64, _vp, _i64, _vp, _vp, C.c_void_p]),
+    # psd_status_t psd_guard_depth(int64_t height, int64_t width, double dmin, double dmax, float* depth, int64_t* clamped)
+    "psd_guard_depth": (_i32, [_i64, _i64, C.c_double, C.c_double, _vp, C.POINTER(_i64)]),
+    # psd_status_t psd_check_frame_size(int32_t mode, int64_t height, int64_t width)
+    "psd_check_frame_size": (_i32, [_i32, _i64, _i64]),
     # psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t producer)
     "psd_cuda_stream_wait": (_i32, [_vp, _vp]),
     # psd_status_t psd_fm_input_size(int64_t h, int64_t w, int64_t lower, int64_t multiple, int64_t* out_h, int64_t* out_w)
@@ -439,6 +455,55 @@ class KernelLibrary:
         return None if stream is None else int(stream)
 
     # ---------------------------------------------------------------- helpers
+    def check_intrinsics(self, K: np.ndarray, shape=None) -> None:
+        """psd_check_intrinsics: the one definition of a usable pinhole K (its rules in psd.h);
+        ``shape`` (H, W) adds the image-size rules. Raises InputError naming the fix."""
+        k = np.ascontiguousarray(K, dtype=np.float64).reshape(9)
+        h, w = (0, 0) if shape is None else (int(shape[0]), int(shape[1]))
+        status = self._lib.psd_check_intrinsics(k.ctypes.data_as(C.POINTER(C.c_double)), h, w)
+        if status:
+            raise InputError(self.last_error())
+
+    def prepare_sparse(self, sparse: np.ndarray) -> tuple[np.ndarray, dict]:
+        """psd_prepare_sparse: the one definition of acceptable sparse depth (its rules in psd.h):
+        errors for NaN/Inf, negative values or no point; points outside [1 mm, 10 km] and beyond
+        100x the median are set to 0 and counted.
+
+        Returns:
+            (ndarray, dict): the accepted (H, W) float32 map (a new array) and the statistics
+            (points, interior, rejected_range, rejected_outliers, dmin, dmax, median).
+        """
+        sp = np.ascontiguousarray(sparse, dtype=np.float32)
+        if sp.ndim != 2:
+            raise ShapeError(f"sparse depth must be H x W, got shape {sp.shape}")
+        out, scratch = np.empty_like(sp), np.empty_like(sp)
+        st = SparseStats()
+        st.struct_size = C.sizeof(SparseStats)
+        self._check(self._lib.psd_prepare_sparse(sp.shape[0], sp.shape[1], sp.ctypes.data, 0, scratch.ctypes.data,
+                                                 out.ctypes.data, C.byref(st)))
+        return out, {k: getattr(st, k) for k, _ in SparseStats._fields_[2:]}
+
+    def guard_depth(self, depth: np.ndarray, dmin: float, dmax: float) -> int:
+        """psd_guard_depth: clamps a C-contiguous float32 host depth map in place to
+        [0.5 dmin, 2 dmax]; returns how many values changed."""
+        if not (isinstance(depth, np.ndarray) and depth.dtype == np.float32 and depth.flags.c_contiguous
+                and depth.flags.writeable and depth.ndim == 2):
+            raise InputError("guard_depth needs a writable C-contiguous (H, W) float32 array")
+        k = _i64()
+        self._check(self._lib.psd_guard_depth(depth.shape[0], depth.shape[1], float(dmin), float(dmax),
+                                              depth.ctypes.data, C.byref(k)))
+        return int(k.value)
+
+    #: psd_session_mode_t of the mode names
+    SESSION_MODES = {None: 0, "any": 0, "psd": 1, "propagate": 2, "guided": 3}
+
+    def check_frame_size(self, height: int, width: int, mode: Optional[str] = None) -> None:
+        """psd_check_frame_size: the one rule for a usable frame size per mode (psd.h lists it).
+        Raises ShapeError naming the fix."""
+        if mode not in self.SESSION_MODES:
+            raise InputError(f"unknown mode {mode!r}; use psd, propagate or guided")
+        self._check(self._lib.psd_check_frame_size(self.SESSION_MODES[mode], int(height), int(width)))
+
     def fm_input_size(self, h: int, w: int, lower: int = 392, multiple: int = 14) -> tuple[int, int]:
         """Foundation-model input size (psd_fm_input_size)."""
         oh, ow = _i64(), _i64()

@@ -6,7 +6,7 @@ test or an embedding application can change the environment and see the effect i
 Variables:
     PSD_SHARED_DATA: folder holding the shared ``kitti/`` and ``nyu/`` development frames.
         Defaults to ``../shared/data`` beside the repository checkout when that folder exists.
-    PSD_NUM_THREADS: positive integer, CPU threads for NumPy/OpenCV-side work. Defaults to unset
+    PSD_NUM_THREADS: integer 1..1024, CPU threads for NumPy/OpenCV-side work. Defaults to unset
         (each library's own default).
     PSD_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR, CRITICAL (case-insensitive). Defaults to WARNING.
 """
@@ -18,7 +18,11 @@ from pathlib import Path
 
 from psdrt.runtime.errors import InputError
 
-__all__ = ["LOG_LEVELS", "shared_data_dir", "num_threads", "log_level"]
+__all__ = ["LOG_LEVELS", "MAX_THREADS", "shared_data_dir", "num_threads", "log_level"]
+
+#: the most CPU threads any psdrt option accepts (ONNX Runtime intra-op threads, PSD_NUM_THREADS,
+#: psd_session_options.intra_op_threads): more is a typo, and ONNX Runtime would try to start them
+MAX_THREADS = 1024
 
 #: accepted values of PSD_LOG_LEVEL, in increasing severity
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -36,8 +40,9 @@ def _env_str(name: str) -> str | None:
     return value or None
 
 
-def _env_int(name: str, default: int | None, minimum: int = 1) -> int | None:
-    """Parse ``name`` as an integer >= ``minimum``; ``default`` when unset. Bad values raise InputError."""
+def _env_int(name: str, default: int | None, minimum: int = 1, maximum: int | None = None) -> int | None:
+    """Parse ``name`` as an integer in [``minimum``, ``maximum``]; ``default`` when unset. Bad values raise
+    InputError."""
     raw = _env_str(name)
     if raw is None:
         return default
@@ -49,6 +54,8 @@ def _env_int(name: str, default: int | None, minimum: int = 1) -> int | None:
         ) from None
     if value < minimum:
         raise InputError(f"{name}={value} is below {minimum}; set it to a whole number >= {minimum} or unset it")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{name}={value} is above {maximum}; set it to a whole number <= {maximum} or unset it")
     return value
 
 
@@ -88,7 +95,7 @@ def num_threads() -> int | None:
     Returns:
         int | None: a positive thread count, or None when unset (use the libraries' defaults).
     """
-    return _env_int("PSD_NUM_THREADS", None, minimum=1)
+    return _env_int("PSD_NUM_THREADS", None, minimum=1, maximum=MAX_THREADS)
 
 
 def log_level() -> str:

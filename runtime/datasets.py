@@ -507,6 +507,13 @@ class DatasetReader:
         """Working-size crop/resize; identity for datasets evaluated at the stored size."""
         return rgb, gt, sparse, K
 
+    #: whether the frames' K is a pinhole K of the image (False: the camera model ignores it)
+    pinhole_K = True
+
+    def _check_K(self, K, shape):
+        """validate_intrinsics, with the image-size rules only where K describes the image."""
+        return validate_intrinsics(K, shape if self.pinhole_K else None)
+
     def load(self, entry: _Entry) -> Sample:
         rgb = read_rgb(entry.rgb)
         gt = self._read_gt(entry.gt)
@@ -517,7 +524,7 @@ class DatasetReader:
                                  f"{rgb.shape[0]}x{rgb.shape[1]}; every file of a frame must have the same size")
         K = self._base_K(entry, rgb.shape[:2])
         rgb, gt, sparse, K = self._transform(rgb, gt, sparse, K, entry.name)
-        K = validate_intrinsics(K, rgb.shape[:2])
+        K = self._check_K(K, rgb.shape[:2])
         cam = None if self.cam_params is None else np.asarray(self.cam_params, dtype=np.float64)
         return Sample(rgb=np.ascontiguousarray(rgb), gt=gt.astype(np.float32, copy=False),
                       sparse=None if sparse is None else sparse.astype(np.float32, copy=False),
@@ -609,7 +616,7 @@ class NYUv2Reader(DatasetReader):
                              "(3xHxW uint8) and 'depth' (HxW metres)") from None
         gt = np.where(np.isfinite(gt) & (gt > 0), gt, np.float32(0.0)).astype(np.float32)
         rgb, gt, _, K = self._transform(rgb, gt, None, None, entry.name)
-        return Sample(rgb=rgb, gt=gt, sparse=None, K=validate_intrinsics(K, rgb.shape[:2]), name=entry.name,
+        return Sample(rgb=rgb, gt=gt, sparse=None, K=self._check_K(K, rgb.shape[:2]), name=entry.name,
                       dataset=self.key)
 
     def _base_K(self, entry, shape):
@@ -936,6 +943,8 @@ class StanfordReader(DatasetReader):
 
     name, key, title, folder = "stanford", "Stanford", "Stanford2D3D", "Stanford"
     sparse_kind, list_name, columns = "scatter_001", "val_stanford.txt", 3
+    # the '360' model uses no K; the official resize scales it by the height for both axes
+    pinhole_K = False
     fixed_K = ((540.0, 0.0, 540.0), (0.0, 540.0, 540.0), (0.0, 0.0, 1.0))
     working_size = (1024, 1664)
 
@@ -1000,7 +1009,7 @@ class _SharedReader(DatasetReader):
     def load(self, entry):
         f = load_shared_frame(self.root, self.shared_key, entry.name)
         rgb, gt, _, K = self._transform(f.rgb, f.depth, None, f.K, entry.name)
-        return Sample(rgb=np.ascontiguousarray(rgb), gt=gt, sparse=None, K=validate_intrinsics(K, rgb.shape[:2]),
+        return Sample(rgb=np.ascontiguousarray(rgb), gt=gt, sparse=None, K=self._check_K(K, rgb.shape[:2]),
                       name=entry.name, dataset=self.key)
 
 

@@ -67,12 +67,14 @@ class GuidedParams:
     seed: int = 0
 
     def __post_init__(self):
-        if self.channels < 2:
-            raise InputError("guided channels must be >= 2")
         if not self.colour_scale > 0:
             raise InputError("guided colour_scale must be > 0")
-        if self.levels < 1 or self.iterations < 0:
-            raise InputError("guided levels must be >= 1 and iterations >= 0")
+        # the kernel library's bounds (kernels/guided/guided.cpp), checked before any call
+        if not 2 <= self.channels <= 64:
+            raise InputError(f"guided channels must be 2..64 (default 32), got {self.channels}")
+        if not 1 <= self.levels <= 16 or not 0 <= self.iterations <= 100000:
+            raise InputError(f"guided levels must be 1..16 and iterations 0..100000 (defaults 2 and 40), got "
+                             f"{self.levels} and {self.iterations}")
 
 
 def rff_projection(params: GuidedParams) -> tuple[np.ndarray, np.ndarray]:

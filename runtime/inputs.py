@@ -19,11 +19,15 @@ class FrameInputs:
 
     Attributes:
         rgb (ndarray): H x W x 3 uint8, RGB order.
-        sparse (ndarray): H x W float32 metres, 0 = missing.
+        sparse (ndarray): H x W float32 metres, 0 = missing: the accepted points only.
         K (ndarray): 3 x 3 float64 pinhole intrinsics at H x W.
-        points (int): number of valid sparse pixels.
-        interior (int): valid points strictly between the smallest and largest sparse depth; the
+        points (int): number of accepted sparse pixels.
+        interior (int): accepted points strictly between the smallest and largest sparse depth; the
             least-squares alignment needs at least 2 (fewer = ``'degenerate'`` alignment).
+        rejected_range (int): points dropped for lying outside [1 mm, 10 km].
+        rejected_outliers (int): points dropped for lying over 100x above or below the median.
+        dmin, dmax (float): smallest and largest accepted depth (the output guard's range is
+            [0.5 dmin, 2 dmax]).
     """
 
     rgb: np.ndarray
@@ -31,9 +35,24 @@ class FrameInputs:
     K: np.ndarray
     points: int
     interior: int
+    rejected_range: int = 0
+    rejected_outliers: int = 0
+    dmin: float = 0.0
+    dmax: float = 0.0
+
+    def rejected(self) -> dict:
+        """What ``result.info['rejected']`` reports."""
+        return {"range": self.rejected_range, "outliers": self.rejected_outliers}
+
+    def guard(self, depth: np.ndarray) -> int:
+        """The output guard (psd_guard_depth): clamps ``depth`` (float32, C-contiguous) in place to
+        [0.5 dmin, 2 dmax]; returns how many pixels changed (``info['clamped']``)."""
+        from . import _capi
+
+        return _capi.load().guard_depth(depth, self.dmin, self.dmax)
 
 
-def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> FrameInputs:
+def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True, mode: str | None = None) -> FrameInputs:
     """Check and normalise one frame.
 
     Args:
@@ -42,13 +61,18 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> 
         K (ndarray): 3 x 3 pinhole intrinsics for the H x W frame.
         bgr (bool): ``rgb`` is in BGR order (OpenCV); it is converted to RGB.
         need_rgb (bool): whether the image is required.
+        mode (str, optional): ``"psd"``, ``"propagate"`` or ``"guided"``: the frame size must suit
+            it (the kernel library's ``psd_check_frame_size``, which the C sessions apply too).
+            Defaults to None: the rules of every mode (4 to 32768 pixels a side).
 
     Returns:
         FrameInputs: contiguous arrays in the documented dtypes.
 
     Raises:
-        ShapeError: wrong rank or channel count, or RGB and sparse sizes differ.
-        InputError: wrong dtype, NaN/Inf or negative depth, no sparse point, invalid K.
+        ShapeError: wrong rank or channel count, RGB and sparse sizes differ, or a size the mode
+            cannot take.
+        InputError: wrong dtype, NaN/Inf or negative depth, no sparse point (none left within
+            [1 mm, 10 km]), invalid K.
     """
     from .io import validate_intrinsics  # io needs OpenCV; keep this module importable without it
 
@@ -62,21 +86,13 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> 
             f"sparse depth must be float metres, got dtype {sp.dtype}; for a 16-bit PNG divide by its "
             "scale first (e.g. psdrt.runtime.io.read_depth(path, scale=256))"
         )
-    sp = np.ascontiguousarray(sp, dtype=np.float32)
-    if not np.isfinite(sp).all():
-        raise InputError("sparse depth contains NaN or Inf; mark missing pixels with 0 instead")
-    if (sp < 0).any():
-        raise InputError("sparse depth contains negative values; depths are metres >= 0 with 0 = missing")
-    valid = sp > 0
-    n = int(valid.sum())
-    if n == 0:
-        raise InputError(
-            "sparse depth has no valid point (all zeros); at least one measurement is needed to fix "
-            "the metric scale"
-        )
-    vals = sp[valid]
-    interior = int(((vals > vals.min()) & (vals < vals.max())).sum())
     h, w = sp.shape
+    from . import _capi
+
+    lib = _capi.load()
+    lib.check_frame_size(h, w, mode)  # before any network or allocation
+    # NaN/Inf, negative, empty, and the rejection of impossible points: psd_prepare_sparse
+    sp, stats = lib.prepare_sparse(sp)
     if need_rgb:
         im = np.asarray(rgb)
         if im.ndim != 3 or im.shape[2] != 3:
@@ -98,7 +114,9 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True) -> 
     else:
         im = None
     Kv = validate_intrinsics(K, (h, w))
-    return FrameInputs(rgb=im, sparse=sp, K=Kv, points=n, interior=interior)
+    return FrameInputs(rgb=im, sparse=sp, K=Kv, points=int(stats["points"]), interior=int(stats["interior"]),
+                       rejected_range=int(stats["rejected_range"]), rejected_outliers=int(stats["rejected_outliers"]),
+                       dmin=float(stats["dmin"]), dmax=float(stats["dmax"]))
 
 
 def _resize_nearest(a: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -261,18 +261,21 @@ def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
 def validate_intrinsics(K: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Check that ``K`` is a usable pinhole matrix, optionally for an image of ``shape``.
 
+    The rules are the kernel library's ``psd_check_intrinsics`` (listed in ``psd.h``), the one
+    definition the C sessions apply too: finite, bottom row (0, 0, 1), upper triangular, fx, fy > 0,
+    |skew| <= fx, fy / fx in [1/5, 5]; with ``shape``, focal lengths of 0.01 to 1000 times the
+    longer side and the principal point inside the image.
+
     Args:
         K (np.ndarray): (3, 3) intrinsics.
-        shape (tuple[int, int] | None): (H, W) of the image K belongs to. When given, the principal
-            point must lie within the image extended by half its size on each side, which catches a
-            K left at another resolution. Defaults to None (no image check).
+        shape (tuple[int, int] | None): (H, W) of the image K belongs to. Defaults to None (no
+            image-size rules).
 
     Returns:
         np.ndarray: ``K`` as a float64 (3, 3) array.
 
     Raises:
-        InputError: not 3×3, non-finite, focal lengths ≤ 0, bottom row not (0, 0, 1), singular,
-            or the principal point far outside the image.
+        InputError: not 3×3 or numeric, or a rule above fails (the message names the fix).
     """
     try:
         K = np.asarray(K, dtype=np.float64)
@@ -281,22 +284,9 @@ def validate_intrinsics(K: np.ndarray, shape: tuple[int, int] | None = None) -> 
     if K.shape != (3, 3):
         raise InputError(f"intrinsics K must be 3x3, got shape {K.shape}; "
                          "build it with intrinsics_matrix(fx, fy, cx, cy)")
-    if not np.isfinite(K).all():
-        raise InputError("intrinsics K contains NaN or Inf; fix the calibration file")
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise InputError(f"intrinsics K has non-positive focal lengths fx={K[0, 0]}, fy={K[1, 1]}; "
-                         "focal lengths are in pixels and must be > 0")
-    if not np.allclose(K[2], (0.0, 0.0, 1.0)):
-        raise InputError(f"intrinsics K bottom row is {K[2].tolist()}, expected [0, 0, 1]; normalise K by K[2, 2]")
-    if abs(np.linalg.det(K)) < 1e-12:
-        raise InputError("intrinsics K is singular; fix the calibration (fx, fy must be non-zero)")
-    if shape is not None:
-        h, w = int(shape[0]), int(shape[1])
-        cx, cy = K[0, 2], K[1, 2]
-        if not (-0.5 * w <= cx <= 1.5 * w and -0.5 * h <= cy <= 1.5 * h):
-            raise InputError(f"principal point ({cx:.1f}, {cy:.1f}) is far outside the {w}x{h} image; "
-                             "K is probably for another resolution: scale fx, cx by the width ratio and "
-                             "fy, cy by the height ratio (and shift cx, cy by any crop offset)")
+    from . import _capi
+
+    _capi.load().check_intrinsics(K, shape)
     return K
 
 

@@ -195,7 +195,7 @@ class Pipeline:
         """
         t = {}
         t0 = time.perf_counter()
-        frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        frame = validate_frame(rgb, sparse, K, bgr=bgr, mode=self.mode)
         if self.working_size is not None and tuple(frame.sparse.shape) != tuple(self.working_size):
             hw = f"{frame.sparse.shape[0]}x{frame.sparse.shape[1]}"
             raise ShapeError(f"frame is {hw} but the artefacts were built for "
@@ -241,7 +241,9 @@ class Pipeline:
                     depth = self.kernels.post_process(out["fd0"][0], out["depth_pix"][0, 0], frame.sparse,
                                                       p.post_iters)
                 t["post"] = time.perf_counter() - t4
-        depth = np.ascontiguousarray(depth, dtype=np.float32)
+        depth = np.array(depth, dtype=np.float32, order="C")  # a copy: the guard writes in place
+        info["rejected"] = frame.rejected()
+        info["clamped"] = frame.guard(depth)
         if not np.isfinite(depth).all():
             raise PsdError("the pipeline produced non-finite depth; check the artefacts with the "
                            "correctness gate (psdrt.export.gate) and report the inputs")

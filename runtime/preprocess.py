@@ -62,10 +62,13 @@ def fm_input_size(h: int, w: int, lower: int = FM_LOWER, multiple: int = FM_MULT
         tuple[int, int]: (Hm, Wm), e.g. 228×304 → 392×518, 256×1216 → 392×1862.
 
     Raises:
-        InputError: non-positive sizes.
+        InputError: non-positive sizes, lower > 4096 or multiple > 1024.
     """
     if h <= 0 or w <= 0 or lower <= 0 or multiple <= 0:
         raise InputError(f"fm_input_size needs positive sizes, got h={h}, w={w}, lower={lower}, multiple={multiple}")
+    if lower > 4096 or multiple > 1024:  # the bounds of the kernel library's psd_fm_input_size
+        raise InputError(f"fm_input_size: lower must be <= 4096 and multiple <= 1024, got lower={lower}, "
+                         f"multiple={multiple} (PSD uses 392 and 14; Depth Anything 518 and 14)")
     s = max(lower / h, lower / w)
 
     def constrain(x: float) -> int:

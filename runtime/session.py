@@ -96,7 +96,8 @@ class FrameOut(C.Structure):
 
     _fields_ = [("struct_size", _u32), ("reserved", _u32), ("depth", C.c_void_p), ("depth_stride", _i64),
                 ("depth_mm", C.c_void_p), ("depth_mm_stride", _i64), ("points", _i64),
-                ("alignment_degenerate", _i32), ("reserved2", _i32), ("timings_ms", _f64 * len(STAGES))]
+                ("alignment_degenerate", _i32), ("reserved2", _i32), ("timings_ms", _f64 * len(STAGES)),
+                ("rejected_range", _i64), ("rejected_outliers", _i64), ("clamped", _i64)]
 
 
 _vp = C.c_void_p
@@ -365,7 +366,9 @@ class CSession:
                 "psd": ("preprocess", "encoder", "propagation", "head", "post")}[self.mode]
         timings = {k: t[k] for k in ("validate",) + keep + ("total",)}
         info = {"points": int(fout.points), "alignment": "degenerate" if fout.alignment_degenerate else "ok",
-                "preset": self.preset_name, "timings_ms": timings, "engine": "c"}
+                "preset": self.preset_name, "timings_ms": timings, "engine": "c",
+                "rejected": {"range": int(fout.rejected_range), "outliers": int(fout.rejected_outliers)},
+                "clamped": int(fout.clamped)}
         return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)
 
     def __repr__(self) -> str:

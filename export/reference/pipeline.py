@@ -140,7 +140,7 @@ class ReferencePipeline:
         Used by calibration and the correctness gate. Needs mode ``psd`` or ``propagate``."""
         if self.fm is None:
             raise InputError("head_feeds needs the foundation model: use mode 'psd' or 'propagate'")
-        frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        frame = validate_frame(rgb, sparse, K, bgr=bgr, mode="psd")  # feeds the head: its size rule
         S = _t(frame.sparse)
         _, _, diff, feats = self._propagate(frame, S)
         out = {"sparse": S.numpy(), "depth_diff": diff.numpy().astype(np.float32)}
@@ -164,7 +164,7 @@ class ReferencePipeline:
         Raises:
             InputError / ShapeError: invalid inputs (see ``psdrt.runtime.inputs``).
         """
-        frame = validate_frame(rgb, sparse, K, bgr=bgr)
+        frame = validate_frame(rgb, sparse, K, bgr=bgr, mode=self.mode)
         info = {
             "points": frame.points,
             "alignment": "ok" if frame.interior >= 2 else "degenerate",
@@ -191,6 +191,8 @@ class ReferencePipeline:
                 )
                 depth = post
         result = depth[0, 0].numpy().astype(np.float32, copy=True)
+        info["rejected"] = frame.rejected()
+        info["clamped"] = frame.guard(result)  # the output guard of every pipeline (psd_guard_depth)
         if not np.isfinite(result).all():
             raise PsdError(
                 "the reference produced non-finite depth; this is a bug (or an overflowing model: "

@@ -34,7 +34,8 @@ void ValidateScalars(int64_t h, int64_t w, const GuidedConfig& cfg) {
               "guided: channels must be 2..64 (default 32)");
   PSD_REQUIRE(std::isfinite(cfg.colour_scale) && cfg.colour_scale > 0.0f, InvalidArgument,
               "guided: colour_scale must be a finite number > 0 (default 10)");
-  PSD_REQUIRE(cfg.levels >= 1, InvalidArgument, "guided: levels must be >= 1 (default 2)");
+  PSD_REQUIRE(cfg.levels >= 1 && cfg.levels <= 16, InvalidArgument,
+              "guided: levels must be 1..16 (default 2; level l works at 1/2^l)");
   PSD_REQUIRE(cfg.iterations >= 0 && cfg.iterations <= 100000, InvalidArgument,
               "guided: iterations must be 0..100000 (default 40)");
 }

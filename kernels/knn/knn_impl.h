@@ -185,16 +185,16 @@ inline void GridQuery(const Grid& g, const float* pts, int64_t n, int64_t q,
                                            : (g.dim[1] > g.dim[2] ? g.dim[1] : g.dim[2]);
   int64_t seen = 0;
   for (int64_t r = 0; r <= rmax; ++r) {
-    for (int64_t dz = -r; dz <= r; ++dz) {
-      const int64_t z = c[2] + dz;
-      if (z < 0 || z >= g.dim[2]) continue;
-      for (int64_t dy = -r; dy <= r; ++dy) {
-        const int64_t y = c[1] + dy;
-        if (y < 0 || y >= g.dim[1]) continue;
-        const bool shell = (dz == -r || dz == r || dy == -r || dy == r);
-        const int64_t step = shell ? 1 : 2 * r;
-        for (int64_t dx = -r; dx <= r; dx += (step > 0 ? step : 1)) {
-          const int64_t x = c[0] + dx;
+    // the shell of the (2r+1)^3 box around the query cell, clipped to the grid: a ring costs
+    // what it visits, not (2r+1)^2, so elongated grids stay cheap
+    const int64_t z0 = c[2] - r > 0 ? c[2] - r : 0, z1 = c[2] + r < g.dim[2] - 1 ? c[2] + r : g.dim[2] - 1;
+    const int64_t y0 = c[1] - r > 0 ? c[1] - r : 0, y1 = c[1] + r < g.dim[1] - 1 ? c[1] + r : g.dim[1] - 1;
+    const int64_t x0 = c[0] - r > 0 ? c[0] - r : 0, x1 = c[0] + r < g.dim[0] - 1 ? c[0] + r : g.dim[0] - 1;
+    for (int64_t z = z0; z <= z1; ++z) {
+      for (int64_t y = y0; y <= y1; ++y) {
+        const bool shell = (z == c[2] - r || z == c[2] + r || y == c[1] - r || y == c[1] + r);
+        for (int64_t x = shell ? x0 : c[0] - r; x <= (shell ? x1 : c[0] + r);
+             x += shell ? 1 : (r > 0 ? 2 * r : 1)) {
           if (x < 0 || x >= g.dim[0]) continue;
           const int64_t cell = (z * g.dim[1] + y) * g.dim[0] + x;
           for (int64_t t = cell_start[cell]; t < cell_start[cell + 1]; ++t) {
@@ -267,7 +267,13 @@ void KnnPropagate(const float* feat, int64_t c, const float* points, const float
   const float* unit = wk.unit;
   if constexpr (D == Device::kCpu) {
     const int64_t m = sc[0], nq = sc[1];
-    if (p.brute_force || m == 0) {
+    // The grid's early exit needs finite squared distances: with a coordinate that is not finite
+    // or beyond 1e18 (squares overflow float), every query would walk the whole grid. Such
+    // frames (a degenerate K through the C API, say) take the brute-force search, which finds
+    // the same neighbours in a bounded time.
+    bool conditioned = true;
+    for (int64_t i = 0; i < 3 * n && conditioned; ++i) conditioned = std::fabs(points[i]) <= 1e18f;
+    if (p.brute_force || m == 0 || !conditioned) {
       ParallelFor<D>(nq, s, [=](int64_t t) {
         const int64_t q = query[t];
         Nearest nb;

@@ -14,6 +14,11 @@ void FmInputSize(int64_t h, int64_t w, int64_t lower, int64_t multiple, int64_t*
   PSD_REQUIRE_PTR(out_w);
   PSD_REQUIRE(h > 0 && w > 0 && lower > 0 && multiple > 0, InvalidArgument,
               "fm_input_size needs positive sizes");
+  // the foundation model's input is at least lower x lower: bounded so that a typo cannot ask
+  // for gigabytes (runtime.preprocess.fm_input_size has the same bounds)
+  PSD_REQUIRE(lower <= 4096 && multiple <= 1024, InvalidArgument,
+              "fm_input_size: lower must be <= 4096 and multiple <= 1024 (PSD uses 392 and 14; Depth Anything "
+              "518 and 14)");
   const double s = std::fmax(static_cast<double>(lower) / h, static_cast<double>(lower) / w);
   auto constrain = [&](double x) {
     // std::nearbyint rounds half to even in the default rounding mode, like np.round

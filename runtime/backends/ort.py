@@ -183,8 +183,11 @@ class OrtBackend:
             raise ValueError(f"graph_optimization must be one of {sorted(levels)}, got {graph_optimization!r}")
         so.graph_optimization_level = levels[graph_optimization]
         if threads is not None:
-            if int(threads) < 1:
-                raise ValueError(f"threads must be >= 1, got {threads!r}")
+            from ..config import MAX_THREADS
+
+            if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+                raise InputError(f"threads must be an integer in 1..{MAX_THREADS} (ONNX Runtime intra-op threads), "
+                                 f"got {threads!r}; leave it unset for ONNX Runtime's default")
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
         so.log_severity_level = 3  # errors only: EP fallback notices go through our logger

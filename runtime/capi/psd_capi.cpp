@@ -6,11 +6,16 @@
 // kernels/ stays a plain C++ library with no C linkage concerns.
 #include "psd/psd.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "../../kernels/align/align.h"
 #include "../../kernels/common/check.h"
+#include "../../kernels/common/reduce.h"
 #include "../../kernels/common/workspace.h"
 #include "../../kernels/cspn/cspn.h"
 #include "../../kernels/guided/guided.h"
@@ -230,6 +235,174 @@ PSD_API psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t pr
     (void)consumer;
     throw psd::NotBuiltWithCuda("psd_cuda_stream_wait needs the CUDA build of the library");
 #endif
+  })
+}
+
+PSD_API psd_status_t psd_check_intrinsics(const double* K, int64_t height, int64_t width) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE(K != nullptr, NullPointer, "null pointer: K (3x3 intrinsics)");
+    auto num = [](double v) {
+      char b[64];
+      std::snprintf(b, sizeof b, "%.6g", v);
+      return std::string(b);
+    };
+    for (int i = 0; i < 9; ++i)
+      PSD_REQUIRE(std::isfinite(K[i]), InvalidArgument, "intrinsics K contains NaN or Inf; fix the calibration file");
+    const double fx = K[0], skew = K[1], cx = K[2], k10 = K[3], fy = K[4], cy = K[5];
+    auto close = [](double a, double b) { return std::fabs(a - b) <= 1e-8 + 1e-5 * std::fabs(b); };
+    PSD_REQUIRE(close(K[6], 0.0) && close(K[7], 0.0) && close(K[8], 1.0), InvalidArgument,
+                "intrinsics K bottom row is [" + num(K[6]) + ", " + num(K[7]) + ", " + num(K[8]) +
+                    "], expected [0, 0, 1]; normalise K by K[2, 2]");
+    PSD_REQUIRE(fx > 0 && fy > 0, InvalidArgument,
+                "intrinsics K has non-positive focal lengths fx=" + num(fx) + ", fy=" + num(fy) +
+                    "; focal lengths are in pixels and must be > 0");
+    const double det = K[0] * (K[4] * K[8] - K[5] * K[7]) - K[1] * (K[3] * K[8] - K[5] * K[6]) +
+                       K[2] * (K[3] * K[7] - K[4] * K[6]);
+    PSD_REQUIRE(std::fabs(det) >= 1e-12, InvalidArgument,
+                "intrinsics K is singular; fix the calibration (fx, fy must be non-zero)");
+    PSD_REQUIRE(close(k10, 0.0), InvalidArgument,
+                "intrinsics K[1, 0] is " + num(k10) + ", expected 0: a pinhole K is upper triangular "
+                "[[fx, s, cx], [0, fy, cy], [0, 0, 1]]; is the matrix transposed?");
+    PSD_REQUIRE(std::fabs(skew) <= fx, InvalidArgument,
+                "intrinsics K skew K[0, 1] = " + num(skew) + " exceeds fx = " + num(fx) +
+                    " (psdrt accepts |skew| <= fx; real cameras have 0); fix the calibration");
+    PSD_REQUIRE(fy >= fx / 5.0 && fy <= fx * 5.0, InvalidArgument,
+                "intrinsics K focal lengths fx=" + num(fx) + ", fy=" + num(fy) +
+                    " differ by more than 5x (psdrt accepts fy/fx in [1/5, 5]); fx and fy are in pixels of the "
+                    "same image: fix the calibration");
+    if (height > 0 && width > 0) {
+      const double side = static_cast<double>(height > width ? height : width);
+      PSD_REQUIRE(fx >= 0.01 * side && fx <= 1000.0 * side && fy >= 0.01 * side && fy <= 1000.0 * side,
+                  InvalidArgument,
+                  "intrinsics K focal lengths fx=" + num(fx) + ", fy=" + num(fy) + " are implausible for a " +
+                      std::to_string(width) + "x" + std::to_string(height) +
+                      " image (psdrt accepts 0.01 to 1000 times the longer side, " + num(0.01 * side) + " to " +
+                      num(1000.0 * side) + " pixels); K is probably in other units or for another resolution");
+      PSD_REQUIRE(cx >= 0 && cx <= static_cast<double>(width) && cy >= 0 && cy <= static_cast<double>(height),
+                  InvalidArgument,
+                  "principal point (" + num(cx) + ", " + num(cy) + ") is outside the " + std::to_string(width) +
+                      "x" + std::to_string(height) +
+                      " image; K is probably for another resolution: scale fx, cx by the width ratio and fy, cy "
+                      "by the height ratio (and shift cx, cy by any crop offset)");
+    }
+  })
+}
+
+PSD_API psd_status_t psd_check_frame_size(int32_t mode, int64_t height, int64_t width) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE(mode >= 0 && mode <= 3, InvalidArgument,
+                "mode must be 0 (any), 1 (psd), 2 (propagate) or 3 (guided)");
+    const std::string hw = std::to_string(height) + "x" + std::to_string(width) + " (HxW)";
+    PSD_REQUIRE(height >= 4 && width >= 4 && height <= 32768 && width <= 32768, ShapeMismatch,
+                "frame size " + hw + " is out of range: both sides must be in [4, 32768]");
+    PSD_REQUIRE(mode != 1 || (height >= 17 && width >= 17), ShapeMismatch,
+                "frame size " + hw + " is too small for psd mode: both sides must be >= 17 (the correction "
+                "head's 1/16 level); upsample the frame (and scale K), or use mode guided");
+    const int64_t lo = height < width ? height : width, hi = height < width ? width : height;
+    PSD_REQUIRE((mode != 1 && mode != 2) || hi <= 10 * lo, ShapeMismatch,
+                "frame size " + hw + " has an aspect ratio over 10:1, which would run the foundation model on a "
+                "huge input (both sides >= its lower bound); crop the frame into pieces of at most 10:1, or use "
+                "mode guided");
+  })
+}
+
+PSD_API psd_status_t psd_prepare_sparse(int64_t height, int64_t width, const float* sparse, int64_t stride,
+                                        float* scratch, float* out, psd_sparse_stats* stats) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE_PTR(sparse);
+    PSD_REQUIRE_PTR(scratch);
+    PSD_REQUIRE_PTR(out);
+    PSD_REQUIRE(scratch != out && scratch != sparse, InvalidArgument, "scratch must not alias sparse or out");
+    PSD_REQUIRE_PTR(stats);
+    PSD_REQUIRE(stats->struct_size >= sizeof(psd_sparse_stats), InvalidArgument,
+                "stats->struct_size must be sizeof(psd_sparse_stats)");
+    PSD_REQUIRE(height > 0 && width > 0, ShapeMismatch, "sparse depth must be at least 1 x 1");
+    const int64_t row = width * static_cast<int64_t>(sizeof(float));
+    const int64_t pitch = stride == 0 ? row : stride;
+    PSD_REQUIRE(pitch >= row && pitch % static_cast<int64_t>(sizeof(float)) == 0, ShapeMismatch,
+                "sparse stride must be >= 4 * width and a multiple of 4 bytes (0 = packed)");
+    const int64_t n = height * width;
+    bool bad = false, neg = false;
+    int64_t in_range = 0, rejected_range = 0;
+    for (int64_t y = 0; y < height; ++y) {
+      const float* r = reinterpret_cast<const float*>(reinterpret_cast<const char*>(sparse) + y * pitch);
+      float* o = out + y * width;
+      for (int64_t x = 0; x < width; ++x) {
+        const float v = r[x];
+        bad |= !std::isfinite(v);
+        neg |= v < 0.0f;
+        float keep = 0.0f;
+        if (v > 0.0f) {
+          if (v >= static_cast<float>(PSD_SPARSE_MIN_M) && v <= static_cast<float>(PSD_SPARSE_MAX_M)) {
+            keep = v;
+            scratch[in_range++] = v;
+          } else {
+            ++rejected_range;
+          }
+        }
+        o[x] = keep;  // out may alias a packed `sparse`: v was read first
+      }
+    }
+    PSD_REQUIRE(!bad, InvalidArgument, "sparse depth contains NaN or Inf; mark missing pixels with 0 instead");
+    PSD_REQUIRE(!neg, InvalidArgument,
+                "sparse depth contains negative values; depths are metres >= 0 with 0 = missing");
+    PSD_REQUIRE(in_range > 0 || rejected_range > 0, InvalidArgument,
+                "sparse depth has no valid point (all zeros); at least one measurement is needed to fix the "
+                "metric scale");
+    PSD_REQUIRE(in_range > 0, InvalidArgument,
+                "sparse depth has no point within [0.001, 10000] m (" + std::to_string(rejected_range) +
+                    " points outside): depths must be metres; convert millimetres (/ 1000) or a PNG's stored "
+                    "units (e.g. / 256 for KITTI) first");
+    // the lower median, as torch.median; in place in the caller's scratch (no allocation)
+    const double median = psd::SelectKth(scratch, in_range, (in_range - 1) / 2);
+    const double hi = median * PSD_SPARSE_OUTLIER_RATIO, lo = median / PSD_SPARSE_OUTLIER_RATIO;
+    int64_t outliers = 0, points = 0;
+    double dmin = INFINITY, dmax = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = out[i];
+      if (v <= 0.0) continue;
+      if (v > hi || v < lo) {
+        out[i] = 0.0f;
+        ++outliers;
+        continue;
+      }
+      ++points;
+      dmin = v < dmin ? v : dmin;
+      dmax = v > dmax ? v : dmax;
+    }
+    int64_t interior = 0;
+    for (int64_t i = 0; i < n; ++i) interior += (out[i] > dmin && out[i] < dmax) ? 1 : 0;
+    stats->points = points;
+    stats->interior = interior;
+    stats->rejected_range = rejected_range;
+    stats->rejected_outliers = outliers;
+    stats->dmin = dmin;
+    stats->dmax = dmax;
+    stats->median = median;
+  })
+}
+
+PSD_API psd_status_t psd_guard_depth(int64_t height, int64_t width, double dmin, double dmax, float* depth,
+                                     int64_t* clamped) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE_PTR(depth);
+    PSD_REQUIRE(height > 0 && width > 0, ShapeMismatch, "depth must be at least 1 x 1");
+    PSD_REQUIRE(std::isfinite(dmin) && std::isfinite(dmax) && dmin > 0 && dmax >= dmin, InvalidArgument,
+                "dmin, dmax must be finite with 0 < dmin <= dmax (psd_sparse_stats of the frame)");
+    const float lo = static_cast<float>(PSD_DEPTH_GUARD_LOW * dmin), hi = static_cast<float>(PSD_DEPTH_GUARD_HIGH * dmax);
+    int64_t k = 0;
+    for (int64_t i = 0; i < height * width; ++i) {
+      const float v = depth[i];
+      if (!std::isfinite(v)) continue;  // a bug, not a range problem: the pipelines report it
+      if (v < lo) {
+        depth[i] = lo;
+        ++k;
+      } else if (v > hi) {
+        depth[i] = hi;
+        ++k;
+      }
+    }
+    if (clamped) *clamped = k;
   })
 }
 

@@ -32,7 +32,7 @@ using psd::capi::Throw;
 
 namespace {
 
-constexpr int64_t kMaxSide = 1 << 15;
+constexpr int32_t kMaxThreads = 1024;  // psdrt.runtime.config.MAX_THREADS
 constexpr int64_t kPostChannels = 32;  // Pipeline: kernels.post_process(..., channels=32)
 
 const char* ModeName(int32_t m) {
@@ -137,7 +137,7 @@ struct ValidFrame {
   bool bgr = false;
   float K[9] = {0};  // float32 K as the kernels take it (Pipeline: float64 -> float32)
   int64_t points = 0, interior = 0;
-  float smin = 0.f, smax = 0.f;
+  psd_sparse_stats stats{};  // psd_prepare_sparse's
 };
 
 }  // namespace
@@ -161,6 +161,7 @@ struct psd_session {
   // buffers of the working size (device memory for CUDA sessions)
   int64_t buf_h = 0, buf_w = 0;
   std::vector<uint8_t> rgb_host;  // contiguous copy of a strided host image
+  std::vector<float> sparse_scratch;  // psd_prepare_sparse's workspace
   Buffer sparse, x, rel_inv, diff, depth_pix, fd0, depth;
   Buffer feat[4];
   std::vector<uint8_t> ws_prop, ws_post, ws_guided;
@@ -242,29 +243,9 @@ void ValidateK(const psd_frame_in* in, ValidFrame* f) {
       K[i] = v;
     }
   }
-  // the checks and messages of psdrt.runtime.io.validate_intrinsics
-  for (double v : K)
-    if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K contains NaN or Inf; fix the calibration file");
-  if (!(K[0] > 0 && K[4] > 0))
-    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K has non-positive focal lengths fx=" + std::to_string(K[0]) +
-                                      ", fy=" + std::to_string(K[4]) +
-                                      "; focal lengths are in pixels and must be > 0");
-  auto close = [](double a, double b) { return std::fabs(a - b) <= 1e-8 + 1e-5 * std::fabs(b); };
-  if (!(close(K[6], 0.0) && close(K[7], 0.0) && close(K[8], 1.0)))
-    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K bottom row is [" + std::to_string(K[6]) + ", " +
-                                      std::to_string(K[7]) + ", " + std::to_string(K[8]) +
-                                      "], expected [0, 0, 1]; normalise K by K[2, 2]");
-  const double det = K[0] * (K[4] * K[8] - K[5] * K[7]) - K[1] * (K[3] * K[8] - K[5] * K[6]) +
-                     K[2] * (K[3] * K[7] - K[4] * K[6]);
-  if (std::fabs(det) < 1e-12)
-    Throw(PSD_E_INVALID_ARGUMENT, "intrinsics K is singular; fix the calibration (fx, fy must be non-zero)");
-  const double cx = K[2], cy = K[5], w = static_cast<double>(f->w), h = static_cast<double>(f->h);
-  if (!(-0.5 * w <= cx && cx <= 1.5 * w && -0.5 * h <= cy && cy <= 1.5 * h))
-    Throw(PSD_E_INVALID_ARGUMENT,
-          "principal point (" + std::to_string(cx) + ", " + std::to_string(cy) + ") is far outside the " +
-              std::to_string(f->w) + "x" + std::to_string(f->h) +
-              " image; K is probably for another resolution: scale fx, cx by the width ratio and fy, "
-              "cy by the height ratio (and shift cx, cy by any crop offset)");
+  // the one definition of a usable K (psd_check_intrinsics; Python's validate_intrinsics calls it too)
+  const psd_status_t st = psd_check_intrinsics(K, f->h, f->w);
+  if (st != PSD_OK) Throw(st, psd_last_error());
   for (int i = 0; i < 9; ++i) f->K[i] = static_cast<float>(K[i]);
 }
 
@@ -297,13 +278,12 @@ Strides ValidateLayout(const psd_session* s, const psd_frame_in* in, const psd_f
   if (in == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: in (psd_frame_in)");
   if (out == nullptr) Throw(PSD_E_NULL_POINTER, "null pointer: out (psd_frame_out)");
   CheckStructSize(in->struct_size, sizeof(psd_frame_in), "psd_frame_in");
-  CheckStructSize(out->struct_size, sizeof(psd_frame_out), "psd_frame_out");
+  CheckStructSize(out->struct_size, PSD_FRAME_OUT_SIZE_V1, "psd_frame_out");  // older callers: no new fields
   if (in->flags & ~PSD_FRAME_BGR)
     Throw(PSD_E_INVALID_ARGUMENT, "in->flags has unknown bits; use 0 or PSD_FRAME_BGR");
   const int64_t h = in->height, w = in->width;
-  if (h < 4 || w < 4 || h > kMaxSide || w > kMaxSide)
-    Throw(PSD_E_SHAPE_MISMATCH, "frame size " + std::to_string(h) + "x" + std::to_string(w) +
-                                    " (HxW) is out of range: both sides must be in [4, 32768]");
+  const psd_status_t size_ok = psd_check_frame_size(s->mode, h, w);  // the one size rule
+  if (size_ok != PSD_OK) Throw(size_ok, psd_last_error());
   if (s->height > 0 && (h != s->height || w != s->width)) {
     const std::string hw = std::to_string(h) + "x" + std::to_string(w);
     Throw(PSD_E_SHAPE_MISMATCH, "frame is " + hw + " but the artefacts were built for " +
@@ -328,39 +308,16 @@ Strides ValidateLayout(const psd_session* s, const psd_frame_in* in, const psd_f
   return st;
 }
 
-// Copies the sparse depth into `dst` (contiguous) with validate_frame's checks.
-void CopySparse(const psd_frame_in* in, int64_t stride, float* dst, ValidFrame* f) {
-  const int64_t h = f->h, w = f->w;
-  int64_t n = 0;
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  bool bad = false, neg = false;
-  for (int64_t y = 0; y < h; ++y) {
-    const float* row = reinterpret_cast<const float*>(reinterpret_cast<const char*>(in->sparse) + y * stride);
-    float* d = dst + y * w;
-    for (int64_t x = 0; x < w; ++x) {
-      const float v = row[x];
-      d[x] = v;
-      bad |= !std::isfinite(v);
-      neg |= v < 0.0f;
-      if (v > 0.0f) {
-        ++n;
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-      }
-    }
-  }
-  if (bad) Throw(PSD_E_INVALID_ARGUMENT, "sparse depth contains NaN or Inf; mark missing pixels with 0 instead");
-  if (neg)
-    Throw(PSD_E_INVALID_ARGUMENT, "sparse depth contains negative values; depths are metres >= 0 with 0 = missing");
-  if (n == 0)
-    Throw(PSD_E_INVALID_ARGUMENT, "sparse depth has no valid point (all zeros); at least one measurement is "
-                                  "needed to fix the metric scale");
-  int64_t interior = 0;
-  for (int64_t i = 0; i < h * w; ++i) interior += (dst[i] > lo && dst[i] < hi) ? 1 : 0;
-  f->points = n;
-  f->interior = interior;
-  f->smin = lo;
-  f->smax = hi;
+// Copies the sparse depth into `dst` (contiguous) through psd_prepare_sparse: the checks and
+// the rejection rule of every pipeline (validate_frame calls it too).
+void CopySparse(const psd_frame_in* in, int64_t stride, float* dst, std::vector<float>* scratch, ValidFrame* f) {
+  f->stats = psd_sparse_stats{};
+  f->stats.struct_size = sizeof(psd_sparse_stats);
+  scratch->resize(static_cast<size_t>(f->h * f->w));  // allocates only for a new frame size
+  const psd_status_t st = psd_prepare_sparse(f->h, f->w, in->sparse, stride, scratch->data(), dst, &f->stats);
+  if (st != PSD_OK) Throw(st, psd_last_error());
+  f->points = f->stats.points;
+  f->interior = f->stats.interior;
 }
 
 void KernelOk(psd_status_t st, const char* what) { psd::capi::CheckKernel(st, what); }
@@ -664,12 +621,22 @@ class CudaCall {
 #endif
 
 // The final depth map of the last RunStages (host sessions).
-const float* Result(const psd_session* s) {
+float* Result(const psd_session* s) {
   return s->mode == PSD_SESSION_MODE_PROPAGATE ? s->diff.ptr : s->depth.ptr;
 }
 
-void WriteOutputs(const float* depth, const ValidFrame& f, const Strides& st, psd_frame_out* out) {
+// The output guard (psd_guard_depth), then the caller's buffers. `depth` is the session's host
+// result, clamped in place.
+void WriteOutputs(float* depth, const ValidFrame& f, const Strides& st, psd_frame_out* out) {
   const int64_t n = f.h * f.w;
+  int64_t clamped = 0;
+  const psd_status_t g = psd_guard_depth(f.h, f.w, f.stats.dmin, f.stats.dmax, depth, &clamped);
+  if (g != PSD_OK) Throw(PSD_E_INTERNAL, std::string("output guard: ") + psd_last_error());
+  if (out->struct_size >= sizeof(psd_frame_out)) {
+    out->rejected_range = f.stats.rejected_range;
+    out->rejected_outliers = f.stats.rejected_outliers;
+    out->clamped = clamped;
+  }
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(depth[i]))
       Throw(PSD_E_INTERNAL, "the pipeline produced non-finite depth; check the artefacts with the correctness "
@@ -709,7 +676,7 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
     // host frame on a GPU session: validate here, stage to the device, run, copy back
     std::vector<float>& host = s->sparse.host;
     host.resize(static_cast<size_t>(f.h * f.w));
-    CopySparse(in, st.sparse, host.data(), &f);
+    CopySparse(in, st.sparse, host.data(), &s->sparse_scratch, &f);
     s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
     {
       CudaCall call(s, s->stream);
@@ -734,7 +701,7 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
 #endif
   {
     if (s->height == 0) AllocateForSize(s, f.h, f.w);
-    CopySparse(in, st.sparse, s->sparse.ptr, &f);
+    CopySparse(in, st.sparse, s->sparse.ptr, &s->sparse_scratch, &f);
     s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
     RunStages(s, rgb, f, nullptr);
     WriteOutputs(Result(s), f, st, out);
@@ -810,8 +777,12 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       Throw(PSD_E_INVALID_ARGUMENT, "options.mode must be a psd_session_mode_t (0..3)");
     if (o.backend < 0 || o.backend >= PSD_BACKEND_COUNT)
       Throw(PSD_E_INVALID_ARGUMENT, "options.backend must be a psd_backend_t (0..2)");
-    if (o.intra_op_threads < 0) Throw(PSD_E_INVALID_ARGUMENT, "options.intra_op_threads must be >= 0 (0 = default)");
-    if (o.fm_lower < 0) Throw(PSD_E_INVALID_ARGUMENT, "options.fm_lower must be >= 0 (0 = the manifest's)");
+    if (o.intra_op_threads < 0 || o.intra_op_threads > kMaxThreads)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.intra_op_threads must be 0..1024 (0 = ONNX Runtime's default), got " +
+                                        std::to_string(o.intra_op_threads));
+    if (o.fm_lower < 0 || o.fm_lower > 4096)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.fm_lower must be 0..4096 (0 = the manifest's; PSD uses 392), got " +
+                                        std::to_string(o.fm_lower));
     int32_t precision = o.precision;
     if (o.precision_name) {
       const std::string p = o.precision_name;
@@ -824,6 +795,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
     if (o.guided_levels < 0 || o.guided_iterations < 0 || !(o.guided_colour_scale >= 0.0) ||
         !std::isfinite(o.guided_colour_scale))
       Throw(PSD_E_INVALID_ARGUMENT, "guided options must be >= 0 (0 = the default) and finite");
+    // their upper bounds are the guided kernel's, checked below through psd_guided_workspace_size
     int32_t mode = o.mode;
     if (mode == PSD_SESSION_MODE_AUTO && !artifact_dir) mode = PSD_SESSION_MODE_GUIDED;
     if (!artifact_dir && mode != PSD_SESSION_MODE_GUIDED)

@@ -15,14 +15,14 @@ GT_VALUES = (0.0, 0.1, 0.5, 3.0, 5.5, 7.0, 120.0, 255.0)
 
 
 def min_size(reader_cls, base=(12, 16)):
-    """Smallest (H, W) >= base whose principal point passes validate_intrinsics for a fixed K."""
+    """Smallest (H, W) >= base whose principal point lies inside the image (validate_intrinsics)."""
     h, w = base
     K = reader_cls.fixed_K
     if K is None:
         return h, w
     K = np.asarray(K, dtype=np.float64)
     cx, cy = (K[0, 2], K[1, 2]) if K.shape == (3, 3) else (K[2], K[3])
-    return max(h, math.ceil(cy / 1.5) + 2), max(w, math.ceil(cx / 1.5) + 2)
+    return max(h, math.ceil(cy) + 1), max(w, math.ceil(cx) + 1)
 
 
 def encode(depth_m, offset=0):

@@ -72,3 +72,37 @@ def test_zero_cosine_sum_falls_back_to_equal_weights(lib):
     out = lib.knn_propagate(feat, pts, init, s4, k=2)
     empty = s4 <= 0
     np.testing.assert_allclose(out[empty], 3.0)
+
+
+@pytest.mark.parametrize("bad", [1e30, np.inf, np.nan])
+def test_huge_or_non_finite_points_finish_and_match_brute_force(lib, bad):
+    """Squared distances that overflow (or NaN) defeat the grid's early exit; such frames take
+    the brute-force search instead of walking every ring of the grid for every query."""
+    import time
+
+    feat, pts, init, s4 = cells(64, 304, 0.15, seed=3, clustered=True)
+    pts[0, ::7] *= 1e20  # an elongated grid: one axis spans 1e21
+    pts[1, 5, 5] = bad
+    t0 = time.perf_counter()
+    out = lib.knn_propagate(feat, pts, init, s4, k=3)
+    assert time.perf_counter() - t0 < 30
+    np.testing.assert_array_equal(out, lib.knn_propagate(feat, pts, init, s4, k=3, brute_force=True))
+
+
+def test_propagation_with_an_extreme_skew_returns(lib):
+    """A K skew of 1e25 passed validation and NYU-size frames never returned (> 40 s here before
+    the fix, 0.3 s after). The C API takes any K (the sessions and Python now refuse it): the
+    kernel must still finish."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from psdrt.runtime import _capi; lib = _capi.load('cpu')\n"
+        "rng = np.random.default_rng(0); h, w = 228, 304\n"
+        "s = np.where(rng.random((h, w)) < 0.01, rng.uniform(1, 10, (h, w)), 0).astype(np.float32)\n"
+        "K = np.array([[259.4, 1e25, 154.8], [0, 259.7, 120.9], [0, 0, 1]], np.float32)\n"
+        "out = lib.propagate(rng.uniform(0.1, 1, (392, 518)).astype(np.float32), s,\n"
+        "                    rng.standard_normal((64, 28, 37)).astype(np.float32), K)\n"
+        "print(bool(np.isfinite(out).all()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]

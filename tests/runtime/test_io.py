@@ -116,10 +116,30 @@ def test_read_intrinsics_formats(tmp_path):
     ([[5, 0, 1], [0, 5, 1], [0, 0, 2]], "bottom row"),
     ([[5, 5, 1], [5, 5, 1], [0, 0, 1]], "singular"),
     ([[707, 0, 604], [0, 707, 180], [0, 0, 1]], "another resolution"),
+    # NYU's 640x480 K on the 304x228 working size (the principal point is just outside)
+    ([[518.86, 0, 325.58], [0, 519.47, 253.74], [0, 0, 1]], "another resolution"),
+    ([[259.4, 1e25, 154.8], [0, 259.7, 120.9], [0, 0, 1]], r"skew .* exceeds fx"),
+    ([[259.4, 0, 154.8], [3, 259.7, 120.9], [0, 0, 1]], "upper triangular"),
+    ([[1e-18, 0, 154.8], [0, 1e18, 120.9], [0, 0, 1]], "differ by more than 5x"),
+    ([[1e-3, 0, 154.8], [0, 1e-3, 120.9], [0, 0, 1]], r"implausible for a 304x228 image .* 3.04 to 304000"),
+    ([[1e9, 0, 154.8], [0, 1e9, 120.9], [0, 0, 1]], "implausible"),
 ])
 def test_validate_intrinsics_rejects(K, match):
     with pytest.raises(InputError, match=match):
         io.validate_intrinsics(K, shape=(228, 304))
+
+
+def test_validate_intrinsics_is_the_kernel_librarys_rule():
+    """One definition: the Python check is psd_check_intrinsics (the C sessions call it too)."""
+    from psdrt.runtime import _capi
+
+    bad = np.array([[259.4, 1e25, 154.8], [0, 259.7, 120.9], [0, 0, 1]])
+    with pytest.raises(InputError) as py:
+        io.validate_intrinsics(bad, (228, 304))
+    with pytest.raises(InputError) as c:
+        _capi.load().check_intrinsics(bad, (228, 304))
+    assert str(py.value) == str(c.value)
+    io.validate_intrinsics(np.array([[1e-18, 0, 1], [0, 1e-18, 1], [0, 0, 1]]) * [[1e18, 1, 1], [1, 1e18, 1], [1, 1, 1]])
 
 
 def test_validate_intrinsics_accepts_and_returns_float64():

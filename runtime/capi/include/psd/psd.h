@@ -126,6 +126,80 @@ PSD_API psd_status_t psd_cuda_device_count(int32_t* device_count, int32_t* cuda_
  * PSD_E_NOT_BUILT_WITH_CUDA. */
 PSD_API psd_status_t psd_cuda_stream_wait(psd_stream_t consumer, psd_stream_t producer);
 
+/* Checks a 3x3 pinhole K (row-major float64, host memory) for an image of height x width; the
+ * one definition of a usable K (psdrt.runtime.io.validate_intrinsics and the sessions call it).
+ * Rules, each failure named with its fix in psd_last_error():
+ *  - every value finite; bottom row (0, 0, 1); K[1][0] = 0; fx, fy > 0; not singular;
+ *  - skew |K[0][1]| <= fx (a 45-degree shear; real cameras have 0);
+ *  - fy / fx within [1/5, 5] (pixel aspect);
+ * and with height, width > 0 (0 x 0 skips these):
+ *  - fx and fy within [0.01, 1000] x max(height, width) pixels (a field of view from about 179
+ *    down to 0.06 degrees);
+ *  - the principal point inside the image, 0 <= cx <= width and 0 <= cy <= height (a K left at
+ *    another resolution or missing a crop offset fails here).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT. */
+PSD_API psd_status_t psd_check_intrinsics(const double* K, int64_t height, int64_t width);
+
+/* Checks a frame size for a pipeline mode (psd_session_mode_t: PSD = 1, PROPAGATE = 2,
+ * GUIDED = 3; 0 = any mode), before anything is allocated or any network runs; the one
+ * definition of a usable size (the sessions, psdrt.runtime.inputs.validate_frame and
+ * `psdrt build --size` call it). Rules:
+ *  - every mode: 4 <= height, width <= 32768;
+ *  - psd: height, width >= 17 (the correction head's 1/16 level needs 2 pixels);
+ *  - psd, propagate: the longer side at most 10 times the shorter one (the foundation model's
+ *    input keeps the aspect ratio with both sides >= its lower bound: 4 x 400 would run it at
+ *    392 x 39200).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_SHAPE_MISMATCH, PSD_E_INVALID_ARGUMENT (mode). */
+PSD_API psd_status_t psd_check_frame_size(int32_t mode, int64_t height, int64_t width);
+
+/* Sparse depth as every pipeline accepts it: the one definition (the sessions,
+ * psdrt.runtime.inputs.validate_frame and so every Python pipeline call it). Host memory.
+ *  - errors: a NaN/Inf or negative value (0 marks a missing pixel), no point > 0;
+ *  - rejected (set to 0 in `out`, counted): points outside [PSD_SPARSE_MIN_M, PSD_SPARSE_MAX_M]
+ *    (less than a millimetre or more than 10 km: a LiDAR's spurious near-zero or max-range
+ *    returns, or depths not in metres), then points more than PSD_SPARSE_OUTLIER_RATIO times
+ *    above or below the median of the rest (one far return would otherwise drag the whole frame);
+ *  - an error when nothing is left (the message names the units).
+ * Points inside those bounds are untouched, so frames without such points are processed exactly
+ * as the official method does. */
+#define PSD_SPARSE_MIN_M 1e-3
+#define PSD_SPARSE_MAX_M 1e4
+#define PSD_SPARSE_OUTLIER_RATIO 100.0
+/* The output guard: every pipeline's final depth lies in [PSD_DEPTH_GUARD_LOW x dmin,
+ * PSD_DEPTH_GUARD_HIGH x dmax] of the accepted sparse points; values outside are clamped and
+ * counted (psd_guard_depth). */
+#define PSD_DEPTH_GUARD_LOW 0.5
+#define PSD_DEPTH_GUARD_HIGH 2.0
+
+typedef struct psd_sparse_stats {
+  uint32_t struct_size;      /* sizeof(psd_sparse_stats) */
+  uint32_t reserved;
+  int64_t points;            /* accepted points (> 0 in out) */
+  int64_t interior;          /* accepted points strictly between dmin and dmax (the least-squares
+                                alignment needs 2; fewer = a degenerate alignment) */
+  int64_t rejected_range;    /* outside [PSD_SPARSE_MIN_M, PSD_SPARSE_MAX_M] */
+  int64_t rejected_outliers; /* beyond PSD_SPARSE_OUTLIER_RATIO x the median */
+  double dmin, dmax;         /* smallest / largest accepted depth */
+  double median;             /* lower median of the in-range points (the outlier rule's) */
+} psd_sparse_stats;
+
+/* Validates `sparse` (height rows of width float32, rows `stride` bytes apart; 0 = packed) and
+ * writes the accepted map to `out` (packed height x width, may equal `sparse` when packed).
+ * `scratch`: height x width floats of workspace (nothing is allocated).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_SHAPE_MISMATCH,
+ * PSD_E_INVALID_ARGUMENT (NaN/Inf, negative, no point, none left; stats->struct_size; scratch
+ * aliasing). */
+PSD_API psd_status_t psd_prepare_sparse(int64_t height, int64_t width, const float* sparse, int64_t stride,
+                                        float* scratch, float* out, psd_sparse_stats* stats);
+
+/* Clamps a final depth map (host, packed height x width) in place to [PSD_DEPTH_GUARD_LOW x dmin,
+ * PSD_DEPTH_GUARD_HIGH x dmax] (psd_sparse_stats of the frame); *clamped (may be NULL) gets the
+ * number of values changed. Non-finite values are left as they are (a bug the pipelines report
+ * as PSD_E_INTERNAL, never a clamped number). Synchronous; thread-safe.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_SHAPE_MISMATCH, PSD_E_INVALID_ARGUMENT (dmin, dmax). */
+PSD_API psd_status_t psd_guard_depth(int64_t height, int64_t width, double dmin, double dmax, float* depth,
+                                     int64_t* clamped);
+
 /* Foundation-model input size: aspect kept, both sides >= lower, multiples of `multiple`
  * (Depth Anything's lower-bound rule, NumPy half-to-even rounding): 228x304 -> 392x518.
  * @param[out] out_h, out_w  host memory. Synchronous; thread-safe.
@@ -562,11 +636,17 @@ typedef struct psd_frame_out {
                               65535, 0 = invalid (psdrt DepthResult.depth_mm) */
   int64_t depth_mm_stride; /* bytes between rows (even); 0 = 2 * width */
   /* written by psd_session_run: */
-  int64_t points;          /* valid (> 0) sparse points */
-  int32_t alignment_degenerate; /* 1: < 2 points strictly between min and max depth */
+  int64_t points;          /* accepted sparse points (psd_prepare_sparse) */
+  int32_t alignment_degenerate; /* 1: < 2 accepted points strictly between min and max depth */
   int32_t reserved2;
   double timings_ms[PSD_STAGE_COUNT];
+  /* since psdrt 0.2, written when struct_size covers them (psd_prepare_sparse, psd_guard_depth): */
+  int64_t rejected_range;    /* sparse points outside [PSD_SPARSE_MIN_M, PSD_SPARSE_MAX_M] */
+  int64_t rejected_outliers; /* sparse points beyond PSD_SPARSE_OUTLIER_RATIO x the median */
+  int64_t clamped;           /* output pixels clamped to the guard range */
 } psd_frame_out;
+/* struct_size of a psd_frame_out from before the rejected/clamped fields (still accepted). */
+#define PSD_FRAME_OUT_SIZE_V1 (sizeof(psd_frame_out) - 3 * sizeof(int64_t))
 
 /* Completes one frame (host memory in and out). Synchronous; allocation-free once warm.
  * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
