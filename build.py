@@ -719,6 +719,21 @@ def install(prefix, built: dict, verbose: bool = False) -> dict[str, Path]:
 ARTIFACTS_MANIFEST = "manifest.json"
 ARTIFACTS_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def precision_parts(spec: str) -> dict:
+    """``"int8"`` -> {"encoder": "int8", "head": "int8"}; ``"int8+fp32"`` (encoder+head) ->
+    {"encoder": "int8", "head": "fp32"}. The spelling of psd_artifacts_read / Pipeline.from_artifacts.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    enc, _, head = str(spec).lower().partition("+")
+    head = head or enc
+    if enc not in PRECISIONS or head not in PRECISIONS:
+        raise ValueError(f"unknown precision {spec!r}; use any of {', '.join(PRECISIONS)}, or ENC+HEAD such as "
+                         "int8+fp32 (an INT8 encoder with the FP32 head)")
+    return {"encoder": enc, "head": head}
 #: target -> (default precisions, whether TensorRT engines are built)
 TARGETS = {
     "cpu": (("fp32",), False),
@@ -943,7 +958,8 @@ def build_artifacts(
         checkpoint (path): PSD or Depth Anything V2 checkpoint (``export.checkpoints.load_model``).
         out_dir (path): the deployable directory (created).
         size (tuple[int, int]): working resolution (H, W) of the frames. Defaults to (228, 304).
-        precisions (Sequence[str], optional): any of fp32, fp16, int8. None: the target's preset
+        precisions (Sequence[str], optional): any of fp32, fp16, int8, or ENC+HEAD (``int8+fp32``:
+            an INT8 encoder with the FP32 head, built as just those parts). None: the target's preset
             (cpu: fp32; desktop-gpu: fp32, fp16; orin: fp16, int8). Defaults to ("fp32",).
         target (str): ``cpu``, ``desktop-gpu`` or ``orin``. Defaults to "cpu".
         calibration (str, optional): INT8 calibration frames, a folder or ``"middlebury"``.
@@ -967,9 +983,7 @@ def build_artifacts(
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     precisions = tuple(p.lower() for p in (precisions or TARGETS[target][0]))
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise ValueError(f"unknown precision(s) {bad}; use any of {', '.join(PRECISIONS)}")
+    specs = [precision_parts(p) for p in precisions]  # ValueError for an unknown one
     h, w = (int(size[0]), int(size[1]))
     from psdrt.export.onnx_export import DEFAULT_OPSET
     from psdrt.runtime.preprocess import fm_input_size
@@ -990,7 +1004,8 @@ def build_artifacts(
     _check_size_for_mode(h, w, mode)
     _say(f"{info.kind} checkpoint, encoder {info.encoder}, mode {mode}; working size {h}x{w}, "
          f"encoder input {hm[0]}x{hm[1]}; precisions {', '.join(precisions)}; target {target}")
-    if "int8" in precisions and calibration is None:
+    requested = {(part, sp[part]) for sp in specs for part in parts}  # (part, precision) to build
+    if any(q == "int8" for _, q in requested) and calibration is None:
         calibration = "middlebury"
         _say("INT8: no calibration data given; calibrating on Middlebury (generated frames). "
              "Pass --calib-data DIR for frames of your camera")
@@ -1000,10 +1015,13 @@ def build_artifacts(
     base = {"checkpoint_sha256": ckpt_sha, "size": [h, w], "fm_size": list(hm), "fm_lower": fm_lower,
             "opset": opset, "tools": tools, "format": ARTIFACTS_FORMAT}
     entries, rows = [], []
-    # FP32 ONNX is the source of the other precisions, so it is always built
-    wanted = ("fp32",) + tuple(p for p in precisions if p != "fp32")
+    # FP32 ONNX is the source of the other precisions, so it is always built; otherwise each part
+    # is built at the precisions some requested spec gives it
+    wanted = ("fp32",) + tuple(p for p in PRECISIONS if p != "fp32" and any(q == p for _, q in requested))
     for precision in wanted:
         for part in parts:
+            if precision != "fp32" and (part, precision) not in requested:
+                continue
             name = f"{part}.{precision}.onnx"
             path = out / name
             extra = {}
@@ -1022,7 +1040,7 @@ def build_artifacts(
                 _say(f"{name}: up to date")
             else:
                 entry = {"name": name, "file": name, "part": part, "precision": precision, "backend": "onnxruntime",
-                         "fingerprint": fp, "requested": precision in precisions}
+                         "fingerprint": fp, "requested": (part, precision) in requested}
                 try:
                     _say(f"{name}: {'exporting' if precision == 'fp32' else 'converting' if precision == 'fp16' else 'calibrating'}")
                     tmp = out / f".{name}.tmp.onnx"
@@ -1044,13 +1062,13 @@ def build_artifacts(
                     row.update(status="FAILED", why=f"{type(exc).__name__}: {exc}".splitlines()[0])
                     _say(f"{name}: FAILED ({row['why']})")
             entry["usable"] = bool(entry.get("sha256")) and bool((entry.get("gate") or {}).get("passed"))
-            entry["requested"] = precision in precisions
+            entry["requested"] = (part, precision) in requested
             row["time_s"] = time.perf_counter() - t0
             entries.append(entry)
             rows.append(row)
     # TensorRT engines
     if TARGETS[target][1]:
-        rows += _build_engines(lazy, out, entries, precisions, parts, force, workspace, timing_cache, dla_core)
+        rows += _build_engines(lazy, out, entries, sorted(requested), force, workspace, timing_cache, dla_core)
     else:
         _say("TensorRT engines: not built for target cpu (use --target desktop-gpu or orin)")
     # kernel library
@@ -1102,7 +1120,7 @@ def build_artifacts(
     return BuildResult(out, manifest, rows)
 
 
-def _build_engines(lazy, out, entries, precisions, parts, force, workspace, timing_cache, dla_core) -> list:
+def _build_engines(lazy, out, entries, requested, force, workspace, timing_cache, dla_core) -> list:
     """TensorRT engines of the usable ONNX artefacts, or one 'skipped' row without TensorRT."""
     from psdrt.runtime.errors import BackendUnavailable
 
@@ -1117,34 +1135,33 @@ def _build_engines(lazy, out, entries, precisions, parts, force, workspace, timi
 
     rows = []
     by_name = {e["name"]: e for e in entries}
-    for precision in precisions:
-        for part in parts:
-            src = by_name.get(f"{part}.{precision}.onnx")
-            name = f"{part}.{precision}.engine"
-            t0 = time.perf_counter()
-            row = {"artefact": name, "precision": precision}
-            if not src or not src.get("usable"):
-                rows.append({**row, "status": "skipped", "why": f"its ONNX {part}.{precision}.onnx is not usable"})
-                continue
-            _say(f"{name}: TensorRT build")
-            cfg = BuildConfig(precision=precision, workspace=workspace, timing_cache=timing_cache,
-                              dla_core=dla_core if part == "encoder" else None)
-            try:
-                path, m = build_engine(out / src["file"], out / "engines", cfg, stem=part,
-                                       golden=lazy.golden(part), force=force)
-                gate = dict(m.gate or {})
-                entries.append({"name": name, "file": str(path.relative_to(out)), "part": part,
-                                "precision": precision, "backend": "tensorrt", "fingerprint": m.fingerprint,
-                                "sha256": m.engine_sha256, "trt_version": m.trt_version, "gpu": m.gpu_name,
-                                "gate": {"passed": bool(gate.get("passed")), "why": ""}, "requested": True,
-                                "usable": bool(gate.get("passed"))})
-                rows.append({**row, "status": "built", "time_s": time.perf_counter() - t0})
-            except Exception as exc:
-                entries.append({"name": name, "file": None, "part": part, "precision": precision,
-                                "backend": "tensorrt", "gate": {"passed": False, "why": str(exc)[:500]},
-                                "usable": False, "requested": True})
-                rows.append({**row, "status": "FAILED", "why": str(exc).splitlines()[0],
-                             "time_s": time.perf_counter() - t0})
+    for part, precision in requested:
+        src = by_name.get(f"{part}.{precision}.onnx")
+        name = f"{part}.{precision}.engine"
+        t0 = time.perf_counter()
+        row = {"artefact": name, "precision": precision}
+        if not src or not src.get("usable"):
+            rows.append({**row, "status": "skipped", "why": f"its ONNX {part}.{precision}.onnx is not usable"})
+            continue
+        _say(f"{name}: TensorRT build")
+        cfg = BuildConfig(precision=precision, workspace=workspace, timing_cache=timing_cache,
+                          dla_core=dla_core if part == "encoder" else None)
+        try:
+            path, m = build_engine(out / src["file"], out / "engines", cfg, stem=part,
+                                   golden=lazy.golden(part), force=force)
+            gate = dict(m.gate or {})
+            entries.append({"name": name, "file": str(path.relative_to(out)), "part": part,
+                            "precision": precision, "backend": "tensorrt", "fingerprint": m.fingerprint,
+                            "sha256": m.engine_sha256, "trt_version": m.trt_version, "gpu": m.gpu_name,
+                            "gate": {"passed": bool(gate.get("passed")), "why": ""}, "requested": True,
+                            "usable": bool(gate.get("passed"))})
+            rows.append({**row, "status": "built", "time_s": time.perf_counter() - t0})
+        except Exception as exc:
+            entries.append({"name": name, "file": None, "part": part, "precision": precision,
+                            "backend": "tensorrt", "gate": {"passed": False, "why": str(exc)[:500]},
+                            "usable": False, "requested": True})
+            rows.append({**row, "status": "FAILED", "why": str(exc).splitlines()[0],
+                         "time_s": time.perf_counter() - t0})
     return rows
 
 
@@ -1194,7 +1211,8 @@ def main(argv=None, prog: str = "build.py") -> int:
     d.add_argument("--checkpoint", default=None, help="PSD or Depth Anything V2 checkpoint")
     d.add_argument("--size", default="228x304", help="working size HxW of the frames (default 228x304)")
     d.add_argument("--precision", default=None,
-                   help="comma list of fp32, fp16, int8 (default: the --target preset)")
+                   help="comma list of fp32, fp16, int8, or ENC+HEAD such as int8+fp32 (an INT8 encoder with the FP32 "
+                        "head: what to deploy where the INT8 head fails its gate) (default: the --target preset)")
     d.add_argument("--target", default="cpu", choices=tuple(TARGETS),
                    help="cpu: fp32, no TensorRT; desktop-gpu: fp32+fp16 + engines; orin: fp16+int8 + engines "
                         "(default cpu)")

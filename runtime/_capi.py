@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import BackendUnavailable, InputError, PsdError, ShapeError
+from .errors import BackendUnavailable, InputError, OutOfMemoryError, PsdError, ShapeError
 
 __all__ = [
     "KernelLibrary",
@@ -316,6 +316,16 @@ def _as_arg(x, name: str, dtype=np.float32, writable: bool = False, stream=None)
     return arg
 
 
+def _host_empty(shape, dtype, what: str) -> np.ndarray:
+    """np.empty, with a MemoryError turned into OutOfMemoryError naming the size and the fix."""
+    try:
+        return np.empty(shape, dtype=dtype)
+    except MemoryError:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        raise OutOfMemoryError(f"{what} needs {nbytes / 2**20:.0f} MiB of host memory, which is not available; "
+                               "use a smaller frame (split a large image into tiles) or free memory") from None
+
+
 def _plane(arg: _Arg, name: str) -> tuple[int, int]:
     """(H, W) of a single-channel map given as (H, W), (1, H, W) or (1, 1, H, W)."""
     s = tuple(arg.shape)
@@ -411,6 +421,8 @@ class KernelLibrary:
             raise ShapeError(msg)
         if status in (1, 4):
             raise InputError(msg)
+        if status == 5:
+            raise OutOfMemoryError(msg)
         if status == 6:
             raise BackendUnavailable(msg + " (CUDA path; use NumPy arrays for the CPU kernels)")
         if status == 7:
@@ -436,7 +448,8 @@ class KernelLibrary:
             return arg.ptr, arg.nbytes, arg
         buf = getattr(self._tls, "ws", None)
         if buf is None or buf.nbytes < nbytes:
-            buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+            self._tls.ws = None  # let the old one go first
+            buf = _host_empty(max(nbytes, 1), np.uint8, "the kernel workspace")
             self._tls.ws = buf
         return buf.ctypes.data, buf.nbytes, buf
 
@@ -444,7 +457,7 @@ class KernelLibrary:
         if out is None:
             if device == DEVICE_CUDA:
                 raise InputError(f"GPU calls need {name}= (a device float32 array of shape {shape})")
-            out = np.empty(shape, dtype=np.float32)
+            out = _host_empty(shape, np.float32, name)
         arg = self._arg(out, name, writable=True, stream=stream)
         if int(np.prod(arg.shape)) != int(np.prod(shape)):
             raise ShapeError(f"{name} must hold {shape} floats, got shape {tuple(arg.shape)}")

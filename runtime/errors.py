@@ -43,6 +43,12 @@ class ArtifactError(PsdError, ValueError):
     exit_code = 5
 
 
+class OutOfMemoryError(PsdError, MemoryError):
+    """A frame needs more memory than the machine can give (buffers grow with H x W)."""
+
+    exit_code = 7
+
+
 class CalibrationError(PsdError, RuntimeError):
     """INT8 calibration failed or produced unusable ranges."""
 

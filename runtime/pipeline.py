@@ -12,6 +12,7 @@ artefact directories come with ``build.py``'s deployable directories.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional, Union
 
@@ -19,12 +20,14 @@ import numpy as np
 
 from . import _capi
 from .classical import ip_basic_fill
-from .errors import ArtifactError, InputError, PsdError, ShapeError
+from .errors import InputError, PsdError, ShapeError
 from .guided import GuidedParams
 from .inputs import validate_frame
 from .preprocess import fm_input_size, preprocess_rgb
 from .presets import PropagationPreset, get_preset
 from .result import DepthResult
+
+log = logging.getLogger(__name__)
 
 MODES = ("psd", "propagate", "guided")
 
@@ -74,6 +77,8 @@ class Pipeline:
         self._feat_cache = {}
         #: (H, W) the artefacts were built for (``from_artifacts``); None accepts any frame size
         self.working_size: Optional[tuple] = None
+        #: False for a latency-only pipeline over artefacts that failed the correctness gate
+        self.gate_approved = True
 
     # --------------------------------------------------------------------------------------------
     @classmethod
@@ -88,7 +93,8 @@ class Pipeline:
         return cls(mode or ("psd" if hd else "propagate"), enc, hd, **kwargs)
 
     @classmethod
-    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, engine: str = "python", **kwargs):
+    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, engine: str = "python",
+                       latency_only: bool = False, **kwargs):
         """Pipeline over a deployable directory written by ``psdrt build`` (``build.build_artifacts``).
 
         Reads and checks ``manifest.json`` (format, files present, SHA-256 of each file, the
@@ -98,79 +104,55 @@ class Pipeline:
 
         Args:
             directory (path): the directory holding ``manifest.json``.
-            precision (str): ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to "fp32".
+            precision (str): ``"fp32"``, ``"fp16"``, ``"int8"``, or ``"ENC+HEAD"`` for the encoder
+                and the head apart, e.g. ``"int8+fp32"`` (an INT8 encoder with the FP32 head: the
+                measured recommendation where the INT8 head does not pass the gate). Defaults to "fp32".
             providers (Sequence, optional): ONNX Runtime providers (``OrtBackend``). Defaults to None.
             engine (str): ``"python"`` (this class) or ``"c"``: the same pipeline run by the C
                 session API (``psdrt.runtime.session.CSession``, same checks, same outputs;
                 ``providers`` must then be None). Defaults to "python".
+            latency_only (bool): load artefacts that failed the correctness gate, to time them only:
+                a warning is logged and every result's ``info['gate_approved']`` is False. Never
+                deploy such a pipeline. Defaults to False.
             **kwargs: ``threads`` (ORT) and ``Pipeline`` arguments (``seed``, ``kernels``, ``preset``...).
 
+        The directory's rules are the C library's ``psd_artifacts_read`` (listed in ``psd.h``), the
+        ones the C session applies: the manifest, every file inside the directory with its SHA-256,
+        the gate, the working size and ``fm_lower`` bounds.
+
         Raises:
-            ArtifactError: missing/corrupt manifest or files, a checksum mismatch, an artefact that
-                failed the gate, or no artefact of ``precision``; the message names the fix.
+            ArtifactError: missing/corrupt manifest or files, a file outside the directory, a
+                checksum mismatch, an artefact that failed the gate, or no artefact of ``precision``;
+                the message names the fix.
         """
         if engine == "c":
             from .session import CSession
 
             if providers is not None:
                 raise InputError("engine='c' runs ONNX Runtime's CPU provider through the C API; drop providers=")
-            return CSession.from_artifacts(directory, precision=precision, **kwargs)
+            return CSession.from_artifacts(directory, precision=precision, latency_only=latency_only, **kwargs)
         if engine != "python":
             raise InputError(f"unknown engine {engine!r}; use 'python' or 'c'")
-        import json
-        from pathlib import Path
-
         from .backends.ort import OrtBackend
-        from .manifest import sha256_file
+        from .session import read_artifacts
 
-        root = Path(directory)
-        mpath = root / "manifest.json"
-        rebuild = f"rebuild it with `psdrt build --checkpoint CKPT --out {root}`"
-        if not mpath.is_file():
-            raise ArtifactError(f"{root} has no manifest.json (not a psdrt build directory); {rebuild}")
-        try:
-            m = json.loads(mpath.read_text())
-            size = (int(m["size"][0]), int(m["size"][1]))
-            mode, arts = m["model"]["mode"], list(m["artifacts"])
-            fm_lower = int(m.get("fm_lower", 392))
-            if m.get("format") != 1:
-                raise ArtifactError(f"{mpath} has format {m.get('format')!r}, this psdrt reads 1; {rebuild}")
-        except ArtifactError:
-            raise
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ArtifactError(f"{mpath} is corrupt ({type(exc).__name__}: {exc}); {rebuild}") from None
-        rebuild = (f"rebuild it with `psdrt build --checkpoint CKPT --size {size[0]}x{size[1]} "
-                   f"--precision {precision} --out {root} --force`")
-        parts = ("encoder", "head") if mode == "psd" else ("encoder",)
-        paths = {}
-        for part in parts:
-            found = [a for a in arts if isinstance(a, dict) and a.get("part") == part
-                     and a.get("precision") == precision and a.get("backend", "onnxruntime") == "onnxruntime"]
-            if not found:
-                have = sorted({a.get("precision") for a in arts if isinstance(a, dict) and a.get("part") == part})
-                raise ArtifactError(f"{root} has no {precision} {part} (built: {', '.join(map(str, have)) or 'none'}); "
-                                    f"{rebuild}")
-            a = found[0]
-            gate = a.get("gate") or {}
-            if not gate.get("passed") or not a.get("usable", True):
-                raise ArtifactError(f"{a.get('name')} failed the correctness gate "
-                                    f"({gate.get('why') or 'no gate result'}) and must not be deployed; "
-                                    f"use another precision or {rebuild}")
-            path = root / str(a.get("file"))
-            if not path.is_file():
-                raise ArtifactError(f"{path} listed in {mpath} is missing; {rebuild}")
-            digest = sha256_file(path)
-            if digest != a.get("sha256"):
-                raise ArtifactError(f"{path}: SHA-256 {digest[:16]}... differs from the manifest's "
-                                    f"{str(a.get('sha256'))[:16]}... (modified or truncated copy); {rebuild}")
-            paths[part] = path
+        # the directory's rules are the C library's (psd_artifacts_read): one implementation
+        sel = read_artifacts(directory, precision, latency_only=latency_only)
+        mode = sel["mode"]
+        paths = {"encoder": sel["encoder"]}
+        if mode == "psd":
+            paths["head"] = sel["head"]
+        if not sel["gate_approved"]:
+            log.warning("LATENCY-ONLY pipeline over %s: artefacts that FAILED the correctness gate are loaded "
+                        "(%s); their output is not checked and must not be used", directory, sel["gate_failures"])
         threads = kwargs.pop("threads", None)
-        kwargs.setdefault("preset", m.get("preset", "NYUv2"))
-        kwargs.setdefault("fm_lower", fm_lower)
+        kwargs.setdefault("preset", sel["preset"])
+        kwargs.setdefault("fm_lower", sel["fm_lower"])
         enc = OrtBackend(paths["encoder"], providers=providers, threads=threads)
         hd = OrtBackend(paths["head"], providers=providers, threads=threads) if "head" in paths else None
         pipe = cls(mode, enc, hd, **kwargs)
-        pipe.working_size = size
+        pipe.working_size = sel["size"]
+        pipe.gate_approved = sel["gate_approved"]
         return pipe
 
     @classmethod
@@ -202,7 +184,7 @@ class Pipeline:
                              f"{self.working_size[0]}x{self.working_size[1]}; resize the frame, or rebuild "
                              f"with `psdrt build --size {hw}`")
         info = {"points": frame.points, "alignment": "ok" if frame.interior >= 2 else "degenerate",
-                "preset": self.preset.name}
+                "preset": self.preset.name, "gate_approved": self.gate_approved}
         stages = {}
         if self.mode == "guided":
             depth = self._guided(frame)

@@ -28,7 +28,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _capi
-from .errors import ArtifactError, BackendUnavailable, InputError, PsdError, ShapeError
+from .errors import ArtifactError, BackendUnavailable, InputError, OutOfMemoryError, PsdError, ShapeError
 from .guided import GuidedParams
 from .result import DepthResult
 
@@ -41,8 +41,8 @@ SESSION_ABI_VERSION = 1
 STATUS_NAMES = dict(_capi.STATUS)
 STATUS_NAMES.update({9: "PSD_E_UNSUPPORTED", 10: "PSD_E_ARTIFACT", 11: "PSD_E_BACKEND_UNAVAILABLE",
                      12: "PSD_E_BACKEND"})
-_ERRORS = {1: InputError, 2: InputError, 3: ShapeError, 6: BackendUnavailable, 9: BackendUnavailable,
-           10: ArtifactError, 11: BackendUnavailable}
+_ERRORS = {1: InputError, 2: InputError, 3: ShapeError, 5: OutOfMemoryError, 6: BackendUnavailable,
+           9: BackendUnavailable, 10: ArtifactError, 11: BackendUnavailable}
 
 MODES = {"auto": 0, "psd": 1, "propagate": 2, "guided": 3}
 MODE_NAMES = {v: k for k, v in MODES.items()}
@@ -71,7 +71,7 @@ class SessionOptions(C.Structure):
                 ("seed", _u64), ("precision_name", C.c_char_p), ("ort_library", C.c_char_p),
                 ("preset", C.c_char_p), ("preset_override", C.POINTER(Preset)),
                 ("guided_levels", _i32), ("guided_iterations", _i32), ("guided_colour_scale", _f64),
-                ("guided_channels", _i32), ("guided_reserved", _i32),
+                ("guided_channels", _i32), ("artifact_flags", _u32),
                 ("guided_projection_w", C.POINTER(C.c_float)), ("guided_projection_b", C.POINTER(C.c_float))]
 
 
@@ -80,7 +80,21 @@ class SessionInfo(C.Structure):
 
     _fields_ = [("struct_size", _u32), ("mode", _i32), ("device", _i32), ("precision", _i32),
                 ("height", _i64), ("width", _i64), ("fm_height", _i64), ("fm_width", _i64),
-                ("preset", Preset), ("backend", C.c_char_p), ("artifact_dir", C.c_char_p)]
+                ("preset", Preset), ("backend", C.c_char_p), ("artifact_dir", C.c_char_p),
+                ("gate_approved", _i32), ("head_precision", _i32)]
+
+
+#: psd_artifacts_read flags
+ARTIFACTS_SKIP_SHA256, ARTIFACTS_ALLOW_UNGATED = 1, 2
+
+
+class ArtifactInfo(C.Structure):
+    """psd_artifact_info."""
+
+    _fields_ = [("struct_size", _u32), ("mode", _i32), ("height", _i64), ("width", _i64), ("fm_lower", _i64),
+                ("gate_approved", _i32), ("reserved", _i32), ("preset", C.c_char * 32),
+                ("encoder_precision", C.c_char * 8), ("head_precision", C.c_char * 8),
+                ("encoder_path", C.c_char * 4096), ("head_path", C.c_char * 4096), ("gate_failures", C.c_char * 1024)]
 
 
 class FrameIn(C.Structure):
@@ -115,6 +129,7 @@ _SIGNATURES = {
     "psd_session_run": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut)]),
     "psd_session_enqueue": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut), _vp]),
     "psd_session_timings": (_i32, [_vp, C.POINTER(_f64), _i32]),
+    "psd_artifacts_read": (_i32, [C.c_char_p, C.c_char_p, _i32, _i32, _u32, C.POINTER(ArtifactInfo)]),
 }
 
 _LOCK = threading.Lock()
@@ -156,6 +171,43 @@ def _raise(lib, status: int, what: str = "") -> None:
     msg = (lib.psd_last_error() or b"").decode("utf-8", "replace")
     name = STATUS_NAMES.get(status, f"status {status}")
     raise _ERRORS.get(status, PsdError)(f"{what}{name}: {msg}")
+
+
+def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = None, latency_only: bool = False,
+                   library=None) -> dict:
+    """``psd_artifacts_read``: the checks of a ``psdrt build`` directory (the rules in psd.h, the
+    same the C sessions apply) and what it selects for ``precision`` (``"fp32"``, ``"fp16"``,
+    ``"int8"`` or ``"ENC+HEAD"`` such as ``"int8+fp32"``).
+
+    Args:
+        latency_only (bool): also take artefacts that failed the correctness gate (for timing
+            only; ``gate_approved`` is then False and ``gate_failures`` says what failed).
+
+    Returns:
+        dict: mode, size (H, W), fm_lower, preset, encoder/head precision and path (Path or None),
+        gate_approved, gate_failures.
+
+    Raises:
+        ArtifactError: the directory breaks a rule (the message names it and the fix).
+        BackendUnavailable: the library was built without the session API.
+    """
+    lib = session_library(library)
+    info = ArtifactInfo()
+    info.struct_size = C.sizeof(ArtifactInfo)
+    if mode is not None and mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; use one of psd, propagate, guided")
+    flags = ARTIFACTS_ALLOW_UNGATED if latency_only else 0
+    st = lib.psd_artifacts_read(str(directory).encode(), str(precision).encode(), 1, MODES[mode or "auto"], flags,
+                                C.byref(info))
+    if st:  # the library's message as is: it names the rule and the fix
+        raise _ERRORS.get(st, PsdError)((lib.psd_last_error() or b"").decode("utf-8", "replace"))
+    head = info.head_path.decode()
+    return {"mode": MODE_NAMES[info.mode], "size": (int(info.height), int(info.width)), "fm_lower": int(info.fm_lower),
+            "preset": info.preset.decode(), "encoder_precision": info.encoder_precision.decode(),
+            "head_precision": info.head_precision.decode() or None,
+            "encoder": Path(info.encoder_path.decode()) if info.encoder_path else None,
+            "head": Path(head) if head else None, "gate_approved": bool(info.gate_approved),
+            "gate_failures": info.gate_failures.decode()}
 
 
 def preset_from_c(name: str, library=None) -> dict:
@@ -207,7 +259,8 @@ class CSession:
         artifact_dir (path, optional): a ``psdrt build`` directory; None for the guided mode.
         mode (str, optional): ``"psd"``, ``"propagate"`` or ``"guided"``. Defaults to None: the
             manifest's mode, or guided without a directory.
-        precision (str): ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to "fp32".
+        precision (str): ``"fp32"``, ``"fp16"``, ``"int8"``, or ``"ENC+HEAD"`` for the encoder and
+            the head apart (``"int8+fp32"``). Defaults to "fp32".
         preset (str, optional): preset name overriding the manifest's. Defaults to None.
         seed (int): seed of the kNN subsets. Defaults to 0.
         threads (int, optional): ONNX Runtime intra-op threads. Defaults to None (its default).
@@ -218,6 +271,9 @@ class CSession:
         guided (GuidedParams): guided-mode parameters. The defaults use the projection built into
             the library; other channels/seeds pass ``rff_projection(guided)``.
         library (path, optional): the kernel library. Defaults to ``runtime._capi.load()``'s.
+        latency_only (bool): load artefacts that failed the correctness gate, for timing only
+            (``gate_approved`` is False, a warning is logged, ``info['gate_approved']`` says it).
+            Defaults to False.
 
     Raises:
         ArtifactError, BackendUnavailable, InputError: as ``psd_session_create`` reports them.
@@ -226,7 +282,7 @@ class CSession:
     def __init__(self, artifact_dir=None, *, mode: Optional[str] = None, precision: str = "fp32",
                  preset: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
                  device: str = "cpu", ort_library=None, fm_lower: Optional[int] = None,
-                 guided: GuidedParams = GuidedParams(), library=None) -> None:
+                 guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False) -> None:
         self._handle = None
         self._lib = session_library(library)
         if mode is not None and mode not in MODES:
@@ -242,6 +298,7 @@ class CSession:
         o.seed = int(seed) & (2**64 - 1)
         o.intra_op_threads = int(threads or 0)
         o.fm_lower = int(fm_lower or 0)
+        o.artifact_flags = ARTIFACTS_ALLOW_UNGATED if latency_only else 0
         if ort_library is not None:
             self._keep.append(str(ort_library).encode())
             o.ort_library = self._keep[-1]
@@ -266,7 +323,18 @@ class CSession:
         info.struct_size = C.sizeof(SessionInfo)
         _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
         self.mode = MODE_NAMES[info.mode]
-        self.precision = {v: k for k, v in PRECISIONS.items()}[info.precision]
+        names = {v: k for k, v in PRECISIONS.items()}
+        self.precision = names[info.precision]
+        if self.mode == "psd" and info.head_precision != info.precision:
+            self.precision = f"{self.precision}+{names[info.head_precision]}"
+        #: False for a latency-only session over artefacts that failed the correctness gate
+        self.gate_approved = bool(info.gate_approved)
+        if not self.gate_approved:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "LATENCY-ONLY session over %s: artefacts that FAILED the correctness gate are loaded; "
+                "their output is not checked and must not be used", artifact_dir)
         self.backend = (info.backend or b"").decode()
         self.preset_name = info.preset.name.decode()
         self.fm_size = (int(info.fm_height), int(info.fm_width)) if info.fm_height else None
@@ -366,7 +434,7 @@ class CSession:
                 "psd": ("preprocess", "encoder", "propagation", "head", "post")}[self.mode]
         timings = {k: t[k] for k in ("validate",) + keep + ("total",)}
         info = {"points": int(fout.points), "alignment": "degenerate" if fout.alignment_degenerate else "ok",
-                "preset": self.preset_name, "timings_ms": timings, "engine": "c",
+                "preset": self.preset_name, "timings_ms": timings, "engine": "c", "gate_approved": self.gate_approved,
                 "rejected": {"range": int(fout.rejected_range), "outliers": int(fout.rejected_outliers)},
                 "clamped": int(fout.clamped)}
         return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)

@@ -160,3 +160,32 @@ def test_psdrt_build_help_without_torch(tmp_path):
                           text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--checkpoint" in proc.stdout and "--target" in proc.stdout and "psdrt build" in proc.stdout
+
+
+def test_encoder_and_head_at_different_precisions(checkpoint, tmp_path, frame):
+    """``--precision fp16+fp32`` builds the FP16 encoder and the FP32 head only (the FP32 encoder is
+    the FP16's source), and the directory serves that combination (the INT8-encoder + FP32-head
+    recommendation is the same code path; INT8 calibration is too slow for this test)."""
+    out = tmp_path / "mixed"
+    res = B.build_artifacts(checkpoint, out, size=SIZE, precisions=("fp16+fp32",), golden_shared=False, fm_lower=56,
+                            kernels=False)
+    names = sorted(a["name"] for a in res.manifest["artifacts"])
+    assert names == ["encoder.fp16.onnx", "encoder.fp32.onnx", "head.fp32.onnx"]
+    requested = {a["name"]: a["requested"] for a in res.manifest["artifacts"]}
+    assert requested == {"encoder.fp16.onnx": True, "encoder.fp32.onnx": False, "head.fp32.onnx": True}
+    assert res.manifest["precisions"] == ["fp16+fp32"]
+    p = Pipeline.from_artifacts(out, precision="fp16+fp32")
+    rgb, sparse, K = frame
+    d16 = p(rgb, sparse, K).depth
+    d32 = Pipeline.from_artifacts(out)(rgb, sparse, K).depth
+    assert np.isfinite(d16).all() and not np.array_equal(d16, d32)  # the FP16 encoder really ran
+    with pytest.raises(ArtifactError, match="no fp16 head"):
+        Pipeline.from_artifacts(out, precision="fp16")
+    with pytest.raises(ValueError, match="ENC\\+HEAD"):
+        B.build_artifacts(checkpoint, out, size=SIZE, precisions=("int4",), golden_shared=False)
+
+
+def test_sizes_a_mode_cannot_take_are_refused_before_export(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match=r"--size 4x400: .*too small for psd mode"):
+        B.build_artifacts(checkpoint, tmp_path / "x", size=(4, 400), golden_shared=False)
+    assert not (tmp_path / "x" / "manifest.json").exists()

@@ -1,5 +1,7 @@
 // manifest.json of a deployable directory (build.py::build_artifacts), read and checked in C++
 // with the same rules and the same fixes as psdrt.runtime.pipeline.Pipeline.from_artifacts.
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <cmath>
@@ -73,17 +75,48 @@ int64_t AsInt(const Json* v, const char* what) {
   throw std::invalid_argument(std::string(what) + " is not an integer");
 }
 
+// A file entry of the manifest as a path inside the directory, or an error: relative, no ".."
+// component, and (symlinks resolved) still inside the directory.
+std::string ContainedPath(const std::string& dir, const std::string& dir_real, const std::string& fname,
+                          const std::string& mpath, const std::string& rebuild) {
+  const std::string why = "psdrt reads only files inside the build directory";
+  if (fname.empty() || fname[0] == '/')
+    Throw(PSD_E_ARTIFACT, mpath + " lists the file '" + fname + "', which is " +
+                              (fname.empty() ? "empty" : "an absolute path") + "; " + why + ": " + rebuild);
+  size_t start = 0;
+  while (start <= fname.size()) {
+    const size_t end = fname.find('/', start);
+    const std::string comp = fname.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (comp == "..")
+      Throw(PSD_E_ARTIFACT, mpath + " lists the file '" + fname + "', which leaves the directory (..); " + why +
+                                ": " + rebuild);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  const std::string path = Join(dir, fname);
+  if (!IsFile(path)) Throw(PSD_E_ARTIFACT, path + " listed in " + mpath + " is missing; " + rebuild);
+  char buf[PATH_MAX];
+  if (!::realpath(path.c_str(), buf))
+    Throw(PSD_E_ARTIFACT, path + " listed in " + mpath + " cannot be resolved; " + rebuild);
+  const std::string real = buf;
+  if (real.compare(0, dir_real.size() + 1, dir_real + "/") != 0)
+    Throw(PSD_E_ARTIFACT, path + " listed in " + mpath + " is a link to " + real + ", outside " + dir + "; " + why +
+                              " (copy the file in instead of linking it): " + rebuild);
+  return path;
+}
+
 }  // namespace
 
-ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& precision,
-                                const std::string& backend, const std::string& mode_override,
-                                bool check_files) {
+ArtifactSelection ReadArtifacts(const std::string& dir, const ArtifactRequest& req) {
   ArtifactSelection sel;
   sel.root = dir;
   const std::string mpath = Join(dir, "manifest.json");
   std::string rebuild = "rebuild it with `psdrt build --checkpoint CKPT --out " + dir + "`";
   if (!IsFile(mpath))
     Throw(PSD_E_ARTIFACT, dir + " has no manifest.json (not a psdrt build directory); " + rebuild);
+  char rbuf[PATH_MAX];
+  if (!::realpath(dir.c_str(), rbuf)) Throw(PSD_E_ARTIFACT, dir + " cannot be resolved; " + rebuild);
+  const std::string dir_real = rbuf;
   std::string text, err;
   if (!ReadText(mpath, &text, &err))
     Throw(PSD_E_ARTIFACT, mpath + " cannot be read (" + err + "); " + rebuild);
@@ -94,10 +127,8 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
   try {
     if (!m.is_object()) throw std::invalid_argument("the document is not an object");
     const Json* size = m.Get("size");
-    if (!size || !(size->is_array() || size->is_string()) ||
-        (size->is_array() && size->items().size() < 2))
+    if (!size || !size->is_array() || size->items().size() != 2)
       throw std::invalid_argument("'size' is missing or not [H, W]");
-    if (size->is_string()) throw std::invalid_argument("'size' is not [H, W]");
     sel.height = AsInt(&size->items()[0], "size[0]");
     sel.width = AsInt(&size->items()[1], "size[1]");
     const Json* model = m.Get("model");
@@ -114,17 +145,22 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
                                 ", this psdrt runs 'psd' and 'propagate'; " + rebuild);
     sel.mode = mode->str();
     const Json* preset = m.Get("preset");
-    sel.preset = preset && preset->is_string() ? preset->str() : "NYUv2";
+    if (preset && !preset->is_string()) throw std::invalid_argument("'preset' is not a string");
+    sel.preset = preset ? preset->str() : "NYUv2";
   } catch (const std::invalid_argument& e) {
     Throw(PSD_E_ARTIFACT, mpath + " is corrupt (" + e.what() + "); " + rebuild);
   }
-  if (sel.height < 1 || sel.width < 1 || sel.height > (1 << 16) || sel.width > (1 << 16))
-    Throw(PSD_E_ARTIFACT, mpath + " is corrupt (size " + std::to_string(sel.height) + "x" +
-                              std::to_string(sel.width) + " out of range); " + rebuild);
-  if (sel.fm_lower < 1 || sel.fm_lower > (1 << 16))
+  // the same size rule as every frame of this mode (psd_check_frame_size)
+  const int32_t size_mode = sel.mode == "psd" ? PSD_SESSION_MODE_PSD : PSD_SESSION_MODE_PROPAGATE;
+  if (psd_check_frame_size(size_mode, sel.height, sel.width) != PSD_OK)
+    Throw(PSD_E_ARTIFACT, mpath + " is corrupt (working size: " + psd_last_error() + "); " + rebuild);
+  if (sel.fm_lower < 1 || sel.fm_lower > 4096)
     Throw(PSD_E_ARTIFACT, mpath + " is corrupt (fm_lower " + std::to_string(sel.fm_lower) +
-                              " out of range); " + rebuild);
-  if (!mode_override.empty()) sel.mode = mode_override;
+                              " is outside 1..4096); " + rebuild);
+  if (!req.mode_override.empty()) sel.mode = req.mode_override;
+  const std::string precision = req.encoder_precision == req.head_precision || sel.mode != "psd"
+                                    ? req.encoder_precision
+                                    : req.encoder_precision + "+" + req.head_precision;
   rebuild = "rebuild it with `psdrt build --checkpoint CKPT --size " + std::to_string(sel.height) +
             "x" + std::to_string(sel.width) + " --precision " + precision + " --out " + dir +
             " --force`";
@@ -132,6 +168,7 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
   const int nparts = sel.mode == "psd" ? 2 : sel.mode == "guided" ? 0 : 1;  // guided: no network
   for (int pi = 0; pi < nparts; ++pi) {
     const std::string part = parts[pi];
+    const std::string& want_precision = pi == 0 ? req.encoder_precision : req.head_precision;
     const Json* found = nullptr;
     std::set<std::string> have;
     for (const Json& a : arts->items()) {
@@ -142,32 +179,37 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
       have.insert(pr && pr->is_string() ? pr->str() : Repr(pr));
       const Json* be = a.Get("backend");
       const std::string b = be ? (be->is_string() ? be->str() : Repr(be)) : "onnxruntime";
-      if (!found && pr && pr->is_string() && pr->str() == precision && b == backend) found = &a;
+      if (!found && pr && pr->is_string() && pr->str() == want_precision && b == req.backend) found = &a;
     }
     if (!found) {
       std::string list;
       for (const auto& h : have) list += (list.empty() ? "" : ", ") + h;
-      Throw(PSD_E_ARTIFACT, dir + " has no " + precision + " " + part +
-                                (backend != "onnxruntime" ? " for " + backend : "") +
+      Throw(PSD_E_ARTIFACT, dir + " has no " + want_precision + " " + part +
+                                (req.backend != "onnxruntime" ? " for " + req.backend : "") +
                                 " (built: " + (list.empty() ? "none" : list) + "); " + rebuild);
     }
     const Json* gate = found->Get("gate");
     const Json* passed = gate ? gate->Get("passed") : nullptr;
     const Json* usable = found->Get("usable");
+    const Json* name = found->Get("name");
+    const std::string nm = name && name->is_string() ? name->str() : Repr(name);
+    const Json* file = found->Get("file");
     if (!(passed && passed->Truthy()) || (usable && !usable->Truthy())) {
       const Json* why = gate ? gate->Get("why") : nullptr;
       const std::string w = why && why->Truthy() ? (why->is_string() ? why->str() : Repr(why))
                                                  : "no gate result";
-      const Json* name = found->Get("name");
-      Throw(PSD_E_ARTIFACT, (name && name->is_string() ? name->str() : Repr(name)) +
-                                " failed the correctness gate (" +
-                                w + ") and must not be deployed; use another precision or " + rebuild);
+      // an artefact that failed to build has no file at all: never usable, not even for latency
+      if (!req.allow_ungated || !(file && file->is_string()))
+        Throw(PSD_E_ARTIFACT, nm + " failed the correctness gate (" + w +
+                                  ") and must not be deployed; use another precision or " + rebuild +
+                                  (req.allow_ungated ? "" : " (or time it without deploying: a latency-only run)"));
+      sel.gate_approved = false;
+      sel.gate_failures += (sel.gate_failures.empty() ? "" : "; ") + nm + ": " + w;
     }
-    const Json* file = found->Get("file");
-    const std::string fname = file && file->is_string() ? file->str() : Repr(file);
-    const std::string path = Join(dir, fname);
-    if (!IsFile(path)) Throw(PSD_E_ARTIFACT, path + " listed in " + mpath + " is missing; " + rebuild);
-    if (check_files) {
+    if (!(file && file->is_string()))
+      Throw(PSD_E_ARTIFACT, mpath + " is corrupt (" + nm + " has no file name); " + rebuild);
+    const std::string path = ContainedPath(dir, dir_real, file->str(), mpath, rebuild);
+    if (req.check_files) {
       std::string digest, herr;
       if (!Sha256File(path, &digest, &herr)) Throw(PSD_E_ARTIFACT, herr + "; " + rebuild);
       const Json* want = found->Get("sha256");
@@ -177,6 +219,7 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& preci
                                   w.substr(0, 16) + "... (modified or truncated copy); " + rebuild);
     }
     (pi == 0 ? sel.encoder_path : sel.head_path) = path;
+    (pi == 0 ? sel.encoder_precision : sel.head_precision) = want_precision;
   }
   return sel;
 }

@@ -51,6 +51,21 @@ const char* PrecisionName(int32_t p) {
   }
 }
 
+int32_t PrecisionOf(const std::string& p) {
+  return p == "fp32" ? PSD_PRECISION_FP32 : p == "fp16" ? PSD_PRECISION_FP16 : p == "int8" ? PSD_PRECISION_INT8 : -1;
+}
+
+// "fp32" | "fp16" | "int8" | "ENC+HEAD": the encoder's and the head's precision (the one parser of
+// the spelling: sessions, psd_artifacts_read, Pipeline.from_artifacts through it).
+void ParsePrecisionSpec(const std::string& spec, std::string* encoder, std::string* head) {
+  const size_t plus = spec.find('+');
+  *encoder = spec.substr(0, plus);
+  *head = plus == std::string::npos ? spec : spec.substr(plus + 1);
+  if (PrecisionOf(*encoder) < 0 || PrecisionOf(*head) < 0)
+    Throw(PSD_E_INVALID_ARGUMENT, "unknown precision '" + spec + "'; use fp32, fp16 or int8, or ENC+HEAD for the "
+                                  "encoder and the head apart (e.g. int8+fp32)");
+}
+
 double Ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -64,7 +79,8 @@ psd_status_t Guard(F&& f) {
     psd::capi::SetLastError(e.what());
     return e.status;
   } catch (const std::bad_alloc&) {
-    psd::capi::SetLastError("out of host memory");
+    psd::capi::SetLastError("out of host memory: the session's buffers (they grow with H x W) do not fit; use a "
+                            "smaller frame (split a large image into tiles) or free memory");
     return PSD_E_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
     psd::capi::SetLastError(std::string("internal error: ") + e.what() + " (please report)");
@@ -145,7 +161,9 @@ struct ValidFrame {
 struct psd_session {
   int32_t mode = PSD_SESSION_MODE_GUIDED;
   int32_t device = PSD_DEVICE_CPU;
-  int32_t precision = PSD_PRECISION_FP32;
+  int32_t precision = PSD_PRECISION_FP32;  // the encoder's
+  int32_t head_precision = PSD_PRECISION_FP32;
+  bool gate_approved = true;  // false: a latency-only session (PSD_ARTIFACTS_ALLOW_UNGATED, a failed gate)
   int32_t device_id = 0;
   psd_preset preset{};
   uint64_t seed = 0;
@@ -784,14 +802,15 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       Throw(PSD_E_INVALID_ARGUMENT, "options.fm_lower must be 0..4096 (0 = the manifest's; PSD uses 392), got " +
                                         std::to_string(o.fm_lower));
     int32_t precision = o.precision;
-    if (o.precision_name) {
-      const std::string p = o.precision_name;
-      precision = p == "fp32" ? PSD_PRECISION_FP32 : p == "fp16" ? PSD_PRECISION_FP16 : p == "int8" ? PSD_PRECISION_INT8 : -1;
-      if (precision < 0)
-        Throw(PSD_E_INVALID_ARGUMENT, "unknown precision '" + p + "'; use fp32, fp16 or int8");
-    }
-    if (precision < 0 || precision >= PSD_PRECISION_COUNT)
+    if (!o.precision_name && (precision < 0 || precision >= PSD_PRECISION_COUNT))
       Throw(PSD_E_INVALID_ARGUMENT, "options.precision must be a psd_precision_t (0..2)");
+    std::string enc_precision = PrecisionName(precision), head_precision = enc_precision;
+    if (o.precision_name) {
+      ParsePrecisionSpec(o.precision_name, &enc_precision, &head_precision);
+      precision = PrecisionOf(enc_precision);
+    }
+    if (o.artifact_flags & ~(PSD_ARTIFACTS_SKIP_SHA256 | PSD_ARTIFACTS_ALLOW_UNGATED))
+      Throw(PSD_E_INVALID_ARGUMENT, "options.artifact_flags has unknown bits; use PSD_ARTIFACTS_* flags");
     if (o.guided_levels < 0 || o.guided_iterations < 0 || !(o.guided_colour_scale >= 0.0) ||
         !std::isfinite(o.guided_colour_scale))
       Throw(PSD_E_INVALID_ARGUMENT, "guided options must be >= 0 (0 = the default) and finite");
@@ -846,8 +865,17 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
     if (artifact_dir) {
       const char* over = mode == PSD_SESSION_MODE_PSD ? "psd" : mode == PSD_SESSION_MODE_PROPAGATE ? "propagate"
                                                                : mode == PSD_SESSION_MODE_GUIDED ? "guided" : "";
-      sel = psd::capi::ReadArtifacts(artifact_dir, PrecisionName(precision), backend_name, over, true);
+      psd::capi::ArtifactRequest req;
+      req.encoder_precision = enc_precision;
+      req.head_precision = head_precision;
+      req.backend = backend_name;
+      req.mode_override = over;
+      req.check_files = !(o.artifact_flags & PSD_ARTIFACTS_SKIP_SHA256);
+      req.allow_ungated = (o.artifact_flags & PSD_ARTIFACTS_ALLOW_UNGATED) != 0;
+      sel = psd::capi::ReadArtifacts(artifact_dir, req);
       s->artifact_dir = artifact_dir;
+      s->gate_approved = sel.gate_approved;
+      s->head_precision = PrecisionOf(sel.head_precision.empty() ? enc_precision : sel.head_precision);
       s->height = sel.height;
       s->width = sel.width;
       s->fm_lower = o.fm_lower > 0 ? o.fm_lower : sel.fm_lower;
@@ -944,7 +972,8 @@ PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_sessio
   return Guard([&] {
     if (!session) Throw(PSD_E_NULL_POINTER, "null pointer: session");
     if (!info) Throw(PSD_E_NULL_POINTER, "null pointer: info");
-    CheckStructSize(info->struct_size, sizeof(psd_session_info), "psd_session_info");
+    CheckStructSize(info->struct_size, PSD_SESSION_INFO_SIZE_V1, "psd_session_info");
+    const uint32_t given = info->struct_size;
     psd_session_info i{};
     i.struct_size = sizeof(psd_session_info);
     i.mode = session->mode;
@@ -957,7 +986,55 @@ PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_sessio
     i.preset = session->preset;
     i.backend = session->backend_desc.c_str();
     i.artifact_dir = session->artifact_dir.c_str();
-    *info = i;
+    i.gate_approved = session->gate_approved ? 1 : 0;
+    i.head_precision = session->mode == PSD_SESSION_MODE_PSD ? session->head_precision : i.precision;
+    // a caller compiled against an older psd.h gets only the fields its struct has
+    std::memcpy(info, &i, given < sizeof(i) ? given : sizeof(i));
+    info->struct_size = given;
+  });
+}
+
+PSD_API psd_status_t psd_artifacts_read(const char* artifact_dir, const char* precision, int32_t backend, int32_t mode,
+                                        uint32_t flags, psd_artifact_info* out) {
+  return Guard([&] {
+    if (!artifact_dir) Throw(PSD_E_NULL_POINTER, "null pointer: artifact_dir");
+    if (!out) Throw(PSD_E_NULL_POINTER, "null pointer: out");
+    CheckStructSize(out->struct_size, sizeof(psd_artifact_info), "psd_artifact_info");
+    if (backend < 0 || backend >= PSD_BACKEND_COUNT)
+      Throw(PSD_E_INVALID_ARGUMENT, "backend must be a psd_backend_t (0..2)");
+    if (mode < 0 || mode >= PSD_SESSION_MODE_COUNT)
+      Throw(PSD_E_INVALID_ARGUMENT, "mode must be a psd_session_mode_t (0..3)");
+    if (flags & ~(PSD_ARTIFACTS_SKIP_SHA256 | PSD_ARTIFACTS_ALLOW_UNGATED))
+      Throw(PSD_E_INVALID_ARGUMENT, "flags has unknown bits; use PSD_ARTIFACTS_* flags");
+    psd::capi::ArtifactRequest req;
+    ParsePrecisionSpec(precision ? precision : "fp32", &req.encoder_precision, &req.head_precision);
+    req.backend = backend == PSD_BACKEND_TENSORRT ? "tensorrt" : "onnxruntime";
+    req.mode_override = mode == PSD_SESSION_MODE_PSD ? "psd" : mode == PSD_SESSION_MODE_PROPAGATE ? "propagate"
+                        : mode == PSD_SESSION_MODE_GUIDED ? "guided" : "";
+    req.check_files = !(flags & PSD_ARTIFACTS_SKIP_SHA256);
+    req.allow_ungated = (flags & PSD_ARTIFACTS_ALLOW_UNGATED) != 0;
+    const ArtifactSelection sel = psd::capi::ReadArtifacts(artifact_dir, req);
+    psd_artifact_info i{};
+    i.struct_size = sizeof(psd_artifact_info);
+    i.mode = sel.mode == "psd" ? PSD_SESSION_MODE_PSD : sel.mode == "guided" ? PSD_SESSION_MODE_GUIDED
+                                                                             : PSD_SESSION_MODE_PROPAGATE;
+    i.height = sel.height;
+    i.width = sel.width;
+    i.fm_lower = sel.fm_lower;
+    i.gate_approved = sel.gate_approved ? 1 : 0;
+    auto put = [](char* dst, size_t cap, const std::string& v, const char* what) {
+      if (v.size() >= cap) Throw(PSD_E_ARTIFACT, std::string(what) + " is longer than " + std::to_string(cap - 1) +
+                                                     " bytes; move the directory to a shorter path");
+      std::memcpy(dst, v.c_str(), v.size() + 1);
+    };
+    put(i.preset, sizeof(i.preset), sel.preset, "the preset name");
+    put(i.encoder_precision, sizeof(i.encoder_precision), sel.encoder_precision, "the encoder precision");
+    put(i.head_precision, sizeof(i.head_precision), sel.head_precision, "the head precision");
+    put(i.encoder_path, sizeof(i.encoder_path), sel.encoder_path, "the encoder's path");
+    put(i.head_path, sizeof(i.head_path), sel.head_path, "the head's path");
+    const std::string gf = sel.gate_failures.substr(0, sizeof(i.gate_failures) - 1);
+    put(i.gate_failures, sizeof(i.gate_failures), gf, "gate failures");
+    *out = i;
   });
 }
 

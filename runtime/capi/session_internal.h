@@ -42,14 +42,27 @@ struct ArtifactSelection {
   int64_t height = 0, width = 0;
   int64_t fm_lower = 392;
   std::string encoder_path, head_path;  // head_path empty unless mode == "psd"
+  std::string encoder_precision, head_precision;
+  bool gate_approved = true;  // false: an artefact failed its gate and was taken for a latency-only run
+  std::string gate_failures;  // what failed, when !gate_approved
 };
 
-// Reads and checks <dir>/manifest.json exactly as Pipeline.from_artifacts does (format, files,
-// SHA-256, gate, precision); `mode_override` is "" or "psd"/"propagate". Throws Error
-// (PSD_E_ARTIFACT) naming the fix.
-ArtifactSelection ReadArtifacts(const std::string& dir, const std::string& precision,
-                                const std::string& backend, const std::string& mode_override,
-                                bool check_files);
+struct ArtifactRequest {
+  std::string encoder_precision = "fp32";
+  std::string head_precision = "fp32";
+  std::string backend = "onnxruntime";
+  std::string mode_override;  // "" | "psd" | "propagate" | "guided"
+  bool check_files = true;    // SHA-256 of every file used
+  bool allow_ungated = false; // latency-only: take artefacts that failed the correctness gate
+};
+
+// Reads and checks <dir>/manifest.json: the one implementation of these rules (the sessions and,
+// through psd_artifacts_read, Pipeline.from_artifacts use it): format 1, a manifest of at most
+// 64 MiB and 64 nesting levels, model mode psd/propagate, the working size by
+// psd_check_frame_size, fm_lower 1..4096, every file entry a relative path inside the directory
+// (no "..", no absolute path, no symlink leading out), present, with its SHA-256, of the requested
+// precision and backend, gate passed. Throws Error(PSD_E_ARTIFACT) naming the fix.
+ArtifactSelection ReadArtifacts(const std::string& dir, const ArtifactRequest& request);
 
 // ------------------------------------------------------------------ backends
 struct TensorSpec {

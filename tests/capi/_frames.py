@@ -60,14 +60,25 @@ def status_name(lib, st: int) -> str:
     return lib.psd_status_string(st).decode()
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (cheap; a path inside the new directory, as the artefact rules require) or a copy."""
+    import os
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def copy_artifacts(src: Path, dst: Path) -> Path:
-    """An editable copy of an artefact directory: manifest.json copied, the other files symlinked."""
+    """An editable copy of an artefact directory: manifest.json copied, the other files hard-linked
+    (symlinks out of a directory are refused by the artefact rules)."""
     dst.mkdir(parents=True)
     for p in src.iterdir():
         if p.name == "manifest.json":
             shutil.copyfile(p, dst / p.name)
-        else:
-            (dst / p.name).symlink_to(p.resolve())
+        elif p.is_file():
+            link_or_copy(p.resolve(), dst / p.name)
     return dst
 
 

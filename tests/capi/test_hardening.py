@@ -241,3 +241,25 @@ def test_unchanged_build_does_not_touch_the_library_and_relinks_replace_it(tmp_p
         held.seek(0)
         assert held.read(64) == head
     assert not list(tmp_path.glob(".libx.so.*.tmp"))
+
+
+@pytest.mark.parametrize("engine", ["python", "c"])
+def test_a_frame_too_big_for_memory_is_a_typed_error(engine):
+    """Before: numpy's MemoryError in Python; the C session said PSD_E_OUT_OF_MEMORY without a fix.
+    A child process under a 3 GiB address-space limit completes a 6000x8000 guided frame."""
+    code = (
+        "import resource, numpy as np\n"
+        "from psdrt.runtime.pipeline import Pipeline\n"
+        "from psdrt.runtime.session import CSession\n"
+        "from psdrt.runtime.errors import OutOfMemoryError\n"
+        f"p = Pipeline('guided') if {engine!r} == 'python' else CSession.guided()\n"
+        "h, w = 6000, 8000\n"
+        "rgb = np.zeros((h, w, 3), np.uint8); s = np.zeros((h, w), np.float32); s[::50, ::50] = 3.0\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "try:\n"
+        "    p(rgb, s, [[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]]); print('completed')\n"
+        "except OutOfMemoryError as e:\n"
+        "    print('OutOfMemoryError:', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("OutOfMemoryError:") and "smaller frame" in proc.stdout, proc.stdout

@@ -534,7 +534,8 @@ typedef struct psd_session_options {
   int32_t device_id;        /* CUDA device ordinal (default 0) */
   int32_t fm_lower;         /* encoder input lower bound; 0 = the manifest's (guided: unused) */
   uint64_t seed;            /* seed of the kNN subsets (presets with rate < 1 or a cap) */
-  const char* precision_name; /* "fp32" / "fp16" / "int8"; overrides `precision` when not NULL */
+  const char* precision_name; /* "fp32" / "fp16" / "int8", or "ENC+HEAD" for the encoder and the
+                                 head apart (e.g. "int8+fp32"); overrides `precision` when not NULL */
   const char* ort_library;    /* path of libonnxruntime.so*; NULL = search (see above) */
   const char* preset;         /* preset name or alias; NULL = the manifest's ("NYUv2" without) */
   const psd_preset* preset_override; /* used instead of `preset` when not NULL (copied) */
@@ -543,7 +544,8 @@ typedef struct psd_session_options {
   int32_t guided_iterations;  /* CSPN sweeps per level (default 40) */
   double guided_colour_scale; /* CIELAB distance of one kernel bandwidth (default 10) */
   int32_t guided_channels;    /* random Fourier features C, 2..64; with the projection below */
-  int32_t guided_reserved;
+  uint32_t artifact_flags;    /* PSD_ARTIFACTS_* (psd_artifacts_read); 0 = the checked default.
+                                 PSD_ARTIFACTS_ALLOW_UNGATED: a latency-only session (was reserved) */
   const float* guided_projection_w; /* 3 x C row-major and C values (copied at create); NULL = */
   const float* guided_projection_b; /* the built-in rff_projection(GuidedParams()): seed 0, C 32 */
 } psd_session_options;
@@ -591,10 +593,49 @@ typedef struct psd_session_info {
   const char* backend;    /* e.g. "onnxruntime 1.32.0 (CPUExecutionProvider, <library path>)";
                              "none (guided mode: no network)" for guided */
   const char* artifact_dir; /* "" for guided without artefacts */
+  /* since psdrt 0.2 (written when struct_size covers them): */
+  int32_t gate_approved;  /* 0: a latency-only session over artefacts that failed the gate */
+  int32_t head_precision; /* psd_precision_t of the head (psd mode; `precision` is the encoder's) */
 } psd_session_info;
+#define PSD_SESSION_INFO_SIZE_V1 (sizeof(psd_session_info) - 2 * sizeof(int32_t))
 
 /* Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
 PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_session_info* info);
+
+/* ------------------------------------------------------------------ artefact directories */
+#define PSD_ARTIFACTS_SKIP_SHA256 1u   /* do not hash the files (the manifest and paths are still checked) */
+#define PSD_ARTIFACTS_ALLOW_UNGATED 2u /* latency-only: take artefacts that failed the correctness
+                                          gate (never for deployment: their output is not checked) */
+
+/* What psd_artifacts_read selected. Paths are inside the directory. */
+typedef struct psd_artifact_info {
+  uint32_t struct_size;        /* sizeof(psd_artifact_info), set by the caller */
+  int32_t mode;                /* psd_session_mode_t: PSD or PROPAGATE (or the override) */
+  int64_t height, width;       /* the working size */
+  int64_t fm_lower;
+  int32_t gate_approved;       /* 0 only with PSD_ARTIFACTS_ALLOW_UNGATED and a failed gate */
+  int32_t reserved;
+  char preset[32];
+  char encoder_precision[8], head_precision[8];
+  char encoder_path[4096], head_path[4096]; /* head_path "" unless mode is PSD */
+  char gate_failures[1024];    /* what failed its gate (latency-only), "" otherwise */
+} psd_artifact_info;
+
+/* Reads and checks <artifact_dir>/manifest.json and selects the artefacts of `precision`
+ * ("fp32" / "fp16" / "int8", or "ENC+HEAD" such as "int8+fp32": encoder and head apart) for
+ * ONNX Runtime (backend PSD_BACKEND_AUTO/ONNXRUNTIME) or TensorRT. The one implementation of the
+ * directory rules (psd_session_create and Pipeline.from_artifacts use it): format 1; at most
+ * 64 MiB and 64 levels of nesting; model mode psd or propagate; the working size by
+ * psd_check_frame_size; fm_lower 1..4096; every file entry a relative path inside the directory
+ * (no "..", not absolute, no symlink leading out); present; its SHA-256 as listed (unless
+ * PSD_ARTIFACTS_SKIP_SHA256); the gate passed (unless PSD_ARTIFACTS_ALLOW_UNGATED).
+ * The SHA-256 list protects against damaged copies, not against tampering: whoever can edit the
+ * files can edit the manifest too.
+ * @param mode  psd_session_mode_t override (AUTO = the manifest's; GUIDED selects no network).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT
+ * (precision, mode, flags, struct_size), PSD_E_ARTIFACT (the message names the rule and the fix). */
+PSD_API psd_status_t psd_artifacts_read(const char* artifact_dir, const char* precision, int32_t backend,
+                                        int32_t mode, uint32_t flags, psd_artifact_info* out);
 
 #define PSD_FRAME_BGR 1u /* psd_frame_in.flags: rgb holds B, G, R (OpenCV order) */
 
