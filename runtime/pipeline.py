@@ -47,7 +47,8 @@ class Pipeline:
         fm_lower (int): lower bound of the encoder input size (PSD: 392).
         seed (int): seed of the kNN's random subsets (presets with rate < 1 or a candidate cap).
 
-    Thread safety: one Pipeline must not be called concurrently (it reuses its buffers).
+    Thread safety: a Pipeline may be called from several threads at once: it keeps no per-call
+    state (the kernel library's workspaces are per thread; ONNX Runtime's Run is thread-safe).
     """
 
     def __init__(
@@ -74,7 +75,6 @@ class Pipeline:
         self.kernels = kernels or _capi.load()
         self.fm_lower = fm_lower
         self.seed = seed
-        self._feat_cache = {}
         #: (H, W) the artefacts were built for (``from_artifacts``); None accepts any frame size
         self.working_size: Optional[tuple] = None
         #: False for a latency-only pipeline over artefacts that failed the correctness gate

@@ -13,8 +13,8 @@ frame): ``tests/capi/test_session_parity.py`` states the tolerance.
 Errors: the C statuses become the usual exceptions (``ArtifactError``, ``InputError``,
 ``ShapeError``, ``BackendUnavailable``, ``PsdError``) with the library's message.
 
-Thread safety: one CSession must not be called from two threads at once (the C session reuses
-its buffers); distinct sessions are independent.
+Thread safety: a CSession may be called from several threads; the C session serialises calls on
+one session (it reuses its buffers), and distinct sessions run in parallel.
 """
 
 from __future__ import annotations

@@ -263,3 +263,30 @@ def test_a_frame_too_big_for_memory_is_a_typed_error(engine):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("OutOfMemoryError:") and "smaller frame" in proc.stdout, proc.stdout
+
+
+def test_python_pipeline_from_four_threads_is_right(artifacts, middlebury):
+    """Pipeline keeps no per-call state (kernel workspaces are per thread, ONNX Runtime's Run is
+    thread-safe): concurrent calls give the sequential result."""
+    from psdrt.runtime.pipeline import Pipeline
+
+    rgb, sparse, K, _ = middlebury
+    for p in (Pipeline("guided"), Pipeline.from_artifacts(artifacts)):
+        want = p(rgb, sparse, K).depth
+        got, errors = [], []
+
+        def worker():
+            try:
+                for _ in range(3):
+                    got.append(p(rgb, sparse, K).depth)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(got) == 12
+        for d in got:
+            np.testing.assert_array_equal(d, want)
