@@ -56,7 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = ROOT / "kernels"
@@ -718,22 +718,6 @@ def install(prefix, built: dict, verbose: bool = False) -> dict[str, Path]:
 
 ARTIFACTS_MANIFEST = "manifest.json"
 ARTIFACTS_FORMAT = 1
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def precision_parts(spec: str) -> dict:
-    """``"int8"`` -> {"encoder": "int8", "head": "int8"}; ``"int8+fp32"`` (encoder+head) ->
-    {"encoder": "int8", "head": "fp32"}. The spelling of psd_artifacts_read / Pipeline.from_artifacts.
-
-    Raises:
-        ValueError: an unknown precision.
-    """
-    enc, _, head = str(spec).lower().partition("+")
-    head = head or enc
-    if enc not in PRECISIONS or head not in PRECISIONS:
-        raise ValueError(f"unknown precision {spec!r}; use any of {', '.join(PRECISIONS)}, or ENC+HEAD such as "
-                         "int8+fp32 (an INT8 encoder with the FP32 head)")
-    return {"encoder": enc, "head": head}
 #: target -> (default precisions, whether TensorRT engines are built)
 TARGETS = {
     "cpu": (("fp32",), False),
@@ -774,14 +758,12 @@ def _fingerprint(doc: dict) -> str:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"228x304"`` -> (228, 304)."""
-    try:
-        h, w = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
-    except ValueError:
-        raise ValueError(f"size {text!r} must be HxW, e.g. 228x304") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"size {text!r} must be positive")
-    return h, w
+    """``"228x304"`` -> (228, 304): the ``psdrt`` command's one size rule
+    (:func:`psdrt.runtime.cli.common.parse_size`; imported here, as torch is, only when artefacts
+    are built, so that ``python build.py`` alone needs nothing installed)."""
+    from psdrt.runtime.cli.common import parse_size as _parse
+
+    return _parse(text, "--size")
 
 
 @dataclass
@@ -808,9 +790,10 @@ class BuildResult:
 class _Lazy:
     """The model, golden inputs and reference, built only when some artefact must be (re)built."""
 
-    def __init__(self, checkpoint: Path, size, hm, preset, fm_lower, golden_shared):
+    def __init__(self, checkpoint: Path, size, hm, preset, fm_lower, golden_shared, preprocess):
         self.checkpoint, self.size, self.hm = checkpoint, size, hm
         self.preset, self.fm_lower, self.golden_shared = preset, fm_lower, golden_shared
+        self.preprocess = preprocess
         self._model = self._info = None
         self._golden = {}
 
@@ -837,14 +820,16 @@ class _Lazy:
             frames = G.golden_frames(shared=self.golden_shared, max_shared=2)
             shape = self.hm if part == "encoder" else self.size
             self._golden[part] = G.make_golden_inputs(self.model(), part, shape, frames=frames,
-                                                      fm_lower=None if part == "encoder" else self.fm_lower)
+                                                      fm_lower=None if part == "encoder" else self.fm_lower,
+                                                      preprocess=self.preprocess)
         return self._golden[part]
 
     def reference(self):
         from psdrt.export.reference.pipeline import ReferencePipeline
 
         mode = "psd" if self.info().kind == "psd" else "propagate"
-        return ReferencePipeline(mode, self.model(), preset=self.preset, fm_lower=self.fm_lower)
+        return ReferencePipeline(mode, self.model(), preset=self.preset, fm_lower=self.fm_lower,
+                                 preprocess=self.preprocess)
 
 
 def _check_size_for_mode(h: int, w: int, mode: str) -> None:
@@ -886,7 +871,7 @@ def _calibrate_int8(lazy: _Lazy, part: str, src: Path, dst: Path, calibration: s
     from psdrt.calibration import sources as S
 
     if part == "encoder":
-        feeds = S.EncoderFeeds(S.frame_source(calibration, None, 8), size=lazy.hm)
+        feeds = S.EncoderFeeds(S.frame_source(calibration, None, 8), size=lazy.hm, preprocess=lazy.preprocess)
     else:
         feeds = S.HeadFeeds(S.frame_source(calibration, lazy.size, 8), lazy.reference())
     res = C.calibrate(src, feeds, work, name=f"{part}", formats=("ort",), progress=False)
@@ -945,6 +930,7 @@ def build_artifacts(
     dla_core: Optional[int] = None,
     kernels: bool = True,
     golden_shared: Optional[bool] = None,
+    preprocess: str = "official",
 ) -> BuildResult:
     """One command from a checkpoint to a deployable directory (``manifest.json`` + artefacts).
 
@@ -972,6 +958,9 @@ def build_artifacts(
         kernels (bool): build and copy the kernel library. Defaults to True.
         golden_shared (bool, optional): gate also on the shared KITTI/NYU frames. Defaults to None
             (when present; at most 2 per dataset).
+        preprocess (str): the encoder input's preprocessing the directory is built and gated for,
+            recorded in the manifest: ``"official"`` (scikit-image resize order=3, the official
+            loaders') or ``"bicubic"`` (an exported graph's Resize). Defaults to "official".
 
     Returns:
         BuildResult: directory, manifest (as written) and summary rows.
@@ -983,11 +972,17 @@ def build_artifacts(
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     precisions = tuple(p.lower() for p in (precisions or TARGETS[target][0]))
-    specs = [precision_parts(p) for p in precisions]  # ValueError for an unknown one
+    from psdrt.runtime.manifest import PRECISIONS, precision_parts  # the one spelling of precisions
+
+    specs = [precision_parts(p) for p in precisions]  # InputError (a ValueError) for an unknown one
     h, w = (int(size[0]), int(size[1]))
     from psdrt.export.onnx_export import DEFAULT_OPSET
     from psdrt.runtime.preprocess import fm_input_size
 
+    from psdrt.runtime.preprocess import PREPROCESS_METHODS
+
+    if preprocess not in PREPROCESS_METHODS:
+        raise ValueError(f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESS_METHODS)}")
     opset = int(opset or DEFAULT_OPSET)
     hm = fm_input_size(h, w, lower=fm_lower)
     out = Path(out_dir)
@@ -997,7 +992,7 @@ def build_artifacts(
         raise ValueError(f"checkpoint {ckpt} does not exist")
     _say(f"checkpoint {ckpt}: sha256")
     ckpt_sha = _sha256(ckpt)
-    lazy = _Lazy(ckpt, (h, w), hm, preset, fm_lower, golden_shared)
+    lazy = _Lazy(ckpt, (h, w), hm, preset, fm_lower, golden_shared, preprocess)
     info = lazy.info()
     parts = ("encoder", "head") if info.kind == "psd" else ("encoder",)
     mode = "psd" if info.kind == "psd" else "propagate"
@@ -1013,7 +1008,7 @@ def build_artifacts(
     tools = {"psdrt": _psdrt_version(), "torch": _version("torch"), "onnx": _version("onnx"),
              "onnxslim": _version("onnxslim"), "onnxruntime": _version("onnxruntime")}
     base = {"checkpoint_sha256": ckpt_sha, "size": [h, w], "fm_size": list(hm), "fm_lower": fm_lower,
-            "opset": opset, "tools": tools, "format": ARTIFACTS_FORMAT}
+            "opset": opset, "tools": tools, "format": ARTIFACTS_FORMAT, "preprocess": preprocess}
     entries, rows = [], []
     # FP32 ONNX is the source of the other precisions, so it is always built; otherwise each part
     # is built at the precisions some requested spec gives it
@@ -1105,6 +1100,7 @@ def build_artifacts(
         "size": [h, w],
         "fm_size": list(hm),
         "fm_lower": fm_lower,
+        "preprocess": preprocess,
         "preset": preset,
         "target": target,
         "precisions": list(precisions),
@@ -1171,7 +1167,8 @@ def _artifacts_main(a) -> int:
         precisions = tuple(p.strip() for p in a.precision.split(",") if p.strip()) if a.precision else None
         res = build_artifacts(a.checkpoint, a.out, size=size, precisions=precisions, target=a.target,
                               calibration=a.calib_data, preset=a.preset, force=a.force,
-                              workspace=a.workspace, timing_cache=a.timing_cache, dla_core=a.dla_core)
+                              workspace=a.workspace, timing_cache=a.timing_cache, dla_core=a.dla_core,
+                              preprocess=a.preprocess)
     except ValueError as e:
         print(f"build failed: {e}", file=sys.stderr)
         return 2
@@ -1219,6 +1216,10 @@ def main(argv=None, prog: str = "build.py") -> int:
     d.add_argument("--calib-data", default=None, metavar="DIR|middlebury",
                    help="INT8 calibration frames (default: middlebury, generated)")
     d.add_argument("--preset", default="NYUv2", help="propagation preset recorded in the manifest (default NYUv2)")
+    d.add_argument("--preprocess", default="official", choices=("official", "bicubic"),
+                   help="the encoder input's preprocessing: official = scikit-image resize(order=3), what the "
+                        "official loaders and the released checkpoints' evaluation use (default); bicubic = PyTorch "
+                        "bicubic, an exported graph's Resize")
     d.add_argument("--out", default="psdrt_artifacts", help="output directory (default psdrt_artifacts)")
     d.add_argument("--workspace", type=int, default=None, help="TensorRT workspace bytes (default 1 GiB)")
     d.add_argument("--timing-cache", default=None, help="TensorRT timing cache file")

@@ -3,7 +3,9 @@
 * :func:`plot_stage_breakdown`: stacked bars, one per run, of the per-stage mean latency;
 * :func:`plot_latency_vs_resolution`: p50 (with p90 whiskers) against megapixels, one line per series;
 * :func:`plot_precision_comparison`: p50 bars per precision, grouped by series, with the speed-up
-  over the first precision written above each bar.
+  over the first precision written above each bar;
+* :func:`plot_eval_metric`: ``psdrt eval``'s summary as bars of one metric (default RMSE in mm), one
+  group per sparse pattern and one bar per configuration.
 
 matplotlib is optional (the ``bench`` extra) and imported on first use through the Agg canvas
 only (no pyplot state, no display). Each function writes the PNG and returns the ``Figure`` so
@@ -18,7 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from psdrt.runtime._lazy import lazy_import
 
-__all__ = ["plot_stage_breakdown", "plot_latency_vs_resolution", "plot_precision_comparison", "STAGE_COLOURS"]
+__all__ = ["plot_stage_breakdown", "plot_latency_vs_resolution", "plot_precision_comparison", "plot_eval_metric",
+           "STAGE_COLOURS"]
 
 _mpl = lazy_import("matplotlib", "3.7", extra="bench")
 
@@ -177,6 +180,57 @@ def plot_precision_comparison(runs: Sequence[Mapping[str, Any]], path, title: st
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=8)
     if precisions:
+        ax.legend(fontsize=7, frameon=False)
+    _save(fig, path)
+    return fig
+
+
+#: units of the ``psdrt eval`` metrics on the plots (``runtime.metrics.METRIC_UNITS``)
+_EVAL_UNITS = {"mae": "mm", "rmse": "mm", "imae": "1/km", "irmse": "1/km", "rel": "%", "d1": "%", "d2": "%", "d3": "%"}
+_EVAL_NAMES = {"mae": "MAE", "rmse": "RMSE", "imae": "iMAE", "irmse": "iRMSE", "rel": "REL", "d1": "δ1", "d2": "δ2",
+               "d3": "δ3"}
+
+
+def plot_eval_metric(result: Mapping[str, Any], path, metric: str = "rmse", title: Optional[str] = None):
+    """Bars of one metric of a ``psdrt eval`` result (``runtime.evaluation.evaluate``): one group per
+    sparse pattern, one bar per configuration (the mean over frames, as in the summary table), the
+    value written above each bar. Non-finite values are drawn as no bar, marked ``inf``/``nan``.
+
+    Returns:
+        matplotlib.figure.Figure: one bar container per configuration (label = configuration), bar
+        heights = the metric per pattern in ``result['meta']['patterns']`` order.
+    """
+    import math
+
+    summary = list(result.get("summary", []))
+    patterns = list(result.get("meta", {}).get("patterns") or dict.fromkeys(r["pattern"] for r in summary))
+    fig = _figure((max(6.4, 2.0 + 1.3 * len(patterns)), 3.6))
+    ax = fig.add_subplot(111)
+    configs = list(dict.fromkeys(r["config"] for r in summary))
+    value = {(r["pattern"], r["config"]): float(r[metric]) for r in summary}
+    n = max(len(configs), 1)
+    width = 0.8 / n
+    for j, cfg in enumerate(configs):
+        xs = [i + (j - (n - 1) / 2) * width for i in range(len(patterns))]
+        vals = [value.get((p, cfg), math.nan) for p in patterns]
+        hs = [v if math.isfinite(v) else 0.0 for v in vals]
+        bars = ax.bar(xs, hs, width=width * 0.95, label=cfg, color=_EXTRA[j % len(_EXTRA)] if j >= 3 else
+                      ("#4c72b0", "#dd8452", "#55a868")[j])
+        for b, v in zip(bars, vals):
+            text = (f"{v:.1f}" if metric in ("rmse", "mae") else f"{v:.2f}") if math.isfinite(v) else \
+                ("nan" if math.isnan(v) else "inf")
+            ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=6,
+                        textcoords="offset points", xytext=(0, 1))
+    ax.set_xticks(range(len(patterns)))
+    ax.set_xticklabels(patterns, fontsize=8)
+    unit = _EVAL_UNITS.get(metric, "")
+    ax.set_ylabel(f"{_EVAL_NAMES.get(metric, metric)}" + (f" ({unit})" if unit else "") + ", mean over frames")
+    ds = result.get("meta", {}).get("dataset", {})
+    better = "higher" if metric.startswith("d") else "lower"
+    ax.set_title(title or f"{_EVAL_NAMES.get(metric, metric)} on {ds.get('title', ds.get('dataset', '?'))} "
+                 f"({ds.get('frames', '?')} frame(s)); {better} is better", fontsize=10)
+    ax.tick_params(labelsize=8)
+    if configs:
         ax.legend(fontsize=7, frameon=False)
     _save(fig, path)
     return fig

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ PathLike = Union[str, os.PathLike]
 
 FORMAT_TAG = "psdrt-checkpoint"
 FORMAT_VERSION = 1
+
+#: file suffixes of checkpoints (official PSD .ckpt, Depth Anything V2 .pth, psdrt .pt)
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 _HEAD_PREFIXES = ("rb.", "ib.", "pb.", "sds.")
 _HEAD_SCALARS = ("alpha1", "beta1", "alpha2", "beta2")
@@ -93,22 +97,49 @@ class CheckpointInfo:
         return "\n".join(lines)
 
 
+#: what torch's weights_only unpickler says when it refuses a Python object (torch 2.6-2.13: "Unsupported
+#: global: GLOBAL m.C was not an allowed global", "Trying to load unsupported GLOBAL posix.system whose
+#: module posix is blocked", "Can only build Tensor, ... allowlisted via `add_safe_globals`", "Trying to
+#: call reduce for unrecognized function"); a damaged file gives "Unsupported operand", EOF or zip errors
+_REFUSED_OBJECT = re.compile(r"unsupported global|safe_globals|unrecognized function", re.IGNORECASE)
+
+
+def _refusal_detail(text: str) -> str:
+    """The part of torch's long message that names the refused object or the damage."""
+    m = re.search(r"(Unsupported global: GLOBAL \S+|unsupported GLOBAL \S+|Can only \w+ [^.]*|Trying to call reduce "
+                  r"for unrecognized function \S+|Unsupported operand \S+|String is too long)", text)
+    if m:
+        return m.group(1).rstrip(".")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else "no detail"
+
+
 def _torch_load(path: PathLike):
     p = Path(path)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.iterdir() if q.is_file() and q.suffix.lower() in CHECKPOINT_SUFFIXES)[:3]
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is a directory, not a checkpoint file; pass the file itself"
+            + (f" (it holds {', '.join(inside)})" if inside else
+               " (e.g. checkpoint_000044.ckpt or depth_anything_v2_vits.pth)")
+        )
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} not found; check the path")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # not an object we refused: a damaged file
+        text = str(exc)
+        if _REFUSED_OBJECT.search(text):
             raise CheckpointError(
-                f"{p}: not a readable PyTorch checkpoint (truncated or corrupt download?); "
-                "download it again"
+                f"{p}: refused as unsafe: the pickle references Python objects beyond tensors and plain "
+                f"containers ({_refusal_detail(text)}). psdrt loads checkpoints with "
+                "torch.load(weights_only=True), which refuses them because unpickling them can run "
+                "arbitrary code. Do not load a file of unknown origin; if you trust its source, re-save "
+                "it as a plain state_dict in a trusted environment: torch.save(model.state_dict(), path)"
             ) from None
-        raise CheckpointError(
-            f"{p}: refused to unpickle non-tensor Python objects (psdrt loads checkpoints with "
-            f"weights_only=True). Re-save it as a plain state_dict: "
-            f"torch.save(model.state_dict(), path). Detail: {str(exc).splitlines()[0]}"
+        raise CheckpointError(  # not an object we refused: a damaged file
+            f"{p}: not a readable PyTorch checkpoint (truncated or corrupt download?); download it again. "
+            f"Detail: {_refusal_detail(text)}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(

@@ -77,6 +77,14 @@ __all__ = [
     "RGB_EXTS",
     "K_NYU",
     "K_NYU_FULL",
+    "KITTI_WORKING_SIZE",
+    "NYU_WORKING_SIZE",
+    "PSD_VAL_DEPTH_SCALE",
+    "Convention",
+    "CONVENTIONS",
+    "kitti_bottom_crop",
+    "nyu_halve_crop",
+    "get_convention",
     "dataset_names",
     "get_reader",
     "open_dataset",
@@ -99,6 +107,18 @@ _DEPTH_EXTS = (".png", ".npy")
 K_NYU_FULL = (5.1885790117450188e02, 5.1946961112127485e02, 3.2558244941119034e02, 2.5373616633400465e02)
 #: NYUv2 intrinsics at the 228x304 working size: halve to 320x240, centre-crop (8 px, 6 px)
 K_NYU = (K_NYU_FULL[0] / 2.0, K_NYU_FULL[1] / 2.0, K_NYU_FULL[2] / 2.0 - 8.0, K_NYU_FULL[3] / 2.0 - 6.0)
+
+#: KITTI depth completion working size: the bottom 256 rows, the 1216 columns around the centre
+KITTI_WORKING_SIZE = (256, 1216)
+#: NYUv2 working size: the 240x320 half-size frame, centre-cropped by (6, 8) px
+NYU_WORKING_SIZE = (228, 304)
+#: NYUv2 sizes: the raw Kinect frame and its half, which nyu_halve_crop accepts besides 228x304
+NYU_FULL_SIZE, NYU_HALF_SIZE = (480, 640), (240, 320)
+#: (y0, x0) of the NYUv2 centre crop of the half-size frame
+NYU_CROP_OFFSET = (6, 8)
+#: stored units per metre of every PSD-val 16-bit depth/sparse PNG (the official get_depth: value / 256),
+#: KITTI's own depth-completion encoding too
+PSD_VAL_DEPTH_SCALE = 256.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,15 +259,9 @@ def _crop(arrs, y0: int, x0: int, h: int, w: int):
 
 
 def _bottom_crop(rgb, gt, sparse, K, size, name):
-    """Bottom rows, horizontally centred (the official KITTI BottomCrop): y0 = h - th, x0 = (w - tw) // 2."""
-    h, w = rgb.shape[:2]
-    th, tw = size
-    if h < th or w < tw:
-        raise ShapeError(f"{name} is {h}x{w}, smaller than the {th}x{tw} working size; evaluate at the stored "
-                         "size instead (crop=False, `psdrt eval --no-crop`)")
-    y0, x0 = h - th, (w - tw) // 2
-    rgb, gt, sparse = _crop((rgb, gt, sparse), y0, x0, th, tw)
-    return rgb, gt, sparse, _shift_K(K, x0, y0)
+    """The KITTI crop of a reader's frame (``kitti_bottom_crop``)."""
+    rgb, K, gt, sparse = kitti_bottom_crop(rgb, K, gt, sparse, size=size, name=name)
+    return rgb, gt, sparse, K
 
 
 def _resize_align_corners(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -292,6 +306,139 @@ def _h5py():
         raise BackendUnavailable("reading .h5/.hdf5 files needs h5py, which is not installed: `pip install h5py`, "
                                  "or convert the files to 16-bit PNG (metres x 256)") from None
     return h5py
+
+
+# ------------------------------------------------------------------------------------------------
+# dataset conventions: the one definition of the KITTI and NYUv2 working-size transforms, used by
+# the readers below and by `psdrt run --convention kitti|nyu`
+
+
+def kitti_bottom_crop(rgb: np.ndarray, K, *depths, size: tuple[int, int] = KITTI_WORKING_SIZE,
+                      name: str = "frame"):
+    """The KITTI depth-completion crop (the official ``BottomCrop``): the bottom ``size[0]`` rows
+    and the ``size[1]`` columns from ``x0 = (w - size[1]) // 2``, with K's principal point shifted
+    by (x0, y0 = h - size[0]).
+
+    Args:
+        rgb (np.ndarray): (h, w, 3) image.
+        K (np.ndarray | None): 3 x 3 intrinsics at (h, w), or None (passed through).
+        *depths (np.ndarray | None): (h, w) maps cropped alike (None passes through).
+        size (tuple[int, int]): the crop (H, W). Defaults to 256x1216.
+        name (str): the frame, for the error message.
+
+    Returns:
+        tuple: ``(rgb, K, *depths)`` at ``size`` (contiguous copies).
+
+    Raises:
+        ShapeError: the frame is smaller than ``size``.
+    """
+    h, w = rgb.shape[:2]
+    th, tw = int(size[0]), int(size[1])
+    if h < th or w < tw:
+        raise ShapeError(f"{name} is {h}x{w}, smaller than the {th}x{tw} working size (KITTI); use it at its "
+                         "stored size instead (readers: crop=False, `psdrt eval --no-crop`; `psdrt run` "
+                         "without --convention kitti, with --fit crop|resize for a fixed-size build)")
+    y0, x0 = h - th, (w - tw) // 2
+    out = _crop((rgb, *depths), y0, x0, th, tw)
+    return (out[0], None if K is None else _shift_K(K, x0, y0), *out[1:])
+
+
+def nyu_halve_crop(rgb: np.ndarray, K, *depths, name: str = "frame"):
+    """The NYUv2 working-size transform of ``NYUv2Reader``: a 480x640 frame is halved to 240x320
+    (PIL bilinear for RGB, PIL nearest for depth maps, as the official training transform), a
+    240x320 frame is centre-cropped by (6, 8) px to 228x304, a 228x304 frame is kept. K is scaled
+    by 1/2 (fx, fy, cx, cy) and shifted by (8, 6) alike, which turns ``K_NYU_FULL`` into exactly
+    ``K_NYU``.
+
+    Nearest halving keeps one pixel in four, so three quarters of a sparse map's points are
+    dropped, as in the official pipeline.
+
+    Args:
+        rgb (np.ndarray): (h, w, 3) uint8 image, h x w one of 480x640, 240x320, 228x304.
+        K (np.ndarray | None): 3 x 3 intrinsics at (h, w), or None (passed through).
+        *depths (np.ndarray | None): (h, w) float maps transformed alike (None passes through).
+        name (str): the frame, for the error message.
+
+    Returns:
+        tuple: ``(rgb, K, *depths)`` at 228x304.
+
+    Raises:
+        ShapeError: another frame size (the NYUv2 geometry would be wrong).
+    """
+    h, w = rgb.shape[:2]
+    depths = list(depths)
+    Kc = None if K is None else np.array(K, dtype=np.float64)
+    if (h, w) == NYU_WORKING_SIZE:
+        return (rgb, Kc, *depths)
+    if (h, w) == NYU_FULL_SIZE:
+        from PIL import Image
+
+        hh, hw = NYU_HALF_SIZE
+        rgb = np.asarray(Image.fromarray(rgb).resize((hw, hh), Image.BILINEAR), dtype=np.uint8)
+
+        def half(a):  # PIL nearest on a float ('F') image, as the official depth transform
+            img = Image.fromarray(np.ascontiguousarray(a, np.float32))
+            return np.asarray(img.resize((hw, hh), Image.NEAREST), dtype=np.float32)
+
+        depths = [None if a is None else half(a) for a in depths]
+        if Kc is not None:
+            Kc[:2] *= 0.5
+        h, w = hh, hw
+    if (h, w) == NYU_HALF_SIZE:
+        y0, x0 = NYU_CROP_OFFSET
+        out = _crop((rgb, *depths), y0, x0, *NYU_WORKING_SIZE)
+        return (out[0], None if Kc is None else _shift_K(Kc, x0, y0), *out[1:])
+    raise ShapeError(f"NYUv2 frame {name} is {h}x{w}; the NYUv2 convention holds for 228x304, 240x320 or "
+                     "480x640 frames only: resize the frames, or use them without the NYUv2 convention "
+                     "(another dataset with per-frame intrinsics; `psdrt run` without --convention nyu)")
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A dataset's frame convention, selectable by name (``psdrt run --convention``).
+
+    Attributes:
+        name (str): ``"kitti"`` or ``"nyu"``.
+        dataset (str): the reader's key and propagation preset (``"KITTI"``, ``"NYUv2"``).
+        working_size (tuple[int, int]): (H, W) after ``transform``.
+        depth_scale (float): stored units per metre of the dataset's 16-bit depth/sparse PNGs, as
+            its reader reads them.
+        transform (callable): ``(rgb, K, *depths, name=...) -> (rgb, K, *depths)``.
+        summary (str): one line for help texts.
+    """
+
+    name: str
+    dataset: str
+    working_size: tuple
+    depth_scale: float
+    transform: object
+    summary: str
+
+    def apply(self, rgb, K, *depths, name: str = "frame"):
+        """``transform`` of one frame."""
+        return self.transform(rgb, K, *depths, name=name)
+
+
+#: the conventions by name: the transforms the KITTI and NYUv2 readers apply, with their PNG scale
+CONVENTIONS: dict[str, Convention] = {
+    "kitti": Convention("kitti", "KITTI", KITTI_WORKING_SIZE, PSD_VAL_DEPTH_SCALE, kitti_bottom_crop,
+                        "KITTI depth completion: bottom 256x1216 crop (K shifted), 16-bit PNGs / 256"),
+    "nyu": Convention("nyu", "NYUv2", NYU_WORKING_SIZE, PSD_VAL_DEPTH_SCALE, nyu_halve_crop,
+                      "NYUv2: 480x640 halved, 240x320 centre-cropped to 228x304 (K scaled and shifted), "
+                      "16-bit PNGs / 256 as the PSD-val NYUv2 files"),
+}
+
+
+def get_convention(name: str) -> Convention:
+    """The convention of a name (case-insensitive; ``nyuv2`` is ``nyu``).
+
+    Raises:
+        InputError: unknown name.
+    """
+    key = {"nyuv2": "nyu", "kittidc": "kitti"}.get(_norm(name), _norm(name))
+    if key not in CONVENTIONS:
+        raise InputError(f"unknown dataset convention {name!r}; use one of: {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[key]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -628,19 +775,13 @@ class NYUv2Reader(DatasetReader):
             return rgb, gt, sparse, _K(K_NYU)
         if (h, w) == (480, 640) and not self.crop:
             return rgb, gt, sparse, _K(K_NYU_FULL)
-        if (h, w) == (480, 640):
-            from PIL import Image
-
-            rgb = np.asarray(Image.fromarray(rgb).resize((320, 240), Image.BILINEAR), dtype=np.uint8)
-            def half(a):  # PIL nearest on a float ('F') image, as the official depth transform
-                img = Image.fromarray(np.ascontiguousarray(a, np.float32))
-                return np.asarray(img.resize((320, 240), Image.NEAREST), dtype=np.float32)
-
-            gt, sparse = (None if a is None else half(a) for a in (gt, sparse))
-            h, w = 240, 320
-        if (h, w) == (240, 320):
-            rgb, gt, sparse = _crop((rgb, gt, sparse), 6, 8, 228, 304)
-            return rgb, gt, sparse, _K(K_NYU)
+        if (h, w) in (NYU_FULL_SIZE, NYU_HALF_SIZE):
+            # K at the stored size: the official K_nyu (full frame), halved for a half-size frame
+            K = _K(K_NYU_FULL)
+            if (h, w) == NYU_HALF_SIZE:
+                K[:2] *= 0.5
+            rgb, K, gt, sparse = nyu_halve_crop(rgb, K, gt, sparse, name=name)
+            return rgb, gt, sparse, K
         raise ShapeError(f"NYUv2 frame {name} is {h}x{w}; the NYUv2 intrinsics hold for 228x304, 240x320 or "
                          "480x640 frames only: resize the frames, or evaluate them as another dataset with "
                          "per-frame intrinsics")

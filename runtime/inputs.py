@@ -107,7 +107,7 @@ def validate_frame(rgb, sparse, K, bgr: bool = False, need_rgb: bool = True, mod
             )
         if im.shape[:2] != (h, w):
             raise ShapeError(
-                f"RGB is {im.shape[1]}x{im.shape[0]} but sparse depth is {w}x{h}; project the sparse "
+                f"RGB is {im.shape[0]}x{im.shape[1]} (HxW) but sparse depth is {h}x{w}; project the sparse "
                 "points into the image at the image's resolution (or resize the image and scale K)"
             )
         im = np.ascontiguousarray(im[..., ::-1] if bgr else im)

@@ -3,20 +3,30 @@
 ``save_outputs`` is what ``psdrt run`` calls per frame; ``write_ply`` back-projects depth with K into
 a binary little-endian PLY (x, y, z float32 in metres, camera frame: x right, y down, z forward, plus
 optional uchar red/green/blue), readable by Open3D, MeshLab and CloudCompare.
+
+Lossless outputs are ``npy`` (float32 metres, written by default) and ``tiff`` (float32 metres, one
+channel, readable by OpenCV, PIL, GDAL and tifffile). The 16-bit millimetre PNG (``png16``, the ROS
+16UC1 convention) cannot hold more than 65.535 m: farther pixels are clipped to 65535, and
+``save_outputs`` logs a warning with their count (``png16_saturation``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable, Union
 
+import cv2
 import numpy as np
 
 from .errors import InputError, ShapeError
 from .io import validate_intrinsics, write_depth_png16
 from .visualize import colorize_depth, write_png
 
-__all__ = ["FORMATS", "write_ply", "save_outputs"]
+__all__ = ["FORMATS", "PNG16_MAX_M", "png16_saturation", "saturation_note", "write_depth_tiff", "write_ply",
+           "save_outputs"]
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -26,7 +36,31 @@ FORMATS = {
     "png16": "{stem}_depth_mm.png",
     "color": "{stem}_depth_color.png",
     "ply": "{stem}.ply",
+    "tiff": "{stem}_depth.tiff",
 }
+
+#: the farthest depth a 16-bit millimetre PNG holds (65535 mm)
+PNG16_MAX_M = 65.535
+
+
+def png16_saturation(depth) -> tuple[int, int]:
+    """How many pixels the 16-bit millimetre PNG clips: finite depth whose rounded millimetres exceed
+    65535 (the rounding of ``DepthResult.depth_mm`` and ``write_depth_png16``).
+
+    Returns:
+        tuple[int, int]: (clipped pixels, all pixels).
+    """
+    d = _depth_map(depth).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        n = int((np.isfinite(d) & (np.rint(d * 1000.0) > 65535)).sum())
+    return n, int(d.size)
+
+
+def saturation_note(clipped: int, total: int, lossless: str) -> str:
+    """The sentence ``psdrt run`` and ``save_outputs`` print about clipped 16-bit PNG pixels."""
+    pct = 100.0 * clipped / max(total, 1)
+    return (f"{clipped} of {total} pixels ({pct:.1f} %) lie beyond {PNG16_MAX_M} m and are clipped to 65535 "
+            f"in the 16-bit mm PNG; the lossless float32 metres are in {lossless}")
 
 
 def _depth_map(depth) -> np.ndarray:
@@ -98,13 +132,35 @@ def write_ply(path: PathLike, depth: np.ndarray, K: np.ndarray, rgb: np.ndarray 
     return int(z.size)
 
 
+def write_depth_tiff(path: PathLike, depth_m: np.ndarray) -> None:
+    """Write depth as a lossless single-channel float32 TIFF, in metres (0 = invalid).
+
+    Read it back with ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` (float32, bit-exact),
+    ``PIL.Image.open`` (mode ``F``) or tifffile.
+
+    Raises:
+        ShapeError: ``depth_m`` is not 2-D.
+        InputError: the file cannot be encoded or written.
+    """
+    d = np.ascontiguousarray(_depth_map(depth_m), dtype=np.float32)
+    ok, buf = cv2.imencode(".tiff", d)
+    if not ok:
+        raise InputError(f"OpenCV could not encode {path} as a float32 TIFF; use the npy format instead")
+    try:
+        buf.tofile(str(path))
+    except OSError as exc:
+        raise InputError(f"cannot write {path} ({exc}); check free space and permissions") from None
+
+
 def save_outputs(result, out_dir: PathLike, stem: str, rgb: np.ndarray | None, K: np.ndarray,
                  formats: Iterable[str] = ("npy", "png16", "color", "ply"), ply_stride: int = 1) -> dict:
     """Write one frame's outputs as ``FORMATS`` names them.
 
-    ``npy``: float32 metres; ``png16``: uint16 millimetres, 0 = invalid (``DepthResult.depth_mm``);
-    ``color``: colourised depth (valid range of this frame); ``ply``: point cloud, coloured by
-    ``rgb`` when given.
+    ``npy``: float32 metres (lossless); ``tiff``: float32 metres (lossless, single-channel TIFF);
+    ``png16``: uint16 millimetres, 0 = invalid (``DepthResult.depth_mm``), clipped at 65.535 m (a
+    warning is logged with the count of clipped pixels, ``png16_saturation``); ``color``: colourised
+    depth (valid range of this frame) with a colour bar in metres to the right of the frame;
+    ``ply``: point cloud, coloured by ``rgb`` when given.
 
     Args:
         result (DepthResult | np.ndarray): the pipeline's result (or a bare (H, W) depth in metres).
@@ -112,7 +168,7 @@ def save_outputs(result, out_dir: PathLike, stem: str, rgb: np.ndarray | None, K
         stem (str): file name prefix, usually the input's stem.
         rgb (np.ndarray | None): uint8 (H, W, 3) RGB for the point colours.
         K (np.ndarray): (3, 3) intrinsics at the depth's size.
-        formats (Iterable[str]): subset of ``FORMATS``. Defaults to all four.
+        formats (Iterable[str]): subset of ``FORMATS``. Defaults to npy, png16, color and ply (not tiff).
         ply_stride (int): pixel stride of the point cloud. Defaults to 1.
 
     Returns:
@@ -141,8 +197,16 @@ def save_outputs(result, out_dir: PathLike, stem: str, rgb: np.ndarray | None, K
                 raise InputError(f"cannot write {path} ({exc}); check free space and permissions") from None
         elif fmt == "png16":
             write_depth_png16(path, depth, scale=1000.0)  # the same rounding as DepthResult.depth_mm()
+            clipped, total = png16_saturation(depth)
+            if clipped:
+                lossless = [FORMATS[f].format(stem=stem) for f in ("npy", "tiff") if f in formats]
+                log.warning("%s: %s", path.name, saturation_note(
+                    clipped, total, " and ".join(lossless) if lossless
+                    else f"{FORMATS['npy'].format(stem=stem)} (add npy to the formats)"))
+        elif fmt == "tiff":
+            write_depth_tiff(path, depth)
         elif fmt == "color":
-            write_png(path, colorize_depth(depth))
+            write_png(path, colorize_depth(depth, colorbar=True))
         else:
             write_ply(path, depth, K, rgb=rgb, stride=ply_stride)
         files[fmt] = path

@@ -156,7 +156,7 @@ class OrtBackend:
         else:
             self.path = Path(path)
             if not self.path.is_file():
-                raise ArtifactError(f"ONNX model not found: {self.path}; export it first (psdrt export) or fix the path")
+                raise ArtifactError(f"ONNX model not found: {self.path}; build it with `psdrt build --checkpoint CKPT --out DIR` (then load DIR with `psdrt run --artifacts DIR`) or fix the path")
             model = str(self.path)
         ort.load()  # BackendUnavailable with the extra's name when missing
 
@@ -282,7 +282,7 @@ class OrtBackend:
         if (artifact_types and isinstance(exc, artifact_types)) or "protobuf" in text.lower() or "Load model" in text:
             return ArtifactError(
                 f"{where} is not a valid ONNX model ({type(exc).__name__}: {text.strip()[:300]}); "
-                "re-export it (psdrt export) or re-download the artefact"
+                "rebuild it with `psdrt build --checkpoint CKPT --out DIR` or re-download the artefact"
             )
         return BackendUnavailable(
             f"onnxruntime could not create a session for {where}: {type(exc).__name__}: {text.strip()[:300]}; "

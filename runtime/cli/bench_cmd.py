@@ -29,7 +29,6 @@ from ..errors import ArtifactError, InputError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cpu", "cuda", "tensorrt", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def add_parser(sub) -> None:
@@ -64,6 +63,9 @@ def add_parser(sub) -> None:
                    "--artifacts; torch with --checkpoint (default: auto)")
     m.add_argument("--compare-reference", action="store_true",
                    help="also time the FP32 PyTorch reference on the same inputs and report speed-ups (needs torch)")
+    m.add_argument("--latency-only", action="store_true",
+                   help="with --artifacts: also time artefacts that FAILED the correctness gate (e.g. an INT8 "
+                   "head with random weights); their runs are marked NOT GATE-APPROVED and must not be deployed")
     m.add_argument("--pattern", default="random1", help="sparse pattern of the frame (default: random1, 1 %%)")
     m.add_argument("--seed", type=int, default=0, help="seed of the sparse pattern (default: 0)")
     o = p.add_argument_group("output")
@@ -95,10 +97,14 @@ def parse_sizes(text: Optional[str]) -> List[Tuple[int, int]]:
 
 
 def parse_precisions(text: str) -> List[str]:
+    from ..manifest import PRECISIONS, precision_parts
+
     precs = [p.strip().lower() for p in (text or "").split(",") if p.strip()]
-    bad = [p for p in precs if p not in PRECISIONS]
-    if bad or not precs:
-        raise InputError(f"--precision {text!r}: use a comma list of {', '.join(PRECISIONS)}")
+    if not precs:
+        raise InputError(f"--precision {text!r}: use a comma list of {', '.join(PRECISIONS)} (or ENC+HEAD such "
+                         "as int8+fp32)")
+    for p in precs:
+        precision_parts(p)  # InputError naming the spellings
     return precs
 
 
@@ -193,8 +199,11 @@ def plan(args) -> dict:
         for prec in parse_precisions(args.precision):
             def factory(size, prec=prec):
                 pipe = Pipeline.from_artifacts(args.artifacts, precision=prec, providers=_providers(args.backend),
-                                               threads=args.threads, preset=preset)
-                return _with_mode(pipe, mode)
+                                               threads=args.threads, preset=preset, latency_only=args.latency_only)
+                approved = getattr(pipe, "gate_approved", True)
+                pipe = _with_mode(pipe, mode)
+                pipe.gate_approved = approved
+                return pipe
 
             targets.append((prec, {"mode": mode, "backend": backend, "precision": prec, "preset": preset}, factory))
         if args.compare_reference:
@@ -298,7 +307,7 @@ def run_bench(args) -> dict:
 
     p = plan(args)
     env = capture_environment()
-    runs, comparisons, skipped = [], [], []
+    runs, comparisons, skipped, ungated = [], [], [], []
     n = len(p["targets"]) * len(p["sizes"]) * (2 if p["reference"] else 1)
     done = 0
     for size in p["sizes"]:
@@ -322,23 +331,33 @@ def run_bench(args) -> dict:
             try:
                 pipe = factory(hw)
             except ArtifactError as exc:  # e.g. a precision that failed the gate: report it, measure the rest
-                print(f"[psdrt bench] {name}: skipped: {exc}", file=sys.stderr)
-                skipped.append(f"{name}: skipped: {exc}")
+                hint = ("; `psdrt bench --latency-only` times it anyway (not gate-approved)"
+                        if "correctness gate" in str(exc) and not args.latency_only else "")
+                print(f"[psdrt bench] {name}: skipped: {exc}{hint}", file=sys.stderr)
+                skipped.append(f"{name}: skipped: {exc}{hint}")
                 continue
-            run = measure_pipeline(pipe, frame, name, {**params, "size": list(hw), "series": tname},
+            extra = {}
+            if getattr(pipe, "gate_approved", True) is False:
+                name += " [NOT GATE-APPROVED: latency only]"
+                extra["gate_approved"] = False
+                print(f"[psdrt bench] WARNING: {name}: these artefacts FAILED the correctness gate; the latency is "
+                      "measured, their output is not checked and must not be deployed", file=sys.stderr)
+                ungated.append(f"{name}: FAILED the correctness gate; latency only, output not gate-approved")
+            run = measure_pipeline(pipe, frame, name, {**params, **extra, "size": list(hw), "series": tname},
                                    args.warmup, args.iters).to_dict()
             runs.append(run)
             if ref_run is not None:
                 comparisons.append(ratios(run, ref_run))
     if not runs:
         raise ArtifactError("nothing could be measured: " + "; ".join(skipped))
-    notes = skipped + ["inputs: the Middlebury 2014 Motorcycle frame (scikit-image) fitted to each size, "
+    notes = skipped + ungated + ["inputs: the Middlebury 2014 Motorcycle frame (scikit-image) fitted to each size, "
                        "sparse pattern "
              f"{args.pattern} (seed {args.seed}); timed: Pipeline.__call__ end to end, inputs on the host"]
     if args.threads:
         notes.append(f"threads: {args.threads} (ONNX Runtime intra-op / PyTorch)")
     return new_results(runs, env, title="psdrt bench", comparisons=comparisons, notes=notes,
-                       extra={"argv": sys.argv[1:], "skipped": skipped, "threads": args.threads})
+                       extra={"argv": sys.argv[1:], "skipped": skipped, "not_gate_approved": ungated,
+                              "threads": args.threads})
 
 
 def write_outputs(doc: dict, out_dir, plots: bool = True) -> dict:
@@ -369,6 +388,10 @@ def write_outputs(doc: dict, out_dir, plots: bool = True) -> dict:
 def run(args) -> int:
     from psdrt.benchmarks import harness
 
+    from .common import check_out_dir
+
+    if args.out:
+        check_out_dir(args.out)  # before the timing, not as a traceback after it
     doc = run_bench(args)
     if args.out:
         paths = write_outputs(doc, args.out, plots=not args.no_plots)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from .common import check_out_dir, format_size, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="PSD/DA-V2 checkpoint: export source, and the FP32 reference for head feeds")
     p.add_argument("--random-weights", metavar="ENCODER", choices=("vits", "vitb", "vitl"),
                    help="development only: a PSD model with random weights instead of --checkpoint")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), default=None,
-                   help="frame (head) size; default: the head ONNX's input size, or 228 304 with --export")
+    p.add_argument("--size", nargs="+", metavar="HxW", default=None,
+                   help="frame (head) size HxW, e.g. 228x304 (the old form '228 304', height then width, is "
+                   "still accepted); default: the head ONNX's input size, or 228x304 with --export")
     p.add_argument("--fm-lower", type=int, default=392, help="foundation-model input lower bound (default 392)")
     p.add_argument("--preset", default="NYUv2", help="propagation preset of the head feeds (default NYUv2)")
     p.add_argument("--source", default="middlebury",
@@ -89,10 +91,11 @@ def run(args) -> int:
     from psdrt.calibration import calibrate as C
     from psdrt.calibration import sources as S
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args.size = parse_size(args.size, "--size") if args.size else None
+    out = check_out_dir(args.out)
     if args.model is None and not args.export:
         raise InputError("give an FP32 ONNX file, or --export encoder|head with --checkpoint")
+    out.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else _export(args, out)
     kind, shapes = C.model_io(model)
     progress = not args.no_progress
@@ -100,7 +103,8 @@ def run(args) -> int:
     if kind == "head":
         size = tuple(shapes["sparse"][2:])
         if args.size and tuple(args.size) != size:
-            raise InputError(f"--size {args.size} differs from the head's input size {size}")
+            raise InputError(f"--size {format_size(args.size)} differs from the head's input size "
+                             f"{format_size(size)}; drop --size or pass --size {format_size(size)}")
         pipe = _pipeline(args)
 
         def feeds(spec, num):

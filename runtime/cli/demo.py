@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +16,19 @@ def add_parser(sub) -> None:
         "with IP-Basic and nearest-neighbour fill",
         description="Runs the weight-free 'guided' mode on the Middlebury 2014 Motorcycle frame "
         "(shipped with scikit-image) from random sparse depth, prints RMSE/MAE/REL/delta1 against "
-        "the ground truth next to IP-Basic and nearest-neighbour fill, and writes a colourised "
-        "depth image and an error image.",
+        "the ground truth next to IP-Basic and nearest-neighbour fill, and writes four PNGs into the "
+        "folder ./psdrt_demo of the current directory (or --out DIR; created if missing, files of "
+        "the same names overwritten): depth_guided.png and depth_gt.png (colour bar in m), "
+        "error_guided.png (colour bar in mm) and rgb.png. --save-inputs DIR writes only the inputs "
+        "for the C example, and nothing into ./psdrt_demo.",
     )
     p.add_argument("--pattern", default="random1",
                    help="sparse pattern: random1 (1%%), random0.1 (0.1%%), pseudo_hole, harris "
                    "(default: random1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sparse pattern (default: 0)")
-    p.add_argument("--out", default="psdrt_demo", help="output folder (default: ./psdrt_demo)")
+    p.add_argument("--out", default="psdrt_demo", metavar="DIR",
+                   help="folder for the four PNGs (default: ./psdrt_demo in the current directory; always "
+                   "written, created if missing)")
     p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     p.add_argument("--save-inputs", default=None, metavar="DIR",
                    help="only write the demo frame's inputs for the C example (examples/psd_demo.c) and "
@@ -61,13 +65,15 @@ def save_inputs(out_dir, pattern: str = "random1", seed: int = 0, size=None) -> 
     from ..io import load_middlebury
     from ..patterns import make_sparse
 
+    from .common import check_out_dir
+
+    out = check_out_dir(out_dir, "--save-inputs")
     frame = load_middlebury()
     rgb, K, gt = frame.rgb, frame.K, frame.depth
     if size is not None:
         rgb, K, gt = fit_to_size(rgb, K, size, gt)
     sparse = make_sparse(pattern, rgb, gt, seed).astype(np.float32)
     h, w = sparse.shape
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "rgb.ppm", out / "sparse.pfm", out / "sparse_mm.pgm", out / "K.txt"]
     files[0].write_bytes(b"P6\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(rgb, np.uint8).tobytes())
@@ -79,7 +85,10 @@ def save_inputs(out_dir, pattern: str = "random1", seed: int = 0, size=None) -> 
 
 
 def run_demo(pattern: str = "random1", seed: int = 0, out_dir="psdrt_demo") -> dict:
-    """Run the demo and write its images.
+    """Run the demo and write its images into ``out_dir`` (created; default ``./psdrt_demo``).
+
+    Raises:
+        InputError: ``out_dir`` is an existing file.
 
     Returns:
         dict: ``{"rows": {method: metrics}, "files": [...], "seconds": float, "frame": ...}``.
@@ -89,7 +98,9 @@ def run_demo(pattern: str = "random1", seed: int = 0, out_dir="psdrt_demo") -> d
     from ..metrics import depth_metrics
     from ..patterns import make_sparse
     from ..visualize import colorize_depth, error_image, write_png
+    from .common import check_out_dir
 
+    out = check_out_dir(out_dir, "--out")  # before the work, not as a FileExistsError after it
     frame = load_middlebury()
     gt = frame.depth
     sparse = make_sparse(pattern, frame.rgb, gt, seed)
@@ -101,15 +112,14 @@ def run_demo(pattern: str = "random1", seed: int = 0, out_dir="psdrt_demo") -> d
     seconds = time.perf_counter() - t0
     preds = {"guided": result.depth, "ip_basic": ip_basic_fill(sparse), "nearest": nearest_fill(sparse)}
     rows = {name: depth_metrics(pred, gt) for name, pred in preds.items()}
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     valid = gt > 0
     vmin, vmax = float(gt[valid].min()), float(gt[valid].max())
     files = []
     for name, img in (
-        ("depth_guided.png", colorize_depth(result.depth, vmin, vmax)),
-        ("error_guided.png", error_image(result.depth, gt)),
-        ("depth_gt.png", colorize_depth(gt, vmin, vmax)),
+        ("depth_guided.png", colorize_depth(result.depth, vmin, vmax, colorbar=True)),
+        ("error_guided.png", error_image(result.depth, gt, colorbar=True)),
+        ("depth_gt.png", colorize_depth(gt, vmin, vmax, colorbar=True)),
         ("rgb.png", frame.rgb),
     ):
         write_png(out / name, img)
@@ -129,17 +139,15 @@ def format_table(rows: dict) -> str:
 
 
 def run(args) -> int:
-    if args.save_inputs:
-        size = None
-        if args.size:
-            try:
-                size = tuple(int(v) for v in args.size.lower().split("x"))
-                if len(size) != 2 or min(size) < 4:
-                    raise ValueError
-            except ValueError:
-                from ..errors import InputError
+    from .common import parse_size
 
-                raise InputError(f"--size {args.size!r} must be HxW with both sides >= 4, e.g. 228x304") from None
+    if args.size and not args.save_inputs:
+        from ..errors import InputError
+
+        raise InputError("--size applies to --save-inputs DIR (the frame written for the C example); add it, or "
+                         "drop --size")
+    if args.save_inputs:
+        size = parse_size(args.size, "--size", minimum=4) if args.size else None
         res = save_inputs(args.save_inputs, args.pattern, args.seed, size)
         print(f"Middlebury 2014 Motorcycle at {res['size'][0]}x{res['size'][1]}, {args.pattern} sparse depth "
               f"(seed {args.seed}): {res['points']} points")

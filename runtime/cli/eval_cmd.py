@@ -3,14 +3,20 @@
 Reads a dataset (``runtime.datasets``), completes every frame for each sparse pattern with each
 configuration (``runtime.evaluation``), scores it with the official metrics and writes
 ``<out>/<name>.csv`` (per image), ``<out>/<name>.md`` (summary, configurations side by side) and
-``<out>/<name>.json``. Progress goes to stderr, the summary to stdout.
+``<out>/<name>.json`` and ``<out>/<name>_rmse.png`` (RMSE per pattern and configuration; needs
+matplotlib, the ``bench`` extra: without it the plot is skipped with a logged note). Progress goes to
+stderr, the summary to stdout.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
-from ..errors import InputError
+from ..errors import BackendUnavailable, InputError
+from .common import check_out_dir
+
+log = logging.getLogger(__name__)
 
 
 def _datasets_help() -> str:
@@ -49,7 +55,9 @@ def add_parser(sub) -> None:
                    "| onnx:ENC.onnx[:HEAD.onnx] | ref:CKPT[:psd|propagate] | ckpt:CKPT[:psd|propagate] | "
                    "ip_basic | nearest")
     p.add_argument("--baselines", action="store_true", help="also evaluate IP-Basic and nearest-neighbour fill")
-    p.add_argument("--out", default="psdrt_eval", help="output folder (default: ./psdrt_eval)")
+    p.add_argument("--out", default="psdrt_eval",
+                   help="output folder (default: ./psdrt_eval): <name>.csv, .md, .json and <name>_rmse.png")
+    p.add_argument("--no-plot", action="store_true", help="do not write the RMSE bar chart PNG")
     p.add_argument("--name", help="file name prefix of the outputs (default: eval_<dataset>)")
     p.add_argument("--quiet", action="store_true", help="no per-frame progress lines")
     p.set_defaults(func=run)
@@ -61,6 +69,7 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    check_out_dir(args.out)
     configs = parse_configs(args.config, baselines=args.baselines)
     reader_cls = get_reader(args.dataset)
     reader = reader_cls(root=args.root, list_file=args.list_file, limit=args.limit, crop=not args.no_crop,
@@ -72,7 +81,28 @@ def run(args) -> int:
     result = evaluate(reader, configs, patterns=args.pattern, seed=args.seed, progress=progress)
     prefix = args.name or f"eval_{reader.name}"
     paths = write_outputs(result, args.out, prefix)
+    if not args.no_plot:
+        png = write_plot(result, args.out, prefix)
+        if png is not None:
+            paths["png"] = png
     print(summary_markdown(result))
     print(f"{len(result['rows'])} result row(s), {len(result['skipped'])} skipped, "
           f"{result['meta']['wall_seconds']:.1f} s; wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def write_plot(result: dict, out_dir, prefix: str, metric: str = "rmse"):
+    """``<out>/<prefix>_<metric>.png`` (``benchmarks.plots.plot_eval_metric``); None, with a logged
+    note naming the fix, where matplotlib is missing."""
+    from pathlib import Path
+
+    from psdrt.benchmarks import plots
+
+    path = Path(out_dir) / f"{prefix}_{metric}.png"
+    try:
+        plots.plot_eval_metric(result, path, metric=metric)
+    except BackendUnavailable as exc:
+        log.warning("note: %s bar chart not written (%s); the CSV/markdown/JSON results are complete. For the plot: "
+                    "pip install 'psdrt[bench]' (matplotlib)", metric.upper(), str(exc).splitlines()[0])
+        return None
+    return path

@@ -3,25 +3,37 @@
 Folder mode pairs RGB and sparse files by stem, reports files without a partner, continues past a
 bad frame (reporting why) and exits with the first failed frame's exit code. Progress goes to stderr;
 the summary (frames, per-frame timing) to stdout.
+
+Units: 16-bit sparse PNGs have no unit of their own, so their scale must be given (``--sparse-scale``
+or a ``--convention`` that implies it); float ``.npy`` files are metres.
+
+Frame size: pipelines over a ``psdrt build`` directory (``--artifacts``) take frames of its working
+size only. ``--fit resize|crop`` adapts each frame to it and returns the completed depth at the
+frame's own size (:func:`fit_frame`); ``--convention kitti|nyu`` applies a dataset's own crop first
+(``runtime.datasets.CONVENTIONS``), and its outputs are at the convention's working size.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import InputError, PsdError
+from ..errors import InputError, PsdError, ShapeError
+from .common import format_size
 
 log = logging.getLogger(__name__)
 
 RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPARSE_EXTS = (".png", ".npy")
 DEFAULT_FORMATS = "npy,png16,color,ply"
+FIT_MODES = ("crop", "resize")
+_PRECISION = re.compile(r"^(fp32|fp16|int8)(\+(fp32|fp16|int8))?$")
 
 
 def add_parser(sub) -> None:
@@ -29,31 +41,65 @@ def add_parser(sub) -> None:
         "run",
         help="complete RGB + sparse depth + K into dense metric depth (single files or folders)",
         description="Completes one frame (--rgb FILE --sparse FILE) or every frame of a folder "
-        "(--rgb DIR --sparse DIR, paired by file stem) and writes <stem>_depth.npy (float32 m), "
-        "<stem>_depth_mm.png (uint16 mm, 0 = invalid), <stem>_depth_color.png and <stem>.ply.",
+        "(--rgb DIR --sparse DIR, paired by file stem) and writes <stem>_depth.npy (float32 m, lossless), "
+        "<stem>_depth_mm.png (uint16 mm, 0 = invalid, clipped at 65.535 m with a warning), "
+        "<stem>_depth_color.png (with a colour bar in m) and <stem>.ply; --formats adds "
+        "<stem>_depth.tiff (float32 m, lossless). Weights: none (--mode guided, the default without "
+        "weights), a psdrt build directory (--artifacts DIR), a checkpoint (--checkpoint, PyTorch) or "
+        "exported ONNX files (--encoder/--head).",
     )
     p.add_argument("--rgb", required=True, help="RGB image (PNG/JPEG) or a folder of them")
     p.add_argument("--sparse", required=True,
-                   help="sparse depth: 16-bit PNG or float .npy in metres, or a folder of them (paired by stem)")
-    p.add_argument("--sparse-scale", type=float, default=None,
-                   help="stored units per metre of 16-bit sparse PNGs (default: 256, like KITTI; "
-                   "1000 for millimetres); .npy files are metres unless given")
+                   help="sparse depth: 16-bit PNG (give its scale: --sparse-scale or --convention) or float "
+                   ".npy in metres, or a folder of them (paired by stem)")
+    p.add_argument("--sparse-scale", type=float, default=None, metavar="UNITS_PER_M",
+                   help="stored units per metre of 16-bit sparse PNGs: 256 for KITTI-style PNGs (metres x 256), "
+                   "1000 for millimetres. Required for PNG input unless --convention sets it: there is no "
+                   "default, a wrong scale scales every output depth. Float .npy files are metres (divided by "
+                   "this scale only when it is given)")
+    p.add_argument("--convention", choices=("kitti", "nyu"), default=None,
+                   help="a dataset's frame convention, as psdrt eval's readers apply it "
+                   "(runtime.datasets.CONVENTIONS): kitti = the bottom 256x1216 crop (K shifted), PNGs / 256; "
+                   "nyu = 480x640 halved, 240x320 centre-cropped to 228x304 (K scaled and shifted), PNGs / 256 "
+                   "like the PSD-val NYUv2 files (raw NYU PNGs in millimetres: add --sparse-scale 1000). "
+                   "Outputs are at the convention's size, with its K. Also the default --preset (KITTI, NYUv2)")
     k = p.add_argument_group("intrinsics (one of)")
     k.add_argument("--intrinsics",
                    help="text file with 'fx fy cx cy' or a 3x3 matrix, or a folder of per-frame <stem>.txt")
     for name in ("fx", "fy", "cx", "cy"):
         k.add_argument(f"--{name}", type=float, help=f"{name} in pixels at the image's resolution")
     m = p.add_argument_group("model")
-    m.add_argument("--mode", choices=("guided", "propagate", "psd"), default="guided",
-                   help="guided: weight-free (default); propagate/psd: need --checkpoint or --encoder")
+    m.add_argument("--mode", choices=("guided", "propagate", "psd"), default=None,
+                   help="default: from the weights (the manifest's mode with --artifacts, psd for a PSD checkpoint "
+                   "or --encoder + --head, propagate for an encoder alone), guided without weights. guided is "
+                   "weight-free; propagate over a psd build directory drops its head")
+    m.add_argument("--artifacts", metavar="DIR",
+                   help="a directory written by `psdrt build --checkpoint CKPT --size HxW --out DIR` "
+                   "(Pipeline.from_artifacts: manifest, checksums and gate checked)")
+    m.add_argument("--precision", default="fp32",
+                   help="with --artifacts: fp32, fp16 or int8 (or ENC+HEAD such as int8+fp32); default fp32")
+    m.add_argument("--engine", choices=("python", "c"), default="python",
+                   help="with --artifacts: python (the Pipeline) or c (the same pipeline in the C session "
+                   "library); default python")
     m.add_argument("--checkpoint", help="PSD checkpoint for the PyTorch reference backends (needs torch)")
-    m.add_argument("--encoder", help="exported encoder ONNX (ONNX Runtime)")
-    m.add_argument("--head", help="exported correction-head ONNX (mode psd)")
-    m.add_argument("--preset", default="NYUv2", help="dataset preset (default: NYUv2), e.g. KITTI")
+    m.add_argument("--encoder", help="exported encoder ONNX file (ONNX Runtime)")
+    m.add_argument("--head", help="exported correction-head ONNX file (mode psd)")
+    m.add_argument("--preset", default=None,
+                   help="dataset preset, e.g. KITTI (default: the build directory's, else the --convention's "
+                   "dataset, else NYUv2)")
+    m.add_argument("--fit", choices=FIT_MODES, default=None,
+                   help="adapt frames of another size to the artefacts' working size: resize = scale each axis "
+                   "(RGB bilinear, sparse by nearest sampling so no depth is interpolated across edges, K scaled "
+                   "per axis); crop = scale to cover, then centre-crop (runtime.inputs.fit_to_size). Nearest "
+                   "sampling keeps only the sparse points on sampled pixels (the per-frame line counts them). "
+                   "The completed depth is returned at the frame's own size by nearest-neighbour resampling "
+                   "(no depth interpolated across edges, sparse pixels not re-imposed); with crop, the pixels "
+                   "outside the cropped region are 0 (invalid). Without --fit a frame of another size is refused")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="psdrt_out", help="output folder (default: ./psdrt_out)")
     o.add_argument("--formats", default=DEFAULT_FORMATS,
-                   help=f"comma-separated subset of npy,png16,color,ply (default: {DEFAULT_FORMATS})")
+                   help="comma-separated subset of npy,png16,color,ply,tiff (default: " + DEFAULT_FORMATS + "); "
+                   "npy and tiff are lossless float32 metres, png16 clips beyond 65.535 m")
     o.add_argument("--ply-stride", type=int, default=1, help="keep every n-th pixel in the PLY (default: 1)")
     p.set_defaults(func=run)
 
@@ -68,25 +114,82 @@ class FrameJob:
     intrinsics: Optional[Path] = None
 
 
-def build_pipeline(args):
-    """The ``Pipeline`` the flags ask for."""
+# ------------------------------------------------------------------------------------------------ model
+
+
+def _check_onnx_file(path, flag: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        hint = ("it is a psdrt build directory: pass --artifacts " + str(p) if (p / "manifest.json").is_file()
+                else "pass the .onnx file, or a psdrt build directory with --artifacts DIR")
+        raise InputError(f"{flag} {p} is a directory; {hint}")
+    if not p.is_file():
+        raise InputError(f"{flag} {p} does not exist; pass an exported ONNX file, or build a deployable "
+                         "directory with `psdrt build --checkpoint CKPT --size HxW --out DIR` and pass "
+                         "--artifacts DIR")
+
+
+def _artifacts_pipeline(args, preset):
     from ..pipeline import Pipeline
 
-    if args.mode == "guided":
-        if args.checkpoint or args.encoder or args.head:
-            log.warning("--mode guided uses no weights; ignoring --checkpoint/--encoder/--head")
-        return Pipeline("guided", preset=args.preset)
-    if args.checkpoint and args.encoder:
-        raise InputError("give either --checkpoint (PyTorch reference) or --encoder/--head (ONNX), not both")
+    d = Path(args.artifacts)
+    if d.is_file():
+        raise InputError(f"--artifacts {d} is a file; pass the directory written by `psdrt build` (the one holding "
+                         "manifest.json), or use --encoder FILE.onnx for a single ONNX file")
+    if not _PRECISION.match(str(args.precision)):
+        raise InputError(f"--precision {args.precision!r}: use fp32, fp16 or int8 (or ENC+HEAD such as int8+fp32)")
+    kw = {} if preset is None else {"preset": preset}
+    if args.engine == "c" and args.mode:
+        kw["mode"] = args.mode  # the C session selects the parts itself
+    pipe = Pipeline.from_artifacts(d, precision=args.precision, engine=args.engine, **kw)
+    if args.mode and args.mode != pipe.mode:
+        if args.mode == "propagate" and pipe.mode == "psd" and args.engine == "python":
+            # the same encoder, without the head (propagation only)
+            sub = Pipeline("propagate", pipe.encoder, None, preset=pipe.preset, kernels=pipe.kernels,
+                           fm_lower=pipe.fm_lower, seed=pipe.seed)
+            sub.working_size = pipe.working_size
+            sub.gate_approved = getattr(pipe, "gate_approved", True)
+            return sub
+        raise InputError(f"--mode {args.mode}: {d} was built for mode {pipe.mode} (its manifest); drop --mode to "
+                         "use it, or build a directory from a checkpoint that has the parts of mode "
+                         f"{args.mode} (psd needs a PSD checkpoint with the correction head)")
+    return pipe
+
+
+def build_pipeline(args, convention=None):
+    """The ``Pipeline`` the flags ask for (see ``psdrt run -h``)."""
+    from ..pipeline import Pipeline
+
+    preset = args.preset or (convention.dataset if convention is not None else None)
+    sources = [f"--{n}" for n in ("artifacts", "checkpoint", "encoder") if getattr(args, n, None)]
+    if args.head and not args.encoder:
+        raise InputError("--head needs --encoder ENC.onnx as well (or pass a build directory with --artifacts DIR)")
+    if args.mode == "guided" or (args.mode is None and not sources):
+        if sources or args.head:
+            log.warning("--mode guided uses no weights; ignoring %s", ", ".join(sources + ["--head"] * bool(args.head)))
+        return Pipeline("guided", preset=preset or "NYUv2")
+    if len(sources) > 1:
+        raise InputError(f"give one source of weights, not {' and '.join(sources)}: --artifacts DIR (psdrt build), "
+                         "--checkpoint CKPT (PyTorch reference) or --encoder ENC.onnx [--head HEAD.onnx]")
+    if args.artifacts:  # the manifest's preset unless --preset is given
+        return _artifacts_pipeline(args, args.preset)
+    preset = preset or "NYUv2"
     if args.checkpoint:
-        return Pipeline.from_checkpoint(args.checkpoint, mode=args.mode, preset=args.preset)
+        return Pipeline.from_checkpoint(args.checkpoint, mode=args.mode, preset=preset)
     if args.encoder:
-        if args.mode == "psd" and not args.head:
+        _check_onnx_file(args.encoder, "--encoder")
+        mode = args.mode or ("psd" if args.head else "propagate")
+        if mode == "psd" and not args.head:
             raise InputError("--mode psd needs --head HEAD.onnx as well as --encoder; or use --mode propagate")
-        return Pipeline.from_onnx(args.encoder, args.head if args.mode == "psd" else None, mode=args.mode,
-                                  preset=args.preset)
-    raise InputError(f"--mode {args.mode} needs weights: pass --checkpoint PATH or --encoder ENC.onnx "
-                     "[--head HEAD.onnx]; or use --mode guided, which needs none")
+        if mode == "psd":
+            _check_onnx_file(args.head, "--head")
+        return Pipeline.from_onnx(args.encoder, args.head if mode == "psd" else None, mode=mode, preset=preset)
+    raise InputError(f"--mode {args.mode} needs weights: pass --artifacts DIR (a `psdrt build` directory), "
+                     "--checkpoint PATH or --encoder ENC.onnx [--head HEAD.onnx]; or use --mode guided, which "
+                     "needs none")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
 
 
 def _fixed_K(args):
@@ -133,22 +236,151 @@ def collect_jobs(args) -> tuple[list[FrameJob], list[str]]:
     return jobs, unmatched
 
 
-def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1) -> tuple[dict, float]:
-    """Read, complete and write one frame. Returns (files, pipeline seconds)."""
+def png_scale_error(path) -> InputError:
+    """The error for a 16-bit sparse PNG whose scale nobody gave."""
+    return InputError(f"{path} is a 16-bit PNG and its depth unit is not known: pass --sparse-scale 256 for "
+                      "KITTI-style PNGs (metres x 256) or --sparse-scale 1000 for millimetres (or --convention "
+                      "kitti|nyu for those datasets' files); psdrt does not guess, a wrong scale scales every depth")
+
+
+def sparse_scale_for(path: Path, sparse_scale: Optional[float], convention=None) -> Optional[float]:
+    """The scale ``read_depth`` gets for one sparse file: ``--sparse-scale`` when given; for a PNG
+    otherwise the convention's; None for ``.npy`` (metres).
+
+    Raises:
+        InputError: a PNG without a scale (``png_scale_error``).
+    """
+    if sparse_scale is not None:
+        return float(sparse_scale)
+    if path.suffix.lower() == ".png":
+        if convention is None:
+            raise png_scale_error(path)
+        return float(convention.depth_scale)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+
+
+def fit_frame(rgb: np.ndarray, sparse: np.ndarray, K: np.ndarray, size, how: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Adapt a frame to a working size, and give the function that brings the depth back.
+
+    * ``"resize"``: each axis scaled to ``size`` (aspect not kept): RGB bilinear (PyTorch
+      semantics, ``runtime.preprocess.resize_bilinear``), sparse depth by nearest sampling (no
+      depth is interpolated across edges or from invalid pixels), K scaled per axis.
+    * ``"crop"``: ``runtime.inputs.fit_to_size``: scaled (aspect kept) to cover ``size``, then
+      centre-cropped; K scaled and shifted.
+
+    The returned ``restore(depth)`` maps a completed (H, W) depth at ``size`` back to the frame's
+    own size by nearest-neighbour resampling (values are the pipeline's, never blends of them;
+    the sparse pixels are not re-imposed). With ``"crop"``, pixels outside the cropped region get
+    0 (invalid).
+
+    Returns:
+        tuple: ``(rgb, sparse, K, restore)`` with the first three at ``size``.
+    """
+    from ..inputs import _resize_nearest, fit_to_size
+    from ..preprocess import resize_bilinear
+
+    h0, w0 = sparse.shape
+    h, w = int(size[0]), int(size[1])
+    if how == "resize":
+        rgb_f = np.clip(np.rint(resize_bilinear(rgb, h, w)), 0, 255).astype(np.uint8)
+        sparse_f = _resize_nearest(sparse, h, w).astype(np.float32)
+        K_f = np.array(K, dtype=np.float64)
+        K_f[0, :] *= w / w0
+        K_f[1, :] *= h / h0
+        K_f[2] = (0.0, 0.0, 1.0)
+
+        def restore(depth):
+            return _resize_nearest(np.asarray(depth, np.float32), h0, w0)
+
+        return rgb_f, sparse_f, K_f, restore
+    if how != "crop":
+        raise InputError(f"unknown fit {how!r}; use one of {', '.join(FIT_MODES)}")
+    # the source pixel of every working pixel, carried through fit_to_size itself (exact in float32):
+    # the cropped region in the frame's coordinates is then known without restating its geometry
+    rows = np.broadcast_to(np.arange(h0, dtype=np.float32)[:, None], (h0, w0))
+    cols = np.broadcast_to(np.arange(w0, dtype=np.float32)[None, :], (h0, w0))
+    rgb_f, K_f, sparse_f, r, c = fit_to_size(rgb, K, (h, w), sparse, rows, cols)
+    r0, r1, c0, c1 = int(r.min()), int(r.max()), int(c.min()), int(c.max())
+
+    def restore(depth):
+        out = np.zeros((h0, w0), np.float32)
+        out[r0:r1 + 1, c0:c1 + 1] = _resize_nearest(np.asarray(depth, np.float32), r1 - r0 + 1, c1 - c0 + 1)
+        return out
+
+    return rgb_f, np.ascontiguousarray(sparse_f, np.float32), K_f, restore
+
+
+def size_mismatch_error(stem: str, hw, working, source: str) -> ShapeError:
+    """A frame of another size than the pipeline's working size, without --fit."""
+    return ShapeError(f"{stem}: frame is {format_size(hw)} but {source} was built for {format_size(working)}; "
+                      "pass --fit resize (scale each axis) or --fit crop (scale to cover, centre crop) to adapt "
+                      f"each frame, or build for your camera: `psdrt build --checkpoint CKPT --size "
+                      f"{format_size(hw)} --out DIR`")
+
+
+# ------------------------------------------------------------------------------------------------ frames
+
+
+def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1, *, convention=None,
+              fit: Optional[str] = None, source: str = "the pipeline") -> tuple[dict, float, list]:
+    """Read, complete and write one frame.
+
+    Args:
+        sparse_scale (float | None): ``--sparse-scale`` (``sparse_scale_for``).
+        convention (Convention | None): ``runtime.datasets`` convention applied first.
+        fit (str | None): ``"resize"``/``"crop"`` to the pipeline's ``working_size`` (``fit_frame``).
+
+    Returns:
+        tuple: (files, pipeline seconds, notes for the per-frame line).
+    """
     from ..io import read_depth, read_intrinsics, read_rgb
-    from ..outputs import save_outputs
+    from ..outputs import FORMATS, png16_saturation, save_outputs, saturation_note
+    from ..result import DepthResult
 
     rgb = read_rgb(job.rgb)
-    ext = job.sparse.suffix.lower()
-    scale = (256.0 if sparse_scale is None else sparse_scale) if ext == ".png" else sparse_scale
-    sparse = read_depth(job.sparse, scale)
+    sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
     if job.intrinsics is not None:
         K = read_intrinsics(job.intrinsics)
+    notes = []
+    if convention is not None:
+        h, w = sparse.shape
+        if rgb.shape[:2] != (h, w):
+            raise ShapeError(f"RGB is {format_size(rgb.shape[:2])} but sparse depth is {format_size((h, w))} (HxW); "
+                             f"--convention {convention.name} needs both at the stored size")
+        rgb, K, sparse = convention.apply(rgb, K, sparse, name=job.stem)
+        if (h, w) != tuple(sparse.shape):
+            notes.append(f"{convention.name} {format_size((h, w))} -> {format_size(sparse.shape)}")
+    working = getattr(pipe, "working_size", None)
+    restore = None
+    if working is not None and tuple(sparse.shape) != tuple(working) and rgb.shape[:2] == sparse.shape:
+        if fit is None:
+            raise size_mismatch_error(job.stem, sparse.shape, working, source)
+        before = int((sparse > 0).sum())
+        frame_rgb, frame_K, frame_hw = rgb, K, sparse.shape
+        rgb_in, sparse_in, K_in, restore = fit_frame(rgb, sparse, K, working, fit)
+        notes.append(f"fit {fit} {format_size(frame_hw)} -> {format_size(working)} "
+                     f"(sparse points {before} -> {int((sparse_in > 0).sum())})")
+    else:
+        rgb_in, sparse_in, K_in = rgb, sparse, K
     t0 = time.perf_counter()
-    result = pipe(rgb, sparse, K)
+    result = pipe(rgb_in, sparse_in, K_in)
     seconds = time.perf_counter() - t0
+    if restore is not None:
+        result = DepthResult(depth=restore(result.depth), mode=result.mode,
+                             info={**result.info, "fit": fit, "working_size": tuple(working)})
+        rgb, K = frame_rgb, frame_K
     files = save_outputs(result, out_dir, job.stem, rgb, K, formats=formats, ply_stride=ply_stride)
-    return files, seconds
+    if "png16" in formats:
+        clipped, total = png16_saturation(result.depth)
+        if clipped:
+            lossless = [FORMATS[f].format(stem=job.stem) for f in ("npy", "tiff") if f in formats]
+            notes.append("WARNING png16: " + saturation_note(
+                clipped, total, " and ".join(lossless) if lossless else "npy (add it to --formats)"))
+    return files, seconds, notes
 
 
 def _summary(times: list) -> str:
@@ -157,6 +389,14 @@ def _summary(times: list) -> str:
     ms = np.asarray(times) * 1000.0
     return (f"pipeline time per frame: mean {ms.mean():.1f} ms, median {np.median(ms):.1f} ms, "
             f"min {ms.min():.1f} ms, max {ms.max():.1f} ms")
+
+
+def _scale_text(jobs, sparse_scale, convention) -> str:
+    if not any(j.sparse.suffix.lower() == ".png" for j in jobs):
+        return "sparse .npy in metres" if sparse_scale is None else f"sparse files / {sparse_scale:g}"
+    if sparse_scale is not None:
+        return f"sparse PNGs / {sparse_scale:g} (--sparse-scale)"
+    return f"sparse PNGs / {convention.depth_scale:g} (--convention {convention.name})"
 
 
 def run(args) -> int:
@@ -168,20 +408,47 @@ def run(args) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise InputError(f"--formats {args.formats!r}: choose a comma-separated subset of {','.join(FORMATS)}")
+    if args.sparse_scale is not None and not (np.isfinite(args.sparse_scale) and args.sparse_scale > 0):
+        raise InputError(f"--sparse-scale {args.sparse_scale:g} must be a positive number of stored units per "
+                         "metre: 256 for KITTI-style PNGs, 1000 for millimetres")
+    if not args.artifacts and (args.precision != "fp32" or args.engine != "python"):
+        raise InputError("--precision and --engine choose how a build directory runs: pass --artifacts DIR too "
+                         "(or drop them)")
+    convention = None
+    if args.convention:
+        from ..datasets import get_convention
+
+        convention = get_convention(args.convention)
     K = _fixed_K(args)
     jobs, unmatched = collect_jobs(args)
-    pipe = build_pipeline(args)
+    if args.sparse_scale is None and convention is None:  # before any model is loaded or frame is read
+        pngs = [j.sparse for j in jobs if j.sparse.suffix.lower() == ".png"]
+        if pngs:
+            raise png_scale_error(pngs[0] if len(pngs) == 1 else f"{pngs[0]} (and {len(pngs) - 1} more)")
+    pipe = build_pipeline(args, convention)
+    working = getattr(pipe, "working_size", None)
+    if args.fit and working is None:
+        log.warning("--fit %s has no effect: this pipeline (%s mode) takes frames of any size", args.fit, pipe.mode)
+    source = f"the build directory {args.artifacts}" if args.artifacts else "the pipeline"
+    print(f"psdrt run: {pipe.mode} mode" + (f", {args.artifacts} ({args.precision}, engine {args.engine})"
+                                            if args.artifacts else "")
+          + (f", working size {format_size(working)}" + (f" (--fit {args.fit})" if args.fit else "")
+             if working is not None else "")
+          + (f", convention {convention.name}" if convention else "")
+          + f"; {_scale_text(jobs, args.sparse_scale, convention)}", file=sys.stderr)
     for msg in unmatched:
         print(f"unmatched: {msg}", file=sys.stderr)
     single = len(jobs) == 1 and Path(args.rgb).is_file()
     times, failed = [], []
     t_all = time.perf_counter()
+    kw = dict(convention=convention, fit=args.fit, source=source)
     for i, job in enumerate(jobs, 1):
         if single:  # errors go to the dispatcher, which maps them to their exit code
-            files, sec = run_frame(pipe, job, K, args.sparse_scale, args.out, formats, args.ply_stride)
+            files, sec, notes = run_frame(pipe, job, K, args.sparse_scale, args.out, formats, args.ply_stride, **kw)
         else:
             try:
-                files, sec = run_frame(pipe, job, K, args.sparse_scale, args.out, formats, args.ply_stride)
+                files, sec, notes = run_frame(pipe, job, K, args.sparse_scale, args.out, formats, args.ply_stride,
+                                              **kw)
             except PsdError as exc:
                 failed.append((job.stem, exc.exit_code))
                 print(f"[{i}/{len(jobs)}] {job.stem}: FAILED: {exc}", file=sys.stderr)
@@ -192,10 +459,10 @@ def run(args) -> int:
                 print(f"[{i}/{len(jobs)}] {job.stem}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
         times.append(sec)
-        print(f"[{i}/{len(jobs)}] {job.stem}: {sec * 1000:.1f} ms -> {', '.join(p.name for p in files.values())}",
-              file=sys.stderr)
+        print(f"[{i}/{len(jobs)}] {job.stem}: {sec * 1000:.1f} ms -> {', '.join(p.name for p in files.values())}"
+              + "".join(f"; {n}" for n in notes), file=sys.stderr)
     wall = time.perf_counter() - t_all
-    print(f"{len(times)} of {len(jobs)} frame(s) completed in {wall:.2f} s ({args.mode} mode), "
+    print(f"{len(times)} of {len(jobs)} frame(s) completed in {wall:.2f} s ({pipe.mode} mode), "
           f"{len(failed)} failed, {len(unmatched)} unmatched file(s); outputs in {args.out}")
     print(_summary(times))
     if failed:

@@ -128,3 +128,42 @@ def test_inspect_describes(psd_vits, tmp_path):
     text = inspect_checkpoint(path).describe()
     assert "PSD (foundation model + correction head)" in text
     assert "Depth Anything V2 vits" in text and "Apache-2.0" in text and "epoch:        44" in text
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("payload, refused", [(RunsCode, "posix.system"), (Evil, "Evil")])
+def test_unsafe_pickles_are_reported_as_unsafe_not_corrupt(tmp_path, payload, refused):
+    path = tmp_path / "checkpoint_000044.ckpt"
+    torch.save({"model": payload()}, path)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    msg = str(err.value)
+    # torch 2.13 words the refusal "unsupported GLOBAL posix.system ... is blocked" for os.system
+    assert "unsafe" in msg and "weights_only=True" in msg and refused in msg and "arbitrary code" in msg
+    assert "corrupt" not in msg and "download it again" not in msg
+
+
+def test_damaged_pickle_is_still_corrupt(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01\xff\xff")  # an invalid pickle opcode
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt download.*Unsupported operand"):
+        read_checkpoint(path)
+
+
+def test_a_directory_is_not_reported_as_missing(tmp_path):
+    d = tmp_path / "x.ckpt"
+    d.mkdir()
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file") as err:
+        load_model(d)
+    assert "not found" not in str(err.value)
+    torch.save({"a.weight": torch.zeros(1)}, d / "checkpoint_000044.ckpt")
+    with pytest.raises(CheckpointError, match="holds checkpoint_000044.ckpt"):
+        read_checkpoint(d)

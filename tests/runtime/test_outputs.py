@@ -76,7 +76,7 @@ def test_save_outputs_writes_all_formats_and_png_reads_back(tmp_path):
     assert mm[0, 0] == 0 and mm[2, 2] == 65535 and mm[2, 3] == 1234 and mm[0, 1] == 2000
     np.testing.assert_allclose(read_depth(files["png16"], 1000.0)[0, 1], 2.0)
     color = np.asarray(Image.open(files["color"]))
-    assert color.shape == (4, 5, 3) and (color[0, 0] == 0).all()
+    assert color.shape[1] > 5 and (color[0, 0] == 0).all()  # the frame, then its colour bar
     assert _read_ply(files["ply"])[1].size == 18  # the zero and the former NaN are skipped
 
 
@@ -86,3 +86,52 @@ def test_save_outputs_subset_and_unknown_format(tmp_path):
     assert list(files) == ["png16"] and sorted(p.name for p in tmp_path.iterdir()) == ["x_depth_mm.png"]
     with pytest.raises(InputError, match="choose from"):
         save_outputs(depth, tmp_path, "x", None, K, formats=("jpg",))
+
+
+def test_png16_saturation_is_counted_and_warned(tmp_path, caplog):
+    from psdrt.runtime.outputs import png16_saturation
+
+    depth = np.full((4, 5), 10.0, np.float32)
+    depth[0, :3] = (65.5354, 65.5356, 80.0)  # 65535.4 mm rounds to 65535 (kept), 65535.6 and 80 m clip
+    _, _, K = _frame()
+    assert png16_saturation(depth) == (2, 20)
+    with caplog.at_level("WARNING", logger="psdrt.runtime.outputs"):
+        save_outputs(depth, tmp_path, "s", None, K, formats=("png16",))
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(msgs) == 1 and "2 of 20 pixels (10.0 %) lie beyond 65.535 m" in msgs[0]
+    assert "s_depth.npy (add npy to the formats)" in msgs[0]  # points at the lossless output
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="psdrt.runtime.outputs"):
+        save_outputs(np.full((4, 5), 65.0, np.float32), tmp_path, "ok", None, K, formats=("png16",))
+    assert not caplog.records  # nothing clipped, nothing said
+
+
+def test_tiff_is_lossless_float32_metres(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.0, 300.0, (6, 7)).astype(np.float32)
+    depth[0, 0] = 0.0
+    depth[1, 1] = np.float32(1e-7)
+    depth[2, 2] = np.nextafter(np.float32(65.535), np.float32(100))
+    K = intrinsics_matrix(5.0, 5.0, 3.0, 2.5)
+    files = save_outputs(depth, tmp_path, "t", None, K, formats=("tiff", "npy"))
+    assert files["tiff"].name == "t_depth.tiff"
+    back = cv2.imread(str(files["tiff"]), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.float32 and back.shape == depth.shape
+    np.testing.assert_array_equal(back, depth)
+    np.testing.assert_array_equal(np.asarray(Image.open(files["tiff"])), depth)  # PIL reads it too (mode F)
+
+
+def test_color_output_has_a_colour_bar_in_metres(tmp_path):
+    from psdrt.runtime.visualize import colormap_lut, colorize_depth
+
+    depth, rgb, K = _frame()
+    depth = np.where(np.isfinite(depth), depth, 0).astype(np.float32)
+    files = save_outputs(depth, tmp_path, "c", rgb, K, formats=("color",))
+    img = np.asarray(Image.open(files["color"]))
+    np.testing.assert_array_equal(img[:4, :5], colorize_depth(depth))  # the frame, pixel-aligned
+    panel = img[:, 5:]
+    lut = colormap_lut()
+    colours = {tuple(c) for c in panel.reshape(-1, 3)}
+    assert tuple(lut[0]) in colours and tuple(lut[255]) in colours  # the bar spans the colormap

@@ -7,10 +7,12 @@ from PIL import Image
 from psdrt.runtime.cli.__main__ import main
 from psdrt.runtime.io import intrinsics_matrix, read_depth, read_intrinsics, read_rgb, write_depth_png16
 from psdrt.runtime.pipeline import Pipeline
-from psdrt.runtime.visualize import write_png
+from psdrt.runtime.visualize import colorize_depth, write_png
 
 H, W = 40, 56
 FX, FY, CX, CY = 50.0, 52.0, 27.5, 19.5
+#: `psdrt run` with the scale of _write_frame's KITTI-style sparse PNGs (16-bit PNGs need one)
+RUN256 = ("run", "--sparse-scale", "256")
 
 
 def _write_frame(folder, stem, seed=0, size=(H, W), rgb_dir=None, sparse_dir=None):
@@ -40,7 +42,7 @@ def _expected(paths):
 def test_single_frame_guided_matches_pipeline(tmp_path, capsys):
     paths = _write_frame(tmp_path / "in", "frame0")
     out = tmp_path / "out"
-    rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]),
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]),
                "--intrinsics", str(paths["K"]), "--out", str(out)])
     assert rc == 0
     cap = capsys.readouterr()
@@ -52,14 +54,16 @@ def test_single_frame_guided_matches_pipeline(tmp_path, capsys):
     np.testing.assert_array_equal(np.load(out / "frame0_depth.npy"), ref.depth)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "frame0_depth_mm.png")).astype(np.uint16),
                                   ref.depth_mm())
-    assert np.asarray(Image.open(out / "frame0_depth_color.png")).shape == (H, W, 3)
+    color = np.asarray(Image.open(out / "frame0_depth_color.png"))
+    assert color.shape[0] >= H and color.shape[1] > W  # the frame, then its colour bar to the right
+    np.testing.assert_array_equal(color[:H, :W], colorize_depth(ref.depth))
     assert b"element vertex %d" % (H * W) in (out / "frame0.ply").read_bytes()[:300]
 
 
 def test_fx_flags_and_format_subset(tmp_path, capsys):
     paths = _write_frame(tmp_path / "in", "f")
     out = tmp_path / "out"
-    rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--fx", str(FX),
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--fx", str(FX),
                "--fy", str(FY), "--cx", str(CX), "--cy", str(CY), "--out", str(out), "--formats", "npy"])
     assert rc == 0
     assert [p.name for p in out.iterdir()] == ["f_depth.npy"]
@@ -73,7 +77,7 @@ def test_folder_mode_pairs_by_stem_and_reports_unmatched(tmp_path, capsys):
     write_png(src / "rgb" / "lonely.png", np.zeros((H, W, 3), np.uint8))  # no sparse partner
     (src / "rgb" / "notes.txt").write_text("ignored: not an image")
     out = tmp_path / "out"
-    rc = main(["run", "--rgb", str(src / "rgb"), "--sparse", str(src / "sparse"), "--intrinsics", str(src / "a.txt"),
+    rc = main([*RUN256, "--rgb", str(src / "rgb"), "--sparse", str(src / "sparse"), "--intrinsics", str(src / "a.txt"),
                "--out", str(out)])
     assert rc == 0
     cap = capsys.readouterr()
@@ -92,7 +96,7 @@ def test_folder_mode_continues_past_a_bad_frame(tmp_path, capsys):
     write_depth_png16(src / "sparse" / "b.png", np.full((H, W), 5.0, np.float32), scale=256.0)
     _write_frame(src, "c", seed=2, rgb_dir=src / "rgb", sparse_dir=src / "sparse")
     out = tmp_path / "out"
-    rc = main(["run", "--rgb", str(src / "rgb"), "--sparse", str(src / "sparse"), "--intrinsics", str(src),
+    rc = main([*RUN256, "--rgb", str(src / "rgb"), "--sparse", str(src / "sparse"), "--intrinsics", str(src),
                "--out", str(out)])  # per-frame <stem>.txt from a folder
     assert rc == 2
     cap = capsys.readouterr()
@@ -110,16 +114,16 @@ def test_folder_mode_continues_past_a_bad_frame(tmp_path, capsys):
 def test_bad_intrinsics_exit_2_with_the_fix(tmp_path, capsys, content, fix):
     paths = _write_frame(tmp_path / "in", "f")
     paths["K"].write_text(content)
-    rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics", str(paths["K"]),
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics", str(paths["K"]),
                "--out", str(tmp_path / "out")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and fix in err
+    assert ("\n" + err).count("\nerror: ") == 1 and fix in err  # an 'error:' line (after the header, if any)
 
 
 def test_missing_intrinsics_and_partial_flags_exit_2(tmp_path, capsys):
     paths = _write_frame(tmp_path / "in", "f")
-    base = ["run", "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--out", str(tmp_path / "o")]
+    base = [*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--out", str(tmp_path / "o")]
     assert main(base) == 2
     assert "--intrinsics FILE" in capsys.readouterr().err
     assert main(base + ["--fx", "50"]) == 2
@@ -129,10 +133,10 @@ def test_missing_intrinsics_and_partial_flags_exit_2(tmp_path, capsys):
 def test_mismatched_sizes_exit_2(tmp_path, capsys):
     paths = _write_frame(tmp_path / "in", "f")
     write_depth_png16(paths["sparse"], np.full((H + 2, W), 3.0, np.float32), scale=256.0)
-    rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics", str(paths["K"]),
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics", str(paths["K"]),
                "--out", str(tmp_path / "out")])
     assert rc == 2
-    assert "RGB is 56x40 but sparse depth is 56x42" in capsys.readouterr().err
+    assert "RGB is 40x56 (HxW) but sparse depth is 42x56" in capsys.readouterr().err
 
 
 def test_npy_sparse_and_model_flags(tmp_path, capsys):
@@ -141,10 +145,249 @@ def test_npy_sparse_and_model_flags(tmp_path, capsys):
     np.save(npy, read_depth(paths["sparse"], 256.0))
     out = tmp_path / "out"
     rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(npy), "--intrinsics", str(paths["K"]),
-               "--out", str(out), "--formats", "npy"])
+               "--out", str(out), "--formats", "npy"])  # .npy: metres, no scale needed
     assert rc == 0
     np.testing.assert_array_equal(np.load(out / "f_depth.npy"), _expected(paths).depth)
     # propagate without weights: exit 2 and the two ways to give them
     rc = main(["run", "--rgb", str(paths["rgb"]), "--sparse", str(npy), "--intrinsics", str(paths["K"]),
                "--out", str(out), "--mode", "propagate"])
-    assert rc == 2 and "--checkpoint PATH or --encoder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "--artifacts DIR" in err and "--checkpoint PATH or --encoder" in err
+
+
+# ------------------------------------------------------------------------------ sparse units (item 1)
+
+
+def _room_mm(folder, stem="room", size=(H, W)):
+    """An indoor frame whose sparse PNG is in millimetres (0.5 to 5 m)."""
+    rng = np.random.default_rng(7)
+    sparse = np.zeros(size, np.float32)
+    pick = rng.random(size) < 0.06
+    sparse[pick] = rng.uniform(0.5, 5.0, int(pick.sum()))
+    paths = _write_frame(folder, stem, size=size)
+    write_depth_png16(paths["sparse"], sparse, scale=1000.0)
+    return paths
+
+
+def test_png_sparse_without_a_scale_is_refused_with_both_fixes(tmp_path, capsys):
+    paths = _room_mm(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics", str(paths["K"]),
+            "--out", str(out)]
+    assert main(["run", *args]) == 2  # used to read millimetres as metres x 256: a room at 2-20 m, exit 0
+    err = capsys.readouterr().err
+    assert "--sparse-scale 256" in err and "--sparse-scale 1000" in err and "--convention" in err
+    assert not out.exists()  # refused before any output
+    # the whole folder is refused up front, not frame by frame
+    assert main(["run", "--rgb", str(paths["rgb"].parent), "--sparse", str(paths["sparse"].parent),
+                 "--intrinsics", str(paths["K"]), "--out", str(out)]) == 2
+    assert "[1/1]" not in capsys.readouterr().err
+    assert main(["run", *args, "--sparse-scale", "1000", "--formats", "npy"]) == 0
+    assert "sparse PNGs / 1000" in capsys.readouterr().err
+    depth = np.load(out / "room_depth.npy")
+    want = Pipeline("guided")(read_rgb(paths["rgb"]), read_depth(paths["sparse"], 1000.0), read_intrinsics(paths["K"]))
+    np.testing.assert_array_equal(depth, want.depth)
+    assert 0.25 <= depth.min() and depth.max() <= 10.0  # a room, in metres
+    assert main(["run", *args, "--sparse-scale", "0"]) == 2
+    assert "positive" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ outputs (item 2)
+
+
+def test_png16_clipping_is_reported_and_the_float_outputs_are_lossless(tmp_path, capsys, caplog):
+    import cv2
+
+    paths = _write_frame(tmp_path / "in", "far")
+    far = np.zeros((H, W), np.float32)
+    far[::3, ::3] = np.linspace(40.0, 120.0, far[::3, ::3].size).reshape(far[::3, ::3].shape)  # LiDAR at range
+    write_depth_png16(paths["sparse"], far, scale=256.0)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]),
+                   "--intrinsics", str(paths["K"]), "--out", str(out), "--formats", "npy,png16,tiff"])
+    assert rc == 0
+    depth = np.load(out / "far_depth.npy")
+    clipped = int((np.rint(depth.astype(np.float64) * 1000) > 65535).sum())
+    assert 0 < clipped < depth.size
+    note = f"{clipped} of {H * W} pixels ({100 * clipped / (H * W):.1f} %) lie beyond 65.535 m"
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[1/1] far")][0]
+    assert note in line and "far_depth.npy" in line and "far_depth.tiff" in line
+    assert any(note in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    mm = cv2.imread(str(out / "far_depth_mm.png"), cv2.IMREAD_UNCHANGED)
+    assert mm.max() == 65535 and int((mm == 65535).sum()) == clipped
+    tiff = cv2.imread(str(out / "far_depth.tiff"), cv2.IMREAD_UNCHANGED)
+    assert tiff.dtype == np.float32 and tiff.shape == (H, W)
+    np.testing.assert_array_equal(tiff, depth)  # bit-exact, also beyond 65.535 m
+    assert depth.max() > 65.535
+
+
+# ------------------------------------------------------------------------------ conventions (item 5)
+
+
+def _frame_at(folder, stem, size, scale, seed=3):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    sparse = np.zeros(size, np.float32)
+    pick = rng.random(size) < 0.05
+    sparse[pick] = rng.uniform(1.0, 30.0, int(pick.sum()))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_png(folder / f"{stem}.png", rgb)
+    write_depth_png16(folder / f"{stem}_sparse.png", sparse, scale=scale)
+    return folder / f"{stem}.png", folder / f"{stem}_sparse.png"
+
+
+def test_kitti_convention_crops_like_the_reader_and_implies_the_scale(tmp_path, capsys):
+    from psdrt.runtime.datasets import kitti_bottom_crop
+
+    rgb_p, sp_p = _frame_at(tmp_path / "in", "k", (259, 1221), 256.0)
+    K = intrinsics_matrix(707.0, 707.0, 604.0, 180.0)
+    out = tmp_path / "out"
+    rc = main(["run", "--rgb", str(rgb_p), "--sparse", str(sp_p), "--fx", "707", "--fy", "707", "--cx", "604",
+               "--cy", "180", "--convention", "kitti", "--out", str(out), "--formats", "npy,ply"])
+    assert rc == 0  # no --sparse-scale: the KITTI convention's PNGs are metres x 256
+    err = capsys.readouterr().err
+    assert "sparse PNGs / 256 (--convention kitti)" in err and "kitti 259x1221 -> 256x1216" in err
+    rgb, Kc, sparse = kitti_bottom_crop(read_rgb(rgb_p), K, read_depth(sp_p, 256.0))
+    np.testing.assert_array_equal(Kc[:2, 2], (604.0 - 2, 180.0 - 3))  # x0 = (1221 - 1216) // 2, y0 = 259 - 256
+    want = Pipeline("guided", preset="KITTI")(rgb, sparse, Kc)
+    np.testing.assert_array_equal(np.load(out / "k_depth.npy"), want.depth)
+    # a .npy in metres stays metres under the convention (its 256 is for PNGs)
+    npy = tmp_path / "in" / "k_sparse.npy"
+    np.save(npy, read_depth(sp_p, 256.0))
+    assert main(["run", "--rgb", str(rgb_p), "--sparse", str(npy), "--fx", "707", "--fy", "707", "--cx", "604",
+                 "--cy", "180", "--convention", "kitti", "--out", str(tmp_path / "o2"), "--formats", "npy"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o2" / "k_depth.npy"), want.depth)
+
+
+def test_nyu_convention_halves_and_crops_like_the_reader(tmp_path, capsys):
+    from psdrt.runtime.datasets import K_NYU, K_NYU_FULL, NYUv2Reader, nyu_halve_crop
+
+    rgb_p, sp_p = _frame_at(tmp_path / "in", "n", (480, 640), 256.0)
+    K_full = intrinsics_matrix(*K_NYU_FULL)
+    (tmp_path / "K.txt").write_text(" ".join(repr(v) for v in K_NYU_FULL))
+    out = tmp_path / "out"
+    assert main(["run", "--rgb", str(rgb_p), "--sparse", str(sp_p), "--intrinsics", str(tmp_path / "K.txt"),
+                 "--convention", "nyu", "--out", str(out), "--formats", "npy"]) == 0
+    rgb, Kc, sparse = nyu_halve_crop(read_rgb(rgb_p), K_full, read_depth(sp_p, 256.0))
+    np.testing.assert_array_equal(Kc, intrinsics_matrix(*K_NYU))  # the reader's K_NYU, bit for bit
+    # the reader uses the same function: same pixels
+    reader = NYUv2Reader.__new__(NYUv2Reader)  # its transform only, without a dataset folder
+    reader.crop = True
+    r_rgb, r_gt, r_sp, r_K = reader._transform(read_rgb(rgb_p), read_depth(sp_p, 256.0), None, None, "n")
+    np.testing.assert_array_equal(r_rgb, rgb)
+    np.testing.assert_array_equal(r_gt, sparse)
+    np.testing.assert_array_equal(r_K, Kc)
+    want = Pipeline("guided", preset="NYUv2")(rgb, sparse, Kc)
+    np.testing.assert_array_equal(np.load(out / "n_depth.npy"), want.depth)
+    # another size is refused with the fix
+    rgb_p2, sp_p2 = _frame_at(tmp_path / "in2", "odd", (100, 120), 256.0)
+    assert main(["run", "--rgb", str(rgb_p2), "--sparse", str(sp_p2), "--fx", "80", "--fy", "80", "--cx", "60",
+                 "--cy", "50", "--convention", "nyu", "--out", str(out)]) == 2
+    assert "without --convention nyu" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ build directories (items 4, 5)
+
+
+@pytest.fixture(scope="module")
+def tiny_artifacts(tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from _tiny_artifacts import make_artifacts
+
+    return make_artifacts(tmp_path_factory.mktemp("tiny") / "deploy", size=(28, 42), fm_lower=28)
+
+
+def _art_frame(folder, size):
+    paths = _write_frame(folder, "cam", size=size)
+    h, w = size
+    paths["K"].write_text(f"{0.9 * w} {0.9 * w} {w / 2 - 0.5} {h / 2 - 0.5}\n")
+    return paths
+
+
+def _inputs(paths):
+    return read_rgb(paths["rgb"]), read_depth(paths["sparse"], 256.0), read_intrinsics(paths["K"])
+
+
+@pytest.mark.parametrize("engine", ["python", "c"])
+def test_artifacts_directory_runs_with_the_manifest_mode(tmp_path, capsys, tiny_artifacts, engine):
+    paths = _art_frame(tmp_path / "in", (28, 42))
+    out = tmp_path / "out"
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics",
+               str(paths["K"]), "--artifacts", str(tiny_artifacts), "--engine", engine, "--out", str(out),
+               "--formats", "npy"])
+    assert rc == 0, capsys.readouterr().err
+    cap = capsys.readouterr()
+    assert "(propagate mode)" in cap.out and "working size 28x42" in cap.err  # the manifest's mode, no --mode
+    want = Pipeline.from_artifacts(tiny_artifacts)(*_inputs(paths)).depth
+    got = np.load(out / "cam_depth.npy")
+    if engine == "python":
+        np.testing.assert_array_equal(got, want)
+    else:  # the C session preprocesses with its kernel: within the documented parity
+        np.testing.assert_allclose(got, want, rtol=5e-4, atol=1e-4)
+
+
+def test_artifacts_size_mismatch_names_fit_and_mode_conflicts(tmp_path, capsys, tiny_artifacts):
+    paths = _art_frame(tmp_path / "in", (40, 70))
+    base = [*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics",
+            str(paths["K"]), "--out", str(tmp_path / "out")]
+    assert main(base + ["--artifacts", str(tiny_artifacts)]) == 2
+    err = capsys.readouterr().err
+    assert "frame is 40x70" in err and "28x42" in err and "--fit resize" in err and "--fit crop" in err
+    assert "psdrt build --checkpoint CKPT --size 40x70" in err
+    assert main(base + ["--artifacts", str(tiny_artifacts), "--mode", "psd"]) == 2
+    assert "built for mode propagate" in capsys.readouterr().err
+    # the directory passed as an ONNX file: no nonexistent `psdrt export`, but --artifacts
+    assert main(base + ["--encoder", str(tiny_artifacts)]) == 2
+    err = capsys.readouterr().err
+    assert f"--artifacts {tiny_artifacts}" in err and "psdrt export" not in err
+    assert main(base + ["--precision", "int8"]) == 2
+    assert "--artifacts DIR" in capsys.readouterr().err
+
+
+def test_fit_resize_returns_depth_at_the_frame_size(tmp_path, capsys, tiny_artifacts):
+    from psdrt.runtime.preprocess import resize_bilinear
+
+    paths = _art_frame(tmp_path / "in", (40, 70))
+    out = tmp_path / "out"
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics",
+               str(paths["K"]), "--artifacts", str(tiny_artifacts), "--fit", "resize", "--out", str(out),
+               "--formats", "npy,ply"])
+    assert rc == 0
+    assert "fit resize 40x70 -> 28x42 (sparse points" in capsys.readouterr().err
+    got = np.load(out / "cam_depth.npy")
+    assert got.shape == (40, 70)
+    # the same, written out by hand: bilinear RGB, nearest sparse, K per axis, nearest back
+    rgb, sparse, K = _inputs(paths)
+    ys = ((np.arange(28) + 0.5) * 40 / 28).astype(int)
+    xs = ((np.arange(42) + 0.5) * 70 / 42).astype(int)
+    K2 = K.copy()
+    K2[0] *= 42 / 70
+    K2[1] *= 28 / 40
+    rgb2 = np.clip(np.rint(resize_bilinear(rgb, 28, 42)), 0, 255).astype(np.uint8)
+    work = Pipeline.from_artifacts(tiny_artifacts)(rgb2, sparse[ys][:, xs], K2).depth
+    yb = np.minimum(((np.arange(40) + 0.5) * 28 / 40).astype(int), 27)
+    xb = np.minimum(((np.arange(70) + 0.5) * 42 / 70).astype(int), 41)
+    np.testing.assert_array_equal(got, work[yb][:, xb])
+    assert b"element vertex %d" % (40 * 70) in (out / "cam.ply").read_bytes()[:300]  # the frame's own K and size
+
+
+def test_fit_crop_returns_depth_at_the_frame_size_zero_outside(tmp_path, capsys, tiny_artifacts):
+    from psdrt.runtime.inputs import fit_to_size
+
+    paths = _art_frame(tmp_path / "in", (40, 70))
+    out = tmp_path / "out"
+    rc = main([*RUN256, "--rgb", str(paths["rgb"]), "--sparse", str(paths["sparse"]), "--intrinsics",
+               str(paths["K"]), "--artifacts", str(tiny_artifacts), "--fit", "crop", "--out", str(out),
+               "--formats", "npy"])
+    assert rc == 0
+    got = np.load(out / "cam_depth.npy")
+    assert got.shape == (40, 70)
+    # scale 0.7 -> 28x49, centre crop x0 = 3: frame columns 5..63 are inside, the others are not
+    assert (got[:, :5] == 0).all() and (got[:, 64:] == 0).all() and (got[:, 5:64] > 0).all()
+    rgb, sparse, K = _inputs(paths)
+    rgb2, K2, sparse2 = fit_to_size(rgb, K, (28, 42), sparse)
+    work = Pipeline.from_artifacts(tiny_artifacts)(rgb2, sparse2, K2).depth
+    assert np.isin(got[:, 5:64], work).all()  # nearest resampling: the pipeline's values, no blends
+    assert set(np.unique(work)) == set(np.unique(got[:, 5:64]))
