@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -29,6 +29,7 @@ from psdrt.runtime import _cuda
 from psdrt.runtime.backends import _trt_compat as compat
 from psdrt.runtime.errors import ArtifactError, InputError
 from psdrt.runtime.manifest import (
+    PRECISIONS,
     EngineManifest,
     engine_file_name,
     fingerprint,
@@ -56,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: builder workspace when BuildConfig.workspace is None: 1 GiB fits Orin Nano 8 GB and ViT-L at 518
 DEFAULT_WORKSPACE = 1 << 30
 

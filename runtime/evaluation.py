@@ -6,7 +6,8 @@ A *configuration* is one way of completing a frame, written ``[LABEL=]KIND[:ARG[
 ``guided``                    the weight-free guided mode (``Pipeline('guided')``, kernel library)
 ``ref-guided``                the FP32 PyTorch reference of the guided mode (needs torch)
 ``psd:DIR[:PRECISION]``       a deployable directory from ``psdrt build`` (``Pipeline.from_artifacts``);
-                              PRECISION is fp32 (default), fp16 or int8; mode psd or propagate as built
+                              PRECISION is fp32 (default), fp16, int8 or ENC+HEAD (int8+fp32: INT8
+                              encoder, FP32 head); mode psd or propagate as built
 ``onnx:ENCODER[:HEAD]``       exported ONNX graphs (``Pipeline.from_onnx``): psd with a head, else propagate
 ``ref:CHECKPOINT[:MODE]``     the FP32 PyTorch reference (``ReferencePipeline.from_checkpoint``); MODE
                               psd or propagate (default: what the checkpoint holds)
@@ -38,6 +39,7 @@ import numpy as np
 
 from .datasets import DatasetReader, parse_patterns, sample_sparse
 from .errors import InputError, PsdError
+from .manifest import PRECISIONS, precision_parts
 from .metrics import METRIC_KEYS, METRIC_UNITS, depth_metrics, mean_metrics
 
 __all__ = [
@@ -66,7 +68,6 @@ KINDS = ("guided", "ref-guided", "psd", "onnx", "ref", "ckpt") + BASELINES
 TABLE_KEYS = ("rmse", "mae", "irmse", "imae", "rel", "d1")
 _LABELS = {"rmse": "RMSE", "mae": "MAE", "irmse": "iRMSE", "imae": "iMAE", "rel": "REL", "d1": "δ1",
            "d2": "δ2", "d3": "δ3"}
-_PRECISIONS = ("fp32", "fp16", "int8")
 _MODES = ("psd", "propagate")
 _KIND_ALIASES = {"ip-basic": "ip_basic", "ipbasic": "ip_basic", "ip": "ip_basic", "nn": "nearest",
                  "ref_guided": "ref-guided"}
@@ -175,10 +176,12 @@ def parse_config(text: str) -> EvalConfig:
             what = {"psd": "DIR[:PRECISION]", "onnx": "ENCODER.onnx[:HEAD.onnx]"}.get(kind, "CHECKPOINT[:MODE]")
             raise InputError(f"--config {text!r}: {kind} needs a path: {kind}:{what}")
         path, option = rest, None
-        choices = {"psd": _PRECISIONS, "ref": _MODES, "ckpt": _MODES}.get(kind)
+        choices = {"psd": PRECISIONS, "ref": _MODES, "ckpt": _MODES}.get(kind)
         if choices:
             base, _, last = rest.rpartition(":")
-            if base and last.lower() in choices:
+            if base and kind == "psd" and "+" in last and not Path(rest).exists():
+                path, option = base, "+".join(precision_parts(last).values())  # ENC+HEAD, e.g. int8+fp32
+            elif base and last.lower() in choices:
                 path, option = base, last.lower()
             elif base and not Path(rest).exists():
                 raise InputError(f"--config {text!r}: {last!r} is not one of {', '.join(choices)}")

@@ -27,11 +27,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
 from psdrt.runtime.errors import ArtifactError, InputError
+from psdrt.runtime.manifest import PRECISIONS
 from psdrt.runtime.metrics import depth_metrics
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "check_backend",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 #: version of the golden ``.npz`` layout written by :meth:`GoldenInputs.save`
 GOLDEN_FORMAT = 1
 _TINY = 1e-12

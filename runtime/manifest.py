@@ -35,7 +35,28 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "validate_manifest",
+    "PRECISIONS",
+    "precision_parts",
 ]
+
+#: artefact precisions, everywhere (build, gate, engines, run/bench/eval)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def precision_parts(spec: str) -> dict:
+    """``"int8"`` -> {"encoder": "int8", "head": "int8"}; ``"int8+fp32"`` (ENC+HEAD) ->
+    {"encoder": "int8", "head": "fp32"}: the spelling of ``psd_artifacts_read`` and
+    ``Pipeline.from_artifacts``.
+
+    Raises:
+        InputError: an unknown precision (names the accepted spellings).
+    """
+    enc, plus, head = str(spec).strip().lower().partition("+")
+    head = head if plus else enc
+    if enc not in PRECISIONS or head not in PRECISIONS:
+        raise InputError(f"unknown precision {spec!r}; use {', '.join(PRECISIONS)}, or ENC+HEAD such as "
+                         "int8+fp32 (an INT8 encoder with the FP32 head)")
+    return {"encoder": enc, "head": head}
 
 MANIFEST_FORMAT = 1
 MANIFEST_SUFFIX = ".manifest.json"

@@ -147,18 +147,26 @@ def test_timed_calls_splits_and_restores():
 # memory and environment
 
 
+def _fresh_pages(mib):
+    """``mib`` MiB of newly mapped, written pages: an anonymous mmap, so that no allocator can hand
+    back pages that earlier tests freed and that are still resident (np.ones did, after a long run)."""
+    import mmap
+
+    m = mmap.mmap(-1, mib * 2**20)
+    np.frombuffer(m, np.uint8)[::4096] = 1  # touch every page
+    return m
+
+
 def test_rss_capture_sees_an_allocation():
     before = H.rss_mb()
     assert before is not None and before > 10
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, written
+    block = _fresh_pages(64)
     after = H.rss_mb()
     assert after - before > 50
     assert H.peak_rss_mb() >= after - 1
-    del block
+    block.close()
     keep = []
-    # 40 MiB kept per call: above glibc's largest mmap threshold (32 MiB), so every block is fresh
-    # pages; smaller blocks may reuse heap pages that earlier tests freed and RSS need not grow
-    m = H.measure(lambda: keep.append(np.ones(40 * 2**20 // 8)), warmup=1, iters=5)
+    m = H.measure(lambda: keep.append(_fresh_pages(40)), warmup=1, iters=5)
     assert m.memory["rss_growth_mb"] > 150 and m.memory["peak_rss_mb"] >= m.memory["rss_end_mb"] - 1
     assert m.memory["peak_scope"] in ("measurement", "process")
 
@@ -366,6 +374,42 @@ def test_psdrt_bench_bad_flags(argv, code, text, capsys):
 
     assert main(["bench", *argv]) == code
     assert text in capsys.readouterr().err
+
+
+def test_psdrt_bench_latency_only_times_an_ungated_artefact_and_says_so(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from _tiny_artifacts import make_artifacts
+    from psdrt.runtime.cli.__main__ import main
+
+    d = make_artifacts(tmp_path / "ungated", gate_passed=False)
+    base = ["bench", "--artifacts", str(d), "--warmup", "0", "--iters", "2"]
+    assert main(base) == 5  # refused: the gate failed; the hint names the flag
+    err = capsys.readouterr().err
+    assert "failed the correctness gate" in err and "--latency-only" in err
+    out = tmp_path / "b"
+    assert main(base + ["--latency-only", "--out", str(out), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "FAILED the correctness gate" in err and "must not be deployed" in err
+    doc = H.load_results(out / "bench.json")
+    (run,) = doc["runs"]
+    assert "NOT GATE-APPROVED" in run["name"] and run["params"]["gate_approved"] is False
+    assert run["iters"] == 2 and run["total"]["p50_ms"] > 0
+    assert doc["extra"]["skipped"] == [] and len(doc["extra"]["not_gate_approved"]) == 1
+    # an approved directory carries no such mark
+    ok = make_artifacts(tmp_path / "gated")
+    assert main(["bench", "--artifacts", str(ok), "--warmup", "0", "--iters", "1", "--latency-only", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "gate_approved" not in doc["runs"][0]["params"] and "NOT" not in doc["runs"][0]["name"]
+
+
+def test_bench_precisions_take_enc_plus_head():
+    from psdrt.runtime.cli.bench_cmd import parse_precisions
+
+    assert parse_precisions("fp32,int8+fp32") == ["fp32", "int8+fp32"]
+    for bad in ("int9", "int8+", ""):
+        with pytest.raises(InputError, match="int8\\+fp32"):
+            parse_precisions(bad)
 
 
 # ------------------------------------------------------------------------------------------------

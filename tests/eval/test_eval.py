@@ -95,6 +95,8 @@ def test_config_syntax(tmp_path):
     (tmp_path / "m.ckpt").write_bytes(b"")
     c = parse_config(f"psd:{tmp_path / 'art'}:int8")
     assert (c.kind, c.path, c.option, c.label) == ("psd", str(tmp_path / "art"), "int8", "psd:art:int8")
+    c = parse_config(f"psd:{tmp_path / 'art'}:INT8+fp32")  # ENC+HEAD: INT8 encoder, FP32 head
+    assert (c.path, c.option, c.label) == (str(tmp_path / "art"), "int8+fp32", "psd:art:int8+fp32")
     c = parse_config(f"q=psd:{tmp_path / 'art'}")
     assert (c.label, c.option) == ("q", None)
     c = parse_config(f"onnx:{tmp_path / 'enc.onnx'}:{tmp_path / 'head.onnx'}")
@@ -105,6 +107,7 @@ def test_config_syntax(tmp_path):
     assert parse_config("IP-Basic").kind == "ip_basic" and parse_config("guided").label == "guided"
     assert [c.label for c in parse_configs(None, baselines=True)] == ["guided", "ip_basic", "nearest"]
     for bad, msg in ((f"psd:{tmp_path / 'art'}:int4", "'int4' is not one of fp32, fp16, int8"),
+                     (f"psd:{tmp_path / 'art'}:int8+int4", "unknown precision 'int8\\+int4'"),
                      ("psd:/no/such/dir", "does not exist"), ("psd", "needs a path"),
                      ("guided:x", "takes no arguments"), ("trt:x", "unknown kind 'trt'"),
                      ("=guided", "empty label")):
