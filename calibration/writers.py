@@ -18,7 +18,6 @@ onnx, onnxruntime and modelopt are imported inside the functions (style G2).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
 import tempfile

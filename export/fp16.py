@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Sequence, Union
 
 __all__ = ["ENCODER_KEEP_FP32", "HEAD_KEEP_FP32", "convert_fp16", "fp32_cast_nodes"]
 

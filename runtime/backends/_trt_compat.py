@@ -13,7 +13,7 @@ real one), so the branches are tested against fake module trees without TensorRT
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from psdrt.runtime._lazy import lazy_import
 from psdrt.runtime.errors import ArtifactError, BackendUnavailable, InputError
