@@ -25,7 +25,7 @@ import numpy as np
 
 from psdrt.runtime.errors import CalibrationError, InputError
 from psdrt.runtime.inputs import fit_to_size
-from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb
+from psdrt.runtime.preprocess import DEFAULT_PREPROCESS, fm_input_size, preprocess_rgb
 
 __all__ = [
     "CalibrationSource",
@@ -290,11 +290,14 @@ class EncoderFeeds:
             centre-cropped to its aspect first (never stretched). Defaults to None:
             ``fm_input_size(H, W)`` of each frame.
         input_name (str): the encoder's input name. Defaults to "rgb".
+        preprocess (str): ``runtime.preprocess`` method, the one the artefacts are built for.
+            Defaults to "official".
     """
 
     def __init__(self, frames: Iterable[CalibFrame], size: Optional[Tuple[int, int]] = None,
-                 input_name: str = "rgb") -> None:
+                 input_name: str = "rgb", preprocess: str = DEFAULT_PREPROCESS) -> None:
         self.frames, self.size, self.input_name = frames, size, input_name
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.frames)  # type: ignore[arg-type]
@@ -306,7 +309,7 @@ class EncoderFeeds:
         else:
             size = (int(self.size[0]), int(self.size[1]))
             rgb = _center_crop_to_aspect(rgb, size[1] / size[0])
-        return {self.input_name: preprocess_rgb(rgb, size=size)}
+        return {self.input_name: preprocess_rgb(rgb, size=size, method=self.preprocess)}
 
     def __iter__(self) -> Iterator[Feeds]:
         for frame in self.frames:

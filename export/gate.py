@@ -14,7 +14,7 @@ encoder (or head) replaced by the artefact's backend, for the gate's end-to-end 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from psdrt.export.models.psd import PSDModel
 from psdrt.export.onnx_export import ENCODER_INPUTS, ENCODER_OUTPUTS, HEAD_INPUTS, HEAD_OUTPUTS
 from psdrt.export.reference.pipeline import ReferencePipeline
+from psdrt.runtime.preprocess import DEFAULT_PREPROCESS
 from psdrt.runtime.errors import InputError
 from psdrt.runtime.gate_check import THRESHOLDS, GateReport, GoldenCase, GoldenInputs, Thresholds, check_backend
 from psdrt.runtime.inputs import fit_to_size
@@ -133,8 +134,9 @@ def _mode(model: nn.Module, kind: str) -> str:
     return "psd" if isinstance(model, PSDModel) else "propagate"
 
 
-def _pipeline(model: nn.Module, mode: str, preset: str, fm_lower: int) -> ReferencePipeline:
-    return ReferencePipeline(mode, model, preset=preset, fm_lower=fm_lower)
+def _pipeline(model: nn.Module, mode: str, preset: str, fm_lower: int,
+              preprocess: str = DEFAULT_PREPROCESS) -> ReferencePipeline:
+    return ReferencePipeline(mode, model, preset=preset, fm_lower=fm_lower, preprocess=preprocess)
 
 
 @torch.no_grad()
@@ -147,6 +149,7 @@ def make_golden_inputs(
     pattern: str = "random1",
     seed: int = 0,
     fm_lower: Optional[int] = None,
+    preprocess: str = DEFAULT_PREPROCESS,
 ) -> GoldenInputs:
     """Golden inputs and FP32 reference outputs for an artefact of ``kind`` at ``size``.
 
@@ -162,6 +165,8 @@ def make_golden_inputs(
         fm_lower (int, optional): foundation-model input lower bound of the pipeline. Defaults to
             ``min(size)`` for the encoder (so the pipeline feeds exactly ``size``) and 392 (PSD's)
             for the head, whose feature sizes must then match the deployed encoder's.
+        preprocess (str): the pipeline's input preprocessing (``runtime.preprocess``), the one
+            the artefacts are built for. Defaults to "official".
 
     Returns:
         GoldenInputs: deterministic for the same weights, frames, size, pattern and seed.
@@ -178,7 +183,7 @@ def make_golden_inputs(
         rgb, gt, K = fit_frame(frame, size)
         sparse = make_sparse(pattern, rgb, gt, seed)
         name = f"{frame.dataset.lower()}/{frame.name}"
-        pipe = _pipeline(model, mode, frame.dataset, fm_lower)
+        pipe = _pipeline(model, mode, frame.dataset, fm_lower, preprocess)
         pipe.seed = seed
         rec = _Recorder(pipe.fm if kind == "encoder" else pipe.head, kind)
         if kind == "encoder":
@@ -191,6 +196,7 @@ def make_golden_inputs(
         presets[name] = frame.dataset
     meta = {
         "kind": kind, "size": list(size), "mode": mode, "fm_lower": fm_lower, "pattern": pattern, "seed": seed,
+        "preprocess": preprocess,
         "encoder": str(getattr(model, "encoder", "")), "presets": presets,
         "torch": torch.__version__, "reference": "psdrt.export.reference.pipeline.ReferencePipeline (FP32)",
     }
@@ -204,7 +210,8 @@ def pipeline_depth_fn(model: nn.Module, golden: GoldenInputs, backend) -> Callab
 
     @torch.no_grad()
     def depth(case: GoldenCase) -> np.ndarray:
-        pipe = _pipeline(model, mode, golden.meta["presets"][case.name], fm_lower)
+        pipe = _pipeline(model, mode, golden.meta["presets"][case.name], fm_lower,
+                         golden.meta.get("preprocess", DEFAULT_PREPROCESS))
         pipe.seed = seed
         if kind == "encoder":
             pipe.fm = _BackendEncoder(backend)

@@ -163,6 +163,10 @@ _SIGNATURES = {
     "psd_cspn": (_i32, [_i32, _i64, _i64, _i64, _i32, _vp, _vp, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_preprocess_rgb(psd_device_t, height, width, int32_t bgr, out_h, out_w, const uint8_t* rgb, stream, out)
     "psd_preprocess_rgb": (_i32, [_i32, _i64, _i64, _i32, _i64, _i64, _vp, _vp, _vp]),
+    # psd_status_t psd_preprocess_workspace_size(psd_device_t, int32_t method, height, width, out_h, out_w, size_t* bytes)
+    "psd_preprocess_workspace_size": (_i32, [_i32, _i32, _i64, _i64, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_preprocess(psd_device_t, int32_t method, height, width, int32_t bgr, out_h, out_w, rgb, workspace, workspace_bytes, stream, out)
+    "psd_preprocess": (_i32, [_i32, _i32, _i64, _i64, _i32, _i64, _i64, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_guided_workspace_size(psd_device_t, height, width, const psd_guided_params*, size_t* bytes)
     "psd_guided_workspace_size": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), C.POINTER(_sz)]),
     # psd_status_t psd_guided(psd_device_t, height, width, params, const uint8_t* rgb, int32_t bgr, sparse, workspace, workspace_bytes, stream, out)
@@ -647,8 +651,33 @@ class KernelLibrary:
                                        self._stream(stream), o.ptr))
         return o.keep
 
+    #: psd_preprocess_t by name
+    PREPROCESS_METHODS = {"official": 0, "bicubic": 1}
+
+    def preprocess(self, rgb, size=None, bgr: bool = False, method: str = "official", out=None, workspace=None,
+                   stream=None):
+        """uint8 (H, W, 3) -> float32 (1, 3, Hm, Wm) FM input (psd_preprocess): ``method``
+        ``"official"`` (scikit-image resize order=3, as the official PSD loaders) or ``"bicubic"``
+        (PyTorch bicubic, as an exported graph). The kernel library is the one definition."""
+        if method not in self.PREPROCESS_METHODS:
+            raise InputError(f"unknown preprocessing {method!r}; use 'official' or 'bicubic'")
+        m = self.PREPROCESS_METHODS[method]
+        a = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream)
+        if len(a.shape) != 3 or a.shape[2] != 3:
+            raise InputError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}")
+        h, w = int(a.shape[0]), int(a.shape[1])
+        oh, ow = self.fm_input_size(h, w) if size is None else (int(size[0]), int(size[1]))
+        nbytes = _sz()
+        self._check(self._lib.psd_preprocess_workspace_size(a.device, m, h, w, oh, ow, C.byref(nbytes)))
+        wp, wn, _keep = self._workspace(nbytes.value, a.device, workspace, stream=stream) if nbytes.value \
+            else (None, 0, None)
+        o = self._out(out, (1, 3, oh, ow), a.device, stream=stream)
+        self._check(self._lib.psd_preprocess(a.device, m, h, w, int(bool(bgr)), oh, ow, a.ptr, wp, wn,
+                                             self._stream(stream), o.ptr))
+        return o.keep
+
     def preprocess_rgb(self, rgb, size=None, bgr: bool = False, out=None, stream=None):
-        """uint8 (H, W, 3) -> float32 (1, 3, Hm, Wm) FM input (runtime.preprocess semantics)."""
+        """uint8 (H, W, 3) -> float32 (1, 3, Hm, Wm) FM input, the bicubic method (psd_preprocess_rgb)."""
         a = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream)
         if len(a.shape) != 3 or a.shape[2] != 3:
             raise InputError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}")

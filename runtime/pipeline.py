@@ -23,7 +23,7 @@ from .classical import ip_basic_fill
 from .errors import InputError, PsdError, ShapeError
 from .guided import GuidedParams
 from .inputs import validate_frame
-from .preprocess import fm_input_size, preprocess_rgb
+from .preprocess import DEFAULT_PREPROCESS, PREPROCESS_METHODS, fm_input_size, preprocess_rgb
 from .presets import PropagationPreset, get_preset
 from .result import DepthResult
 
@@ -46,6 +46,9 @@ class Pipeline:
         kernels (KernelLibrary, optional): defaults to ``runtime._capi.load()``.
         fm_lower (int): lower bound of the encoder input size (PSD: 392).
         seed (int): seed of the kNN's random subsets (presets with rate < 1 or a candidate cap).
+        preprocess (str): the encoder input's preprocessing, ``"official"`` (scikit-image resize
+            order=3, as the official loaders; the default) or ``"bicubic"`` (runtime.preprocess).
+            ``from_artifacts`` takes the manifest's.
 
     Thread safety: a Pipeline may be called from several threads at once: it keeps no per-call
     state (the kernel library's workspaces are per thread; ONNX Runtime's Run is thread-safe).
@@ -61,6 +64,7 @@ class Pipeline:
         kernels=None,
         fm_lower: int = 392,
         seed: int = 0,
+        preprocess: str = DEFAULT_PREPROCESS,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; use one of {MODES}")
@@ -75,6 +79,10 @@ class Pipeline:
         self.kernels = kernels or _capi.load()
         self.fm_lower = fm_lower
         self.seed = seed
+        if preprocess not in PREPROCESS_METHODS:
+            raise InputError(f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESS_METHODS)}")
+        #: the foundation model's input preprocessing (runtime.preprocess): "official" or "bicubic"
+        self.preprocess = preprocess
         #: (H, W) the artefacts were built for (``from_artifacts``); None accepts any frame size
         self.working_size: Optional[tuple] = None
         #: False for a latency-only pipeline over artefacts that failed the correctness gate
@@ -148,6 +156,7 @@ class Pipeline:
         threads = kwargs.pop("threads", None)
         kwargs.setdefault("preset", sel["preset"])
         kwargs.setdefault("fm_lower", sel["fm_lower"])
+        kwargs.setdefault("preprocess", sel["preprocess"])
         enc = OrtBackend(paths["encoder"], providers=providers, threads=threads)
         hd = OrtBackend(paths["head"], providers=providers, threads=threads) if "head" in paths else None
         pipe = cls(mode, enc, hd, **kwargs)
@@ -191,7 +200,7 @@ class Pipeline:
             t["guided"] = time.perf_counter() - t0
         else:
             h, w = frame.sparse.shape
-            x = preprocess_rgb(frame.rgb, size=fm_input_size(h, w, lower=self.fm_lower))
+            x = preprocess_rgb(frame.rgb, size=fm_input_size(h, w, lower=self.fm_lower), method=self.preprocess)
             t1 = time.perf_counter()
             t["preprocess"] = t1 - t0
             enc = self.encoder.run({"rgb": x})

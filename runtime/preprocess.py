@@ -1,10 +1,20 @@
-"""The single definition of the foundation model's input preprocessing (NumPy reference).
+"""The foundation model's input preprocessing: the kernel library's ``psd_preprocess`` (its one
+definition, for the CPU and CUDA alike) behind :func:`preprocess_rgb`, and NumPy references of
+each method for the tests.
 
-Export parity, INT8 calibration and the runtime pipeline all call this module, so that the network
-sees the same tensor everywhere. The resize kernels reproduce PyTorch's
-``F.interpolate(..., align_corners=False, antialias=False)`` for ``bicubic`` and ``bilinear``; how
-that differs from the official PSD loaders (scikit-image cubic spline, PIL bicubic) is measured in
-``docs/preprocessing.md``.
+Two methods (``PREPROCESS_METHODS``):
+
+* ``"official"`` (the default): what the official PSD evaluation loaders compute, scikit-image's
+  ``resize(img, (Hm, Wm), order=3)`` (a cubic B-spline with its prefilter, mirror borders,
+  clipping to the input range) on the uint8 image, then the ImageNet normalisation in float64 and a
+  float32 cast. The released checkpoints were evaluated with it.
+* ``"bicubic"``: PyTorch's ``F.interpolate(mode="bicubic", align_corners=False, antialias=False)``
+  in float32, what an exported graph's ``Resize`` computes (``docs/preprocessing.md`` measures how
+  far it is from the official one).
+
+Export parity, INT8 calibration, the correctness gate, the runtime pipelines and the C session all
+go through ``psd_preprocess``, so that the network sees the same tensor everywhere; a build
+directory records the method it was built with (``manifest.json: preprocess``).
 
 Each resize is separable: a fixed (out, in) weight matrix per axis, stored compactly as the column
 indices and weights of its non-zero taps (4 for bicubic, 2 for bilinear) and cached per size pair.
@@ -33,7 +43,14 @@ __all__ = [
     "resize_bicubic",
     "resize_bilinear",
     "preprocess_rgb",
+    "reference_preprocess_rgb",
+    "PREPROCESS_METHODS",
+    "DEFAULT_PREPROCESS",
 ]
+
+#: the preprocessing methods (psd_preprocess_t) and the default: the official loaders'
+PREPROCESS_METHODS = ("official", "bicubic")
+DEFAULT_PREPROCESS = "official"
 
 #: Depth Anything input: lower bound of both sides and the ViT patch multiple (docs/psd_method.md §2.2)
 FM_LOWER = 392
@@ -225,24 +242,7 @@ def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return _resize(img, out_h, out_w, "bilinear")
 
 
-def preprocess_rgb(rgb: np.ndarray, size: tuple[int, int] | None = None, bgr: bool = False) -> np.ndarray:
-    """RGB image → foundation-model input tensor.
-
-    Steps: uint8 → [0, 1] float32; bicubic resize (PyTorch semantics) to ``size`` or
-    ``fm_input_size(H, W)``; ImageNet mean/std normalisation; HWC → 1×3×Hm×Wm.
-
-    Args:
-        rgb (np.ndarray): uint8 (H, W, 3).
-        size (tuple[int, int] | None): (Hm, Wm) output size. Defaults to ``fm_input_size(H, W)``.
-        bgr (bool): the input is in BGR order (as from ``cv2.imread``); channels are swapped first.
-            Defaults to False.
-
-    Returns:
-        np.ndarray: float32 (1, 3, Hm, Wm), C-contiguous.
-
-    Raises:
-        InputError: dtype is not uint8, or the image does not have 3 channels.
-    """
+def _check_rgb(rgb, method: str) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8:
         raise InputError(f"preprocess_rgb needs uint8 RGB, got {rgb.dtype}; pass the image as read by "
@@ -250,12 +250,125 @@ def preprocess_rgb(rgb: np.ndarray, size: tuple[int, int] | None = None, bgr: bo
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(f"preprocess_rgb needs (H, W, 3), got shape {rgb.shape}; convert grey/RGBA to RGB "
                          "first (read_rgb() does)")
+    if method not in PREPROCESS_METHODS:
+        raise InputError(f"unknown preprocessing {method!r}; use one of {', '.join(PREPROCESS_METHODS)}")
+    return rgb
+
+
+def preprocess_rgb(rgb: np.ndarray, size: tuple[int, int] | None = None, bgr: bool = False,
+                   method: str = DEFAULT_PREPROCESS) -> np.ndarray:
+    """RGB image → foundation-model input tensor, by the kernel library (``psd_preprocess``).
+
+    Args:
+        rgb (np.ndarray): uint8 (H, W, 3).
+        size (tuple[int, int] | None): (Hm, Wm) output size. Defaults to ``fm_input_size(H, W)``.
+        bgr (bool): the input is in BGR order (as from ``cv2.imread``). Defaults to False.
+        method (str): ``"official"`` (scikit-image ``resize(order=3)``, the official loaders') or
+            ``"bicubic"`` (PyTorch bicubic, an exported graph's). Defaults to "official".
+
+    Returns:
+        np.ndarray: float32 (1, 3, Hm, Wm), C-contiguous.
+
+    Raises:
+        InputError: dtype is not uint8, the image does not have 3 channels, an unknown method, or
+            (official) a down-scale of more than 32x (its anti-aliasing Gaussian's radius).
+    """
+    rgb = np.ascontiguousarray(_check_rgb(rgb, method))
+    from . import _capi
+
+    return _capi.load().preprocess(rgb, size=size, bgr=bgr, method=method)
+
+
+def reference_preprocess_rgb(rgb: np.ndarray, size: tuple[int, int] | None = None, bgr: bool = False,
+                             method: str = DEFAULT_PREPROCESS) -> np.ndarray:
+    """The NumPy reference of :func:`preprocess_rgb` (tests compare the kernels with it, and the
+    official method with scikit-image itself)."""
+    rgb = _check_rgb(rgb, method)
     if bgr:
         rgb = rgb[..., ::-1]
     h, w = rgb.shape[:2]
     out_h, out_w = fm_input_size(h, w) if size is None else (int(size[0]), int(size[1]))
+    if method == "official":
+        img = _resize_bspline(rgb.astype(np.float64) / 255.0, out_h, out_w)
+        img = (img - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+        return np.ascontiguousarray(img.astype(np.float32).transpose(2, 0, 1)[None])
     img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     img = _resize(img, out_h, out_w, "bicubic")
     img -= np.asarray(IMAGENET_MEAN, dtype=np.float32)
     img *= np.asarray([1.0 / s for s in IMAGENET_STD], dtype=np.float32)
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None])
+
+
+# scipy's pole of the cubic B-spline prefilter (ni_splines.c), for the same double arithmetic
+_SPLINE_POLE = -0.267949192431122706472553658494127633
+
+
+def _prefilter_axis(c: np.ndarray, axis: int) -> None:
+    """scipy's spline prefilter (order 3, the mirror boundary initialisers) along ``axis``, in place."""
+    c = np.moveaxis(c, axis, 0)
+    n = c.shape[0]
+    if n < 2:
+        return
+    z = _SPLINE_POLE
+    c *= (1.0 - z) * (1.0 - 1.0 / z)
+    zn1 = z ** (n - 1)
+    c0 = c[0] + zn1 * c[n - 1]
+    zi = z
+    for i in range(1, n - 1):
+        c0 += zi * (c[i] + zn1 * c[n - 1 - i])
+        zi *= z
+    c[0] = c0 / (1.0 - zn1 * zn1)
+    for i in range(1, n):
+        c[i] += z * c[i - 1]
+    c[n - 1] = (z * c[n - 2] + c[n - 1]) * z / (z * z - 1.0)
+    for i in range(n - 2, -1, -1):
+        c[i] = z * (c[i + 1] - c[i])
+
+
+def _spline_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (n_out, 4), weights (n_out, 4)) of the cubic B-spline at scipy's grid-mode
+    coordinates, the coordinate and the taps mirrored at the borders."""
+    o = np.arange(n_out, dtype=np.float64)
+    c = ((o + 0.5) * (n_in / n_out)) - 0.5
+    if n_in > 1:
+        p = 2.0 * n_in - 2.0
+        c = np.where(c < 0, -c, c)  # the coordinates of a resize leave [0, n - 1] by less than one sample
+        c = np.where(c > n_in - 1, p - c, c)
+    else:
+        c = np.zeros_like(c)
+    fl = np.floor(c)
+    x = c - fl
+    y, z = x, 1.0 - x
+    w1 = (y * y * (y - 2.0) * 3.0 + 4.0) / 6.0
+    w2 = (z * z * (z - 2.0) * 3.0 + 4.0) / 6.0
+    w0 = z * z * z / 6.0
+    w3 = 1.0 - w0 - w1 - w2
+    idx = fl.astype(np.int64)[:, None] - 1 + np.arange(4)
+    if n_in > 1:
+        p = 2 * n_in - 2
+        idx %= p
+        idx = np.where(idx < n_in, idx, p - idx)
+    else:
+        idx[:] = 0
+    return idx, np.stack([w0, w1, w2, w3], 1)
+
+
+def _resize_bspline(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """scikit-image ``resize(order=3)`` of a float64 (H, W, C) image in [0, 1]: its anti-aliasing
+    Gaussian on down-scaled axes (sigma = (in/out - 1) / 2, scipy's gaussian_filter1d, mirror),
+    the B-spline, the clip to the input range."""
+    from scipy.ndimage import gaussian_filter1d
+
+    h, w = img.shape[:2]
+    coef = np.array(img, dtype=np.float64)
+    for axis, (n_in, n_out) in enumerate(((h, out_h), (w, out_w))):
+        sigma = max(0.0, (n_in / n_out - 1.0) / 2.0)
+        if sigma > 1e-15:
+            coef = gaussian_filter1d(coef, sigma, axis=axis, mode="mirror", truncate=4.0)
+    _prefilter_axis(coef, 0)
+    _prefilter_axis(coef, 1)
+    iy, wy = _spline_taps(h, out_h)
+    ix, wx = _spline_taps(w, out_w)
+    rows = sum(coef[iy[:, t]] * wy[:, t, None, None] for t in range(4))
+    out = sum(rows[:, ix[:, t]] * wx[None, :, t, None] for t in range(4))
+    return np.clip(out, img.min(), img.max())

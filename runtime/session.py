@@ -92,7 +92,7 @@ class ArtifactInfo(C.Structure):
     """psd_artifact_info."""
 
     _fields_ = [("struct_size", _u32), ("mode", _i32), ("height", _i64), ("width", _i64), ("fm_lower", _i64),
-                ("gate_approved", _i32), ("reserved", _i32), ("preset", C.c_char * 32),
+                ("gate_approved", _i32), ("preprocess", _i32), ("preset", C.c_char * 32),
                 ("encoder_precision", C.c_char * 8), ("head_precision", C.c_char * 8),
                 ("encoder_path", C.c_char * 4096), ("head_path", C.c_char * 4096), ("gate_failures", C.c_char * 1024)]
 
@@ -184,8 +184,8 @@ def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = Non
             only; ``gate_approved`` is then False and ``gate_failures`` says what failed).
 
     Returns:
-        dict: mode, size (H, W), fm_lower, preset, encoder/head precision and path (Path or None),
-        gate_approved, gate_failures.
+        dict: mode, size (H, W), fm_lower, preset, preprocess (``runtime.preprocess`` method),
+        encoder/head precision and path (Path or None), gate_approved, gate_failures.
 
     Raises:
         ArtifactError: the directory breaks a rule (the message names it and the fix).
@@ -207,6 +207,7 @@ def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = Non
             "head_precision": info.head_precision.decode() or None,
             "encoder": Path(info.encoder_path.decode()) if info.encoder_path else None,
             "head": Path(head) if head else None, "gate_approved": bool(info.gate_approved),
+            "preprocess": ("official", "bicubic")[info.preprocess],
             "gate_failures": info.gate_failures.decode()}
 
 

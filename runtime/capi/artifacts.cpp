@@ -147,6 +147,15 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const ArtifactRequest& r
     const Json* preset = m.Get("preset");
     if (preset && !preset->is_string()) throw std::invalid_argument("'preset' is not a string");
     sel.preset = preset ? preset->str() : "NYUv2";
+    const Json* pre = m.Get("preprocess");
+    if (!pre)
+      Throw(PSD_E_ARTIFACT, mpath + " records no preprocessing: it was built by psdrt 0.1 with the bicubic input, "
+                                "which this psdrt no longer assumes; rebuild it with `psdrt build --checkpoint CKPT --out " +
+                                dir + " --force` (add --preprocess bicubic to keep the old input)");
+    if (!pre->is_string() || (pre->str() != "official" && pre->str() != "bicubic"))
+      Throw(PSD_E_ARTIFACT, mpath + " has preprocessing " + Repr(pre) + ", this psdrt knows 'official' and "
+                                "'bicubic'; " + rebuild);
+    sel.preprocess = pre->str();
   } catch (const std::invalid_argument& e) {
     Throw(PSD_E_ARTIFACT, mpath + " is corrupt (" + e.what() + "); " + rebuild);
   }

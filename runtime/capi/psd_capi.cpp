@@ -625,6 +625,22 @@ PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int
                                       out_w, stream))
 }
 
+PSD_API psd_status_t psd_preprocess_workspace_size(psd_device_t device, int32_t method, int64_t height,
+                                                   int64_t width, int64_t out_h, int64_t out_w, size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    *bytes = k::PreprocessWorkspaceBytes(method, height, width, out_h, out_w);
+  })
+}
+
+PSD_API psd_status_t psd_preprocess(psd_device_t device, int32_t method, int64_t height, int64_t width,
+                                    int32_t bgr, int64_t out_h, int64_t out_w, const uint8_t* rgb,
+                                    void* workspace, size_t workspace_bytes, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::PreprocessMethodChecked(ToDevice(device), method, rgb, height, width, bgr != 0, out, out_h,
+                                            out_w, workspace, workspace_bytes, stream))
+}
+
 PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t height, int64_t width,
                                                const psd_guided_params* params, size_t* bytes) {
   PSD_CAPI_GUARD({

@@ -1,7 +1,7 @@
 // psd_session_*: the whole per-frame pipeline behind the C ABI (psd.h, "sessions").
 //
 // The orchestration mirrors psdrt.runtime.pipeline.Pipeline.__call__ step by step and calls the
-// same kernels through their C entry points (psd_preprocess_rgb, psd_propagate,
+// same kernels through their C entry points (psd_preprocess, psd_propagate,
 // psd_post_process, ...); the networks run behind InferenceBackend (ort_backend.cpp,
 // trt_backend.cpp). Every buffer is allocated at create (or at the first frame of a size in
 // guided mode), so a warm psd_session_run allocates nothing.
@@ -169,6 +169,7 @@ struct psd_session {
   uint64_t seed = 0;
   int64_t height = 0, width = 0;  // 0 = any size (guided without artefacts)
   int64_t fm_h = 0, fm_w = 0, fm_lower = 392;
+  int32_t preprocess = PSD_PREPROCESS_OFFICIAL;  // the manifest's
   int32_t guided_levels = 2, guided_iterations = 40;
   double guided_colour_scale = 10.0;
   std::vector<float> guided_w, guided_b;  // the projection (3 x C, C), copied at create
@@ -182,7 +183,7 @@ struct psd_session {
   std::vector<float> sparse_scratch;  // psd_prepare_sparse's workspace
   Buffer sparse, x, rel_inv, diff, depth_pix, fd0, depth;
   Buffer feat[4];
-  std::vector<uint8_t> ws_prop, ws_post, ws_guided;
+  std::vector<uint8_t> ws_prop, ws_post, ws_guided, ws_pre;
   psd_frame_desc desc{};
   psd_frame_desc post_desc{};
   psd_propagation_params params{};
@@ -193,7 +194,7 @@ struct psd_session {
   // per-stage times of the last call: host clock (CPU sessions) or CUDA events (CUDA ones)
   double stage_ms[PSD_STAGE_COUNT] = {0};
 #if defined(PSD_WITH_CUDA)
-  DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided;
+  DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided, d_ws_pre;
   cudaStream_t stream = nullptr;  // staging of psd_session_run on the GPU
   // `done` is recorded at the end of every call on its stream and waited on at the start of the
   // next, so calls on different streams never overlap on the session's buffers.
@@ -228,6 +229,7 @@ struct psd_session {
       d_ws_prop.Release();
       d_ws_post.Release();
       d_ws_guided.Release();
+      d_ws_pre.Release();
       for (Buffer* b : {&sparse, &x, &rel_inv, &diff, &depth_pix, &fd0, &depth, &feat[0], &feat[1], &feat[2], &feat[3]})
         b->dev.Release();
       (void)cudaGetLastError();
@@ -380,6 +382,16 @@ void SetUpNetworks(psd_session* s) {
                               "x" + std::to_string(s->fm_w) + "; rebuild with `psdrt build --size " +
                               std::to_string(h) + "x" + std::to_string(w) + " --force`");
   s->x.Resize(dev, xin.count());
+  size_t pre_bytes = 0;
+  KernelOk(psd_preprocess_workspace_size(static_cast<psd_device_t>(dev), s->preprocess, h, w, s->fm_h, s->fm_w,
+                                         &pre_bytes),
+           "preprocess");
+#if defined(PSD_WITH_CUDA)
+  if (dev == PSD_DEVICE_CUDA) {
+    if (pre_bytes) s->d_ws_pre.Resize(pre_bytes);
+  } else
+#endif
+    s->ws_pre.assign(pre_bytes, 0);
   std::vector<std::string> names = {"rel_inv", "feat0", "feat1", "feat2", "feat3"};
   std::vector<float*> outs;
   for (size_t i = 0; i < names.size(); ++i) {
@@ -549,7 +561,17 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
     timer.Mark(PSD_STAGE_GUIDED);
     return;
   }
-  KernelOk(psd_preprocess_rgb(dev, f.h, f.w, f.bgr ? 1 : 0, s->fm_h, s->fm_w, rgb, stream, s->x.ptr), "preprocess");
+  void* wpre = s->ws_pre.data();
+  size_t wpre_n = s->ws_pre.size();
+#if defined(PSD_WITH_CUDA)
+  if (s->device == PSD_DEVICE_CUDA) {
+    wpre = s->d_ws_pre.p;
+    wpre_n = s->d_ws_pre.bytes;
+  }
+#endif
+  KernelOk(psd_preprocess(dev, s->preprocess, f.h, f.w, f.bgr ? 1 : 0, s->fm_h, s->fm_w, rgb, wpre_n ? wpre : nullptr,
+                          wpre_n, stream, s->x.ptr),
+           "preprocess");
   timer.Mark(PSD_STAGE_PREPROCESS);
   s->encoder->Run(stream);
   timer.Mark(PSD_STAGE_ENCODER);
@@ -879,6 +901,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       s->height = sel.height;
       s->width = sel.width;
       s->fm_lower = o.fm_lower > 0 ? o.fm_lower : sel.fm_lower;
+      s->preprocess = sel.preprocess == "bicubic" ? PSD_PREPROCESS_BICUBIC : PSD_PREPROCESS_OFFICIAL;
       preset_name = sel.preset;
       if (mode == PSD_SESSION_MODE_AUTO) mode = sel.mode == "psd" ? PSD_SESSION_MODE_PSD : PSD_SESSION_MODE_PROPAGATE;
     }
@@ -1022,6 +1045,7 @@ PSD_API psd_status_t psd_artifacts_read(const char* artifact_dir, const char* pr
     i.width = sel.width;
     i.fm_lower = sel.fm_lower;
     i.gate_approved = sel.gate_approved ? 1 : 0;
+    i.preprocess = sel.preprocess == "bicubic" ? PSD_PREPROCESS_BICUBIC : PSD_PREPROCESS_OFFICIAL;
     auto put = [](char* dst, size_t cap, const std::string& v, const char* what) {
       if (v.size() >= cap) Throw(PSD_E_ARTIFACT, std::string(what) + " is longer than " + std::to_string(cap - 1) +
                                                      " bytes; move the directory to a shorter path");

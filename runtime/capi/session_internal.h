@@ -41,6 +41,7 @@ struct ArtifactSelection {
   std::string preset;      // the manifest's preset name ("NYUv2" when absent)
   int64_t height = 0, width = 0;
   int64_t fm_lower = 392;
+  std::string preprocess = "official";  // the encoder input's method (psd_preprocess_t name)
   std::string encoder_path, head_path;  // head_path empty unless mode == "psd"
   std::string encoder_precision, head_precision;
   bool gate_approved = true;  // false: an artefact failed its gate and was taken for a latency-only run
@@ -59,7 +60,8 @@ struct ArtifactRequest {
 // Reads and checks <dir>/manifest.json: the one implementation of these rules (the sessions and,
 // through psd_artifacts_read, Pipeline.from_artifacts use it): format 1, a manifest of at most
 // 64 MiB and 64 nesting levels, model mode psd/propagate, the working size by
-// psd_check_frame_size, fm_lower 1..4096, every file entry a relative path inside the directory
+// psd_check_frame_size, fm_lower 1..4096, the preprocessing ("official" or "bicubic"; a manifest
+// without one predates it and is refused with the rebuild), every file entry a relative path inside the directory
 // (no "..", no absolute path, no symlink leading out), present, with its SHA-256, of the requested
 // precision and backend, gate passed. Throws Error(PSD_E_ARTIFACT) naming the fix.
 ArtifactSelection ReadArtifacts(const std::string& dir, const ArtifactRequest& request);

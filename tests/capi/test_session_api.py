@@ -360,7 +360,8 @@ def test_sha256_padding_edges(capi_lib, tmp_path, n):
     (tmp_path / "encoder.fp32.onnx").write_bytes(data)
     art = {"name": "encoder.fp32.onnx", "file": "encoder.fp32.onnx", "part": "encoder", "precision": "fp32",
            "backend": "onnxruntime", "sha256": hashlib.sha256(data).hexdigest(), "gate": {"passed": True}}
-    m = {"format": 1, "size": [56, 84], "fm_lower": 56, "model": {"mode": "propagate"}, "artifacts": [art]}
+    m = {"format": 1, "size": [56, 84], "fm_lower": 56, "model": {"mode": "propagate"}, "preprocess": "official",
+         "artifacts": [art]}
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     st, _, msg = create(capi_lib, tmp_path)
     assert st == BACKEND and "cannot load" in msg, msg

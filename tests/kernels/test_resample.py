@@ -56,7 +56,11 @@ def test_fm_input_size(lib, h, w):
 @pytest.mark.parametrize("bgr", [False, True])
 def test_preprocess_matches_numpy_reference(lib, bgr):
     rgb = np.random.default_rng(5).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    np.testing.assert_allclose(lib.preprocess_rgb(rgb, bgr=bgr), PP.preprocess_rgb(rgb, bgr=bgr), atol=2e-5, rtol=0)
+    want = PP.reference_preprocess_rgb(rgb, bgr=bgr, method="bicubic")
+    np.testing.assert_allclose(lib.preprocess_rgb(rgb, bgr=bgr), want, atol=2e-5, rtol=0)
+    np.testing.assert_array_equal(lib.preprocess(rgb, bgr=bgr, method="bicubic"), lib.preprocess_rgb(rgb, bgr=bgr))
+    # the official method: the kernel equals its NumPy reference bit for bit
+    np.testing.assert_array_equal(lib.preprocess(rgb, bgr=bgr), PP.reference_preprocess_rgb(rgb, bgr=bgr))
 
 
 @requires_shared_data
@@ -66,4 +70,5 @@ def test_preprocess_real_nyu_frame(lib):
     rgb = np.asarray(Image.open(SHARED_DATA / "nyu" / "00000_rgb.jpg").convert("RGB"))
     out = lib.preprocess_rgb(rgb)
     assert out.shape == (1, 3, 392, 518)
-    np.testing.assert_allclose(out, PP.preprocess_rgb(rgb), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(out, PP.reference_preprocess_rgb(rgb, method="bicubic"), atol=2e-5, rtol=0)
+    np.testing.assert_array_equal(lib.preprocess(rgb), PP.reference_preprocess_rgb(rgb))

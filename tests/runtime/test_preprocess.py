@@ -73,15 +73,45 @@ def test_resize_validation():
 
 def test_preprocess_rgb_matches_torch_pipeline():
     rgb = np.random.default_rng(3).integers(0, 256, (57, 83, 3), dtype=np.uint8)
-    out = pp.preprocess_rgb(rgb)
+    out = pp.preprocess_rgb(rgb, method="bicubic")
     hm, wm = pp.fm_input_size(57, 83)
     assert out.shape == (1, 3, hm, wm) and out.dtype == np.float32 and out.flags.c_contiguous
     t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     t = F.interpolate(t, size=(hm, wm), mode="bicubic", align_corners=False)
     t = (t - torch.tensor(pp.IMAGENET_MEAN)[:, None, None]) / torch.tensor(pp.IMAGENET_STD)[:, None, None]
     np.testing.assert_allclose(out, t.numpy(), rtol=0, atol=1e-4)  # 1e-5 on [0,1] before /std
-    np.testing.assert_array_equal(pp.preprocess_rgb(rgb[..., ::-1].copy(), bgr=True), out)
+    np.testing.assert_array_equal(pp.preprocess_rgb(rgb[..., ::-1].copy(), bgr=True, method="bicubic"), out)
     assert pp.preprocess_rgb(rgb, size=(28, 42)).shape == (1, 3, 28, 42)
+
+
+def _skimage_input(rgb, size):
+    """The official loaders' FM input: scikit-image resize(order=3) in float64, ImageNet
+    normalisation, float32 (what their ToTensor gives)."""
+    from skimage.transform import resize
+
+    img = resize(rgb, size, order=3)
+    img = (img - np.asarray(pp.IMAGENET_MEAN)) / np.asarray(pp.IMAGENET_STD)
+    return img.astype(np.float32).transpose(2, 0, 1)[None]
+
+
+# up-scales (the usual case: 228x304 -> 392x518), equal sizes, down-scales with anti-aliasing on
+# one or both axes, odd sizes, a one-pixel-wide image
+@pytest.mark.parametrize("src, size", [((57, 83), None), ((228, 304), (392, 518)), ((40, 40), (40, 40)),
+                                       ((120, 90), (56, 70)), ((77, 300), (98, 112)), ((1, 9), (14, 28)),
+                                       ((600, 31), (42, 56))])
+def test_official_preprocessing_equals_scikit_image(src, size):
+    rgb = np.random.default_rng(sum(src)).integers(0, 256, src + (3,), dtype=np.uint8)
+    out = pp.preprocess_rgb(rgb, size=size)  # the default: official
+    want = _skimage_input(rgb, out.shape[2:])
+    np.testing.assert_array_equal(out, want)  # the kernel, bit for bit
+    np.testing.assert_array_equal(pp.reference_preprocess_rgb(rgb, size=size), want)  # and its NumPy reference
+    np.testing.assert_array_equal(pp.preprocess_rgb(rgb[..., ::-1].copy(), size=size, bgr=True), want)
+
+
+def test_official_preprocessing_refuses_a_downscale_past_its_gaussian():
+    rgb = np.zeros((2000, 40, 3), np.uint8)
+    with pytest.raises(InputError, match="at most 32x"):
+        pp.preprocess_rgb(rgb, size=(28, 42))
 
 
 @pytest.mark.parametrize("bad, match", [(np.zeros((4, 4, 3), np.float32), "uint8"),
@@ -92,24 +122,22 @@ def test_preprocess_rgb_validation(bad, match):
         pp.preprocess_rgb(bad)
 
 
-# Loose bounds over the values measured for docs/preprocessing.md (normalised units): NYU 228x304
-# max 0.40 / mean 0.0070, KITTI 256x1216 max 0.77 / mean 0.0085. They catch a broken resize
-# (wrong centres or kernel give mean differences of several 0.01) without pinning library versions.
+# The official method equals the official loaders' input on the shared frames; the bicubic option
+# differs by what docs/preprocessing.md measures (normalised units): NYU 228x304 max 0.40 / mean
+# 0.0070, KITTI 256x1216 max 0.77 / mean 0.0085 (bounds over them: a broken resize gives mean
+# differences of several 0.01).
 @_support.requires_shared_data
-def test_difference_to_official_skimage_loader_stays_small():
+def test_official_and_bicubic_against_the_official_loader_on_shared_frames():
     from PIL import Image
-    from skimage.transform import resize
 
     from psdrt.runtime import io
 
     nyu = io.load_shared_frame(_support.SHARED_DATA, "NYUv2", "00000").rgb
     nyu = np.asarray(Image.fromarray(nyu).resize((320, 240), Image.BILINEAR))[6:234, 8:312]
     kitti = io.load_shared_frame(_support.SHARED_DATA, "KITTI", "0000000005").rgb[375 - 256:, 13:13 + 1216]
-    mean = np.array(pp.IMAGENET_MEAN)[:, None, None]
-    std = np.array(pp.IMAGENET_STD)[:, None, None]
     for img in (nyu, kitti):
-        ours = pp.preprocess_rgb(img)[0]
-        ref = resize(img, ours.shape[1:], order=3)  # as the official ResizeV4 calls it
-        ref = (ref.transpose(2, 0, 1) - mean) / std
-        diff = np.abs(ours - ref)
+        ours = pp.preprocess_rgb(img)
+        ref = _skimage_input(img, ours.shape[2:])  # as the official ResizeV4 calls resize
+        np.testing.assert_array_equal(ours, ref)
+        diff = np.abs(pp.preprocess_rgb(img, method="bicubic") - ref)
         assert diff.mean() < 0.015 and diff.max() < 1.0

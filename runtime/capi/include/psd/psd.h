@@ -345,8 +345,25 @@ PSD_API psd_status_t psd_cspn(psd_device_t device, int64_t channels, int64_t hei
                               int32_t iterations, const float* sparse, const float* dense,
                               const float* feat, void* workspace, size_t workspace_bytes,
                               psd_stream_t stream, float* out);
-/* FM input: rgb uint8 (H, W, 3) RGB (bgr = 0) or BGR (bgr != 0) -> out (3, out_h, out_w),
- * bicubic + ImageNet mean/std (kernels/preprocess/preprocess.h). */
+/* Methods of psd_preprocess (kernels/preprocess/preprocess.h states each exactly). */
+typedef enum psd_preprocess_t {
+  PSD_PREPROCESS_OFFICIAL = 0, /* the official PSD loaders': scikit-image resize(order=3), a cubic
+                                  B-spline, clipped, normalised in double (the default) */
+  PSD_PREPROCESS_BICUBIC = 1,  /* PyTorch bicubic (a = -0.75, half-pixel) in float32: an exported
+                                  graph's Resize */
+  PSD_PREPROCESS_COUNT = 2
+} psd_preprocess_t;
+/* Workspace of psd_preprocess (0 for BICUBIC; device memory for CUDA). */
+PSD_API psd_status_t psd_preprocess_workspace_size(psd_device_t device, int32_t method, int64_t height,
+                                                   int64_t width, int64_t out_h, int64_t out_w, size_t* bytes);
+/* FM input: rgb uint8 (H, W, 3) RGB (bgr = 0) or BGR (bgr != 0) -> out (3, out_h, out_w) float32
+ * by `method`. OFFICIAL refuses a down-scale of 1.25x or more (skimage would smooth first).
+ * workspace may be NULL for BICUBIC. */
+PSD_API psd_status_t psd_preprocess(psd_device_t device, int32_t method, int64_t height, int64_t width,
+                                    int32_t bgr, int64_t out_h, int64_t out_w, const uint8_t* rgb,
+                                    void* workspace, size_t workspace_bytes, psd_stream_t stream, float* out);
+/* FM input, the BICUBIC method (kept from ABI 1): rgb uint8 (H, W, 3) RGB (bgr = 0) or BGR
+ * (bgr != 0) -> out (3, out_h, out_w), bicubic + ImageNet mean/std. */
 PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int64_t width,
                                         int32_t bgr, int64_t out_h, int64_t out_w,
                                         const uint8_t* rgb, psd_stream_t stream, float* out);
@@ -614,7 +631,7 @@ typedef struct psd_artifact_info {
   int64_t height, width;       /* the working size */
   int64_t fm_lower;
   int32_t gate_approved;       /* 0 only with PSD_ARTIFACTS_ALLOW_UNGATED and a failed gate */
-  int32_t reserved;
+  int32_t preprocess;          /* psd_preprocess_t the artefacts were built for */
   char preset[32];
   char encoder_precision[8], head_precision[8];
   char encoder_path[4096], head_path[4096]; /* head_path "" unless mode is PSD */
@@ -626,7 +643,8 @@ typedef struct psd_artifact_info {
  * ONNX Runtime (backend PSD_BACKEND_AUTO/ONNXRUNTIME) or TensorRT. The one implementation of the
  * directory rules (psd_session_create and Pipeline.from_artifacts use it): format 1; at most
  * 64 MiB and 64 levels of nesting; model mode psd or propagate; the working size by
- * psd_check_frame_size; fm_lower 1..4096; every file entry a relative path inside the directory
+ * psd_check_frame_size; fm_lower 1..4096; the preprocessing recorded (psdrt 0.1 directories, which
+ * record none, are refused with the rebuild); every file entry a relative path inside the directory
  * (no "..", not absolute, no symlink leading out); present; its SHA-256 as listed (unless
  * PSD_ARTIFACTS_SKIP_SHA256); the gate passed (unless PSD_ARTIFACTS_ALLOW_UNGATED).
  * The SHA-256 list protects against damaged copies, not against tampering: whoever can edit the
