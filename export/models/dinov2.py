@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ._trace import tracing
 from .dinov2_layers import Block, PatchEmbed
 
 
@@ -176,7 +178,17 @@ class DinoVisionTransformer(nn.Module):
             return self.pos_embed
         table = self.pos_embed.float()
         grid = table[:, 1:].reshape(1, n, n, -1).permute(0, 3, 1, 2)
-        grid = resample_pos_grid(grid, (h, w), self.interpolate_offset)
+        if tracing():
+            grid = resample_pos_grid(grid, (h, w), self.interpolate_offset)
+        else:
+            # eager (the reference): upstream's own call, so that the FP32 reference is the official
+            # model bit for bit (the matrix form above rounds differently by a few ulps, which the
+            # inverse-depth alignment and the kNN amplify to centimetres at KITTI size)
+            grid = F.interpolate(grid, scale_factor=((h + self.interpolate_offset) / n,
+                                                     (w + self.interpolate_offset) / n),
+                                 mode="bicubic", antialias=False)
+            if tuple(grid.shape[-2:]) != (h, w):  # never for offset 0.1; guards another offset
+                raise ValueError(f"position-embedding resampling gave {tuple(grid.shape[-2:])}, not {(h, w)}")
         patch_pos = grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat((table[:, :1], patch_pos), dim=1).to(self.pos_embed.dtype)
 
