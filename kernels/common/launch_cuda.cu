@@ -9,7 +9,7 @@ namespace psd {
 
 namespace {
 // Errors a launch itself produces (its configuration, its image, its stream); anything else
-// that cudaGetLastError returns right after a launch is a sticky fault of earlier work.
+// that cudaGetLastError returns right after a launch is a sticky fault of asynchronous work.
 bool IsLaunchError(int e) {
   switch (e) {
     case 1:    // cudaErrorInvalidValue (shared memory, arguments)
@@ -41,10 +41,13 @@ void ThrowLaunchError(cudaError_t e, const LaunchSite& site) {
       fix = "; the stream belongs to another device or was destroyed: call on the device that created it";
     throw CudaError("CUDA kernel launch in " + where + " failed: " + what + fix, static_cast<int>(e));
   }
-  throw CudaError("CUDA reported a device fault of earlier asynchronous work (" + what +
-                      ") when the kernel in " + where +
-                      " was launched; the fault comes from work enqueued before this launch, not from it. "
-                      "A sticky fault leaves the CUDA context unusable: restart the process",
+  // Checked right after the launch: the faulting work may be this kernel (a tiny grid can run and
+  // fault before the check) or anything enqueued before it, so the message blames neither.
+  throw CudaError("CUDA reported a sticky device fault of asynchronous work (" + what +
+                      ") at the launch of the kernel in " + where +
+                      ": it comes from this kernel or from work enqueued before it (compute-sanitizer "
+                      "--tool memcheck names the faulting kernel). A sticky fault leaves the CUDA context "
+                      "unusable: restart the process",
                   static_cast<int>(e));
 }
 

@@ -72,8 +72,8 @@ void CpuParallelRanges(int64_t n, int64_t max_parts, const F& f) {
 
 #if defined(__CUDACC__)
 // Launch errors (cudaGetLastError right after the launch) become a CudaError naming the
-// launch site. An error left by earlier asynchronous work is named as such, not blamed on
-// this launch.
+// launch site. A sticky device fault found there is named as a fault of asynchronous work (this
+// kernel's or earlier work's), not as a launch error.
 void ThrowLaunchError(cudaError_t e, const LaunchSite& site);
 inline void CheckLaunch(const LaunchSite& site) {
   const cudaError_t e = cudaGetLastError();

@@ -7,6 +7,7 @@ these tests skip (``emulated`` fixture)."""
 from __future__ import annotations
 
 import ctypes as C
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -185,10 +186,17 @@ def test_launch_errors_name_the_kernel_and_faults_are_not_blamed_on_later_calls(
     cuda_lib.sparse_pool(x, out=out)  # the next call is fine
     rt.sync()
     rt.c.psd_emu_inject_fault(1, 700)  # the next kernel faults on the device, asynchronously
+    fault = "sticky device fault of asynchronous work.*this kernel or from work enqueued before it"
     try:
-        cuda_lib.sparse_pool(x, out=out)  # enqueued fine: the fault comes when it runs
+        # the fault comes when the kernel runs: a tiny grid may already have run (and faulted) by
+        # the post-launch check, as on a GPU, so this call either returns or reports the fault
+        # as one of asynchronous work, never as a launch error
+        try:
+            cuda_lib.sparse_pool(x, out=out)
+        except BackendUnavailable as exc:
+            assert re.search(fault, str(exc)) and "launch in" not in str(exc), exc
         assert rt.c.cudaDeviceSynchronize() == 700
-        with pytest.raises(BackendUnavailable, match="device fault of earlier asynchronous work"):
+        with pytest.raises(BackendUnavailable, match=fault):
             cuda_lib.sparse_pool(x, out=out)
     finally:
         rt.c.psd_emu_clear_sticky_error()
