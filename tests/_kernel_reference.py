@@ -48,12 +48,21 @@ def partial_shuffle(a: list, keep: int, seed: int, stream_id: int) -> list:
     return a[:keep]
 
 
-def knn_naive(feat, points, init, sparse4, k, rate=1.0, candidates=0, seed=0):
-    """Loop-by-loop kNN propagation of kernels/knn/knn.h (float32 arithmetic)."""
+def _seq_sum(x, axis=-1):
+    """Float32 sum from the first element on, one rounding per addition (the kernels' loops; numpy's
+    own sum is pairwise)."""
+    return np.cumsum(x, axis=axis, dtype=np.float32).take(-1, axis=axis)
+
+
+def knn_naive(feat, points, init, sparse4, k, rate=1.0, candidates=0, seed=0, ties="lower"):
+    """Loop-by-loop kNN propagation of kernels/knn/knn.h, in its float32 arithmetic (unfused
+    products, sums in order) and with its documented tie rule: among equal distances, and then
+    among equal affinities, the lower candidate cell first. Equal to the kernel bit for bit.
+    ``ties="upper"`` reverses that rule (for tests that show a frame's ties decide its output)."""
     c, h, w = feat.shape
     n = h * w
     f = feat.reshape(c, n).T.astype(np.float32)
-    norm = np.maximum(np.sqrt((f * f).sum(1, dtype=np.float32)), np.float32(1e-12))
+    norm = np.maximum(np.sqrt(_seq_sum(f * f, 1)), np.float32(1e-12))
     u = (f / norm[:, None]).astype(np.float32)
     p = points.reshape(3, n).T.astype(np.float32)
     s = sparse4.reshape(n)
@@ -71,17 +80,18 @@ def knn_naive(feat, points, init, sparse4, k, rate=1.0, candidates=0, seed=0):
         if m == 0:
             continue
         d = p[cand] - p[q]
-        d2 = (d * d).sum(1, dtype=np.float32)
-        order = np.lexsort((cand, d2))[: min(2 * k, m)]
+        d2 = _seq_sum(d * d, 1)
+        sign = 1 if ties == "lower" else -1
+        order = np.lexsort((sign * cand, d2))[: min(2 * k, m)]
         near = cand[order]
-        a = (u[near] * u[q]).sum(1, dtype=np.float32)
-        sel = np.lexsort((near, a))[: min(k, len(near))]
+        a = _seq_sum(u[near] * u[q], 1)
+        sel = np.lexsort((sign * near, a))[: min(k, len(near))]
         a_k, v_k = a[sel], s[near[sel]]
-        tot = a_k.sum(dtype=np.float32)
+        tot = _seq_sum(a_k)
         wts = a_k / tot if tot != 0 else None
         if wts is None or not np.isfinite(wts).all():
             wts = np.full(len(sel), 1.0 / len(sel), np.float32)
-        out[q] = (v_k * wts).sum(dtype=np.float32)
+        out[q] = _seq_sum(v_k * wts)
     return out.reshape(h, w)
 
 

@@ -10,10 +10,12 @@
 Every optimised path (kernels, ONNX, TensorRT) is checked against this. It uses the official
 arithmetic with the ``safe`` fallbacks of ``propagation.py``, so its output never contains NaN.
 
+The foundation model's input is the official loaders' by default (``preprocess="official"``:
+scikit-image ``resize(order=3)``, computed by the kernel library's ``psd_preprocess``, equal to
+scikit-image in every tested float32 value); ``preprocess="bicubic"`` gives the exported graph's
+definition instead (docs/preprocessing.md measures the difference).
+
 Differences from the official evaluation loaders, by design:
-* the foundation model input is resized by ``psdrt.runtime.preprocess`` (PyTorch bicubic
-  semantics), not skimage ``resize(order=3)``; the measured difference is in
-  docs/preprocessing.md;
 * IP-Basic is computed here from the sparse input (the official datasets precompute it the same
   way, ``fill_in_fast`` with ``max_depth = sparse.max()``).
 """
@@ -30,7 +32,7 @@ from ...runtime.classical import ip_basic_fill, nearest_fill
 from ...runtime.errors import InputError, PsdError
 from ...runtime.guided import GuidedParams, guided_features
 from ...runtime.inputs import validate_frame
-from ...runtime.preprocess import fm_input_size, preprocess_rgb
+from ...runtime.preprocess import DEFAULT_PREPROCESS, PREPROCESS_METHODS, fm_input_size, preprocess_rgb
 from ...runtime.presets import PropagationPreset, get_preset
 from ...runtime.result import DepthResult
 from . import propagation as P
@@ -58,6 +60,13 @@ class ReferencePipeline:
         fm_lower (int): lower bound of the foundation model's input size (PSD uses 392).
         seed (int): seed of the random subsets used when ``preset.rate < 1`` or a candidate cap
             is set; each call reseeds, so the same frame always gives the same output.
+        preprocess (str): the foundation model input's preprocessing (``runtime.preprocess``):
+            ``"official"`` (scikit-image resize order=3, what the official loaders feed it; the
+            default) or ``"bicubic"``.
+        arithmetic (str): ``"official"`` (the official code's float32 alignment and kNN, op for
+            op: the official DCNet's output; the default) or ``"kernels"`` (the kernel library's:
+            float64 alignment sums, its kNN arithmetic and tie rule), to compare the kernels with
+            float rounding only (``propagation.ARITHMETICS``).
 
     Thread safety: not safe to call concurrently on one instance (PyTorch modules are shared).
     """
@@ -70,9 +79,17 @@ class ReferencePipeline:
         guided: GuidedParams = GuidedParams(),
         fm_lower: int = 392,
         seed: int = 0,
+        preprocess: str = DEFAULT_PREPROCESS,
+        arithmetic: str = "official",
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; use one of {MODES}")
+        if preprocess not in PREPROCESS_METHODS:
+            raise InputError(f"unknown preprocessing {preprocess!r}; use one of {', '.join(PREPROCESS_METHODS)}")
+        self.preprocess = preprocess
+        if arithmetic not in P.ARITHMETICS:
+            raise InputError(f"unknown arithmetic {arithmetic!r}; use one of {', '.join(P.ARITHMETICS)}")
+        self.arithmetic = arithmetic
         self.mode = mode
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         self.guided = guided
@@ -118,7 +135,7 @@ class ReferencePipeline:
     def run_foundation(self, rgb: np.ndarray):
         """Foundation model on one RGB frame: (relative inverse depth at H x W, features)."""
         h, w = rgb.shape[:2]
-        x = torch.from_numpy(preprocess_rgb(rgb, size=fm_input_size(h, w, lower=self.fm_lower)))
+        x = torch.from_numpy(preprocess_rgb(rgb, size=fm_input_size(h, w, lower=self.fm_lower), method=self.preprocess))
         rel, feats = self.fm(x)
         return P.resize_bicubic(rel, (h, w)), feats
 
@@ -128,9 +145,10 @@ class ReferencePipeline:
         Kt = torch.from_numpy(frame.K).float()[None]
         rel, feats = self.run_foundation(frame.rgb)
         ip = _t(ip_basic_fill(frame.sparse))
-        polyfit = P.align_inverse_ls(rel, S)
+        polyfit = P.align_inverse_ls(rel, S, arithmetic=self.arithmetic)
         ip_median = P.align_median(ip, S, safe=True)
-        diff = P.dual_propagation(feats[0], ip_median, polyfit, S, Kt, self.preset, gen, safe=True)
+        diff = P.dual_propagation(feats[0], ip_median, polyfit, S, Kt, self.preset, gen, safe=True,
+                                  arithmetic=self.arithmetic)
         return ip, polyfit, diff, feats
 
     @torch.no_grad()

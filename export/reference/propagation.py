@@ -74,12 +74,14 @@ def _valid_range(sparse: torch.Tensor):
     return sparse[valid].min(), sparse[valid].max()
 
 
-def align_inverse_ls(rel_inv: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+def align_inverse_ls(rel_inv: torch.Tensor, sparse: torch.Tensor, arithmetic: str = "official") -> torch.Tensor:
     """Least-squares scale and shift of a relative inverse depth to sparse metric depth (§3.1).
 
     Args:
         rel_inv (Tensor): B x 1 x H x W relative inverse depth, already resized to H x W.
         sparse (Tensor): B x 1 x H x W metric depth, 0 = missing.
+        arithmetic (str): ``"official"`` (float32 normal equations, as the official code) or
+            ``"kernels"`` (float64 sums and solve, as the kernel library). Defaults to "official".
 
     Returns:
         Tensor: ``depth_polyfit``, B x 1 x H x W metres, clamped to the sparse [min, max].
@@ -95,16 +97,22 @@ def align_inverse_ls(rel_inv: torch.Tensor, sparse: torch.Tensor) -> torch.Tenso
     inside = mask > 0
     target[inside] = 1.0 / sparse[inside]
     r, y, m = rel_inv.squeeze(1), target.squeeze(1), mask.squeeze(1)
-    a00 = (m * r * r).sum((1, 2))
-    a01 = (m * r).sum((1, 2))
-    a11 = m.sum((1, 2))
-    b0 = (m * r * y).sum((1, 2))
-    b1 = (m * y).sum((1, 2))
+    _check_arithmetic(arithmetic)
+    # "kernels": the float32 products summed and solved in float64, with the kernels' relative
+    # singularity guard. The official float32 normal equations are ill-conditioned (det cancels):
+    # one ulp of a sum moves s, t by ~1e-5 relative, so their float32 result depends on the order
+    # in which a device adds; float64 is that spread's centre and the same on every device.
+    d = torch.float64 if arithmetic == "kernels" else rel_inv.dtype
+    a00 = (m * r * r).to(d).sum((1, 2))
+    a01 = (m * r).to(d).sum((1, 2))
+    a11 = m.to(d).sum((1, 2))
+    b0 = (m * r * y).to(d).sum((1, 2))
+    b1 = (m * y).to(d).sum((1, 2))
     det = a00 * a11 - a01 * a01
-    ok = det > 0
+    ok = det > 0 if arithmetic == "official" else (det > 1e-9 * a00 * a11) & (a11 >= 2)
     safe_det = torch.where(ok, det, torch.ones_like(det))
-    s = torch.where(ok, (a11 * b0 - a01 * b1) / safe_det, torch.zeros_like(det))
-    t = torch.where(ok, (-a01 * b0 + a00 * b1) / safe_det, torch.zeros_like(det))
+    s = torch.where(ok, (a11 * b0 - a01 * b1) / safe_det, torch.zeros_like(det)).to(rel_inv.dtype)
+    t = torch.where(ok, (-a01 * b0 + a00 * b1) / safe_det, torch.zeros_like(det)).to(rel_inv.dtype)
     inv = s.view(-1, 1, 1, 1) * rel_inv + t.view(-1, 1, 1, 1)
     # masked assignment, like the official code (a NaN would pass through; none can arise here)
     lo, hi = 1.0 / dmax, 1.0 / dmin
@@ -237,6 +245,53 @@ def compress_channels(feat: torch.Tensor, channels: int, size: Sequence[int]) ->
 # ------------------------------------------------------------------------------------------------
 
 
+#: the two arithmetics of the reference: "official" (the official code op for op: the official
+#: DCNet's output bit for bit where the foundation model is too) and "kernels" (the kernel
+#: library's: float64 alignment sums, unfused squared kNN distances, sums in order, exact ties to
+#: the lower candidate cell; the kernels' output up to float rounding of the continuous stages)
+ARITHMETICS = ("official", "kernels")
+
+
+def _check_arithmetic(arithmetic: str) -> None:
+    if arithmetic not in ARITHMETICS:
+        raise InputError(f"unknown arithmetic {arithmetic!r}; use one of {', '.join(ARITHMETICS)}")
+
+
+def _sum_seq(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension, element by element from the first (float32 rounding each step)."""
+    acc = torch.zeros_like(x[..., 0])
+    for j in range(x.shape[-1]):
+        acc = acc + x[..., j]
+    return acc
+
+
+def _dot_seq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products over the last dimension, accumulated channel by channel."""
+    acc = torch.zeros(torch.broadcast_shapes(a.shape, b.shape)[:-1], dtype=a.dtype)
+    for j in range(a.shape[-1]):
+        acc = acc + a[..., j] * b[..., j]
+    return acc
+
+
+def _normalize_seq(x: torch.Tensor) -> torch.Tensor:
+    """x / max(|x|, 1e-12) over the last dimension (F.normalize) with the sequential sum of squares."""
+    return x / torch.sqrt(_dot_seq(x, x)).clamp_min(1e-12).unsqueeze(-1)
+
+
+def _knn_select_kernels(q_pts, c_pts, q_feat_raw, c_feat, cand, k2: int, kk: int):
+    """The kernels' neighbour choice: (picked positions into the candidates (nq, kk), their
+    affinities). Squared distances ((dx dx + dy dy) + dz dz), sequential dot products, and exact
+    ties (distance, then affinity) to the lower candidate cell."""
+    d = q_pts.unsqueeze(1) - c_pts.unsqueeze(0)  # nq, m, 3
+    d2 = (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
+    near = torch.sort(d2, dim=1, stable=True).indices[:, :k2]  # candidates are in cell order
+    aff = _dot_seq(c_feat[near], _normalize_seq(q_feat_raw).unsqueeze(1))  # nq, 2k
+    by_cell = torch.sort(cand[near], dim=1, stable=True).indices
+    order = torch.sort(aff.gather(1, by_cell), dim=1, stable=True).indices[:, :kk]
+    pick = by_cell.gather(1, order)
+    return near.gather(1, pick), aff.gather(1, pick)
+
+
 def knn_propagate(
     feat: torch.Tensor,
     points: torch.Tensor,
@@ -248,6 +303,7 @@ def knn_propagate(
     generator: Optional[torch.Generator] = None,
     safe: bool = True,
     chunk: int = 4096,
+    arithmetic: str = "official",
 ) -> torch.Tensor:
     """3D kNN propagation at 1/4 resolution with the official re-ranking quirk (§4.2).
 
@@ -255,6 +311,15 @@ def knn_propagate(
     (``sparse > 1e-4``) nearest in Euclidean distance between ``points``, keep the k of them
     with the *smallest* cosine similarity of ``feat``, and write the affinity-weighted mean of
     their sparse values. Other cells keep ``init``.
+
+    ``arithmetic="official"`` (the default) is the official code op for op (``torch.norm``
+    distances, ``torch.topk``, ``F.normalize``) with the candidates in cell order, i.e. the official
+    run whose ``torch.randperm`` draws the identity (tests/parity). Exact ties then go where
+    ``torch.topk`` puts them, which PyTorch does not specify. ``arithmetic="kernels"`` is the
+    kernel library's (``kernels/knn``): squared unfused distances, sums in order, and exact ties
+    resolved to the lower candidate cell (tests/kernels/test_knn.py). Neighbour choices are a
+    discontinuous function of rounding, so the two differ at near-ties, by as much as the official
+    output moves with its own thread count or one ulp of its input (tests/parity measures both).
 
     Args:
         feat (Tensor): B x C x h x w features for the cosine (C = 12: xyz + 9 FM channels).
@@ -268,10 +333,12 @@ def knn_propagate(
             reproducible output when ``rate < 1`` or ``candidates > 0``.
         safe (bool): fallbacks for < 2k candidates and zero weight sums (module docstring).
         chunk (int): queries processed at once (memory bound: chunk x m x C floats).
+        arithmetic (str): ``"official"`` or ``"kernels"`` (above). Defaults to "official".
 
     Returns:
         Tensor: B x 1 x h x w.
     """
+    _check_arithmetic(arithmetic)
     b, c, h, w = feat.shape
     flat_feat = feat.reshape(b, c, h * w).transpose(1, 2)  # b, hw, c
     flat_pts = points.reshape(b, 3, h * w).transpose(1, 2)  # b, hw, 3
@@ -290,6 +357,8 @@ def knn_propagate(
         if candidates < cand.numel():
             perm = torch.randperm(cand.numel(), generator=generator)[:candidates]
             cand = cand[perm]
+            if arithmetic == "kernels":
+                cand = torch.sort(cand).values  # the kernels keep the subset in cell order
         query = torch.nonzero(flat_sparse[i] <= 0).squeeze(1)
         if n_query < query.numel():
             perm = torch.randperm(query.numel(), generator=generator)[:n_query]
@@ -307,8 +376,20 @@ def knn_propagate(
             k2 = m
             kk = min(k, m)
         c_pts = flat_pts[i, cand]  # m, 3
-        c_feat = F.normalize(flat_feat[i, cand], p=2, dim=-1)  # m, c
         c_val = flat_sparse[i, cand]  # m
+        if arithmetic == "kernels":
+            c_feat = _normalize_seq(flat_feat[i, cand])
+            for s in range(0, query.numel(), chunk):
+                q = query[s : s + chunk]
+                pos, k_aff = _knn_select_kernels(flat_pts[i, q], c_pts, flat_feat[i, q], c_feat, cand, k2, kk)
+                total = _sum_seq(k_aff).unsqueeze(1)
+                wts = k_aff / total
+                if safe:
+                    bad = ~torch.isfinite(wts).all(1, keepdim=True) | (total == 0)
+                    wts = torch.where(bad, torch.full_like(wts, 1.0 / kk), wts)
+                out[i, q] = _sum_seq(c_val[pos] * wts)
+            continue
+        c_feat = F.normalize(flat_feat[i, cand], p=2, dim=-1)  # m, c
         for s in range(0, query.numel(), chunk):
             q = query[s : s + chunk]
             dist = torch.norm(flat_pts[i, q].unsqueeze(1) - c_pts.unsqueeze(0), p=2, dim=-1)
@@ -405,8 +486,10 @@ def dual_propagation(
     preset: PropagationPreset,
     generator: Optional[torch.Generator] = None,
     safe: bool = True,
+    arithmetic: str = "official",
 ) -> torch.Tensor:
-    """The parameter-free dual-space propagation in the preset's mode (§4.4).
+    """The parameter-free dual-space propagation in the preset's mode (§4.4); ``arithmetic`` is
+    the kNN's (``knn_propagate``).
 
     Args:
         feat0 (Tensor): B x C x hf x wf guidance features (``path_feats[0]`` of the FM).
@@ -432,7 +515,7 @@ def dual_propagation(
 
     def knn(init):
         return knn_propagate(
-            e4, p4, init, s4, preset.k, preset.rate, preset.candidates, generator, safe=safe
+            e4, p4, init, s4, preset.k, preset.rate, preset.candidates, generator, safe=safe, arithmetic=arithmetic
         )
 
     if preset.mode == "3D-2D":

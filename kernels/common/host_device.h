@@ -21,6 +21,17 @@ enum class Device : int32_t { kCpu = 0, kCuda = 1 };
 // An opaque cudaStream_t (NULL = cudaStreamPerThread). Ignored by CPU launchers.
 using Stream = void*;
 
+// Unfused float multiply and add: nvcc contracts a * b + c into one FMA by default, which rounds
+// once instead of twice. Where a result selects something discontinuously (the kNN's neighbours)
+// the GPU must round as the CPU does, or it picks other neighbours at near-ties.
+#if defined(__CUDA_ARCH__)
+#define PSD_MUL_RN(a, b) __fmul_rn((a), (b))
+#define PSD_ADD_RN(a, b) __fadd_rn((a), (b))
+#else
+#define PSD_MUL_RN(a, b) ((a) * (b))
+#define PSD_ADD_RN(a, b) ((a) + (b))
+#endif
+
 // Works identically in host and device code (no -ffast-math anywhere in the build).
 PSD_HOST_DEVICE PSD_INLINE bool IsFinite(float x) { return (x - x) == 0.0f; }
 

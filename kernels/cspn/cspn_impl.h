@@ -35,7 +35,7 @@ PSD_HOST_DEVICE PSD_INLINE float DotN(const float* a, const float* b) {
 
 PSD_HOST_DEVICE PSD_INLINE void NormalizeInPlace(float* v, int64_t c) {
   float ss = 0.0f;
-  for (int64_t k = 0; k < c; ++k) ss += v[k] * v[k];
+  for (int64_t k = 0; k < c; ++k) ss = PSD_ADD_RN(ss, PSD_MUL_RN(v[k], v[k]));  // the kNN's cosines: unfused
   float nrm = sqrtf(ss);
   nrm = nrm > 1e-12f ? nrm : 1e-12f;
   for (int64_t k = 0; k < c; ++k) v[k] = v[k] / nrm;

@@ -66,8 +66,9 @@ PSD_HOST_DEVICE PSD_INLINE void Insert(Nearest& nb, float d2, int64_t id) {
 }
 
 PSD_HOST_DEVICE PSD_INLINE float Dist2(const float* pts, int64_t n, int64_t a, int64_t b) {
+  // ((dx dx + dy dy) + dz dz), unfused: the reference's arithmetic (export/reference/propagation.py)
   const float dx = pts[a] - pts[b], dy = pts[n + a] - pts[n + b], dz = pts[2 * n + a] - pts[2 * n + b];
-  return dx * dx + dy * dy + dz * dz;
+  return PSD_ADD_RN(PSD_ADD_RN(PSD_MUL_RN(dx, dx), PSD_MUL_RN(dy, dy)), PSD_MUL_RN(dz, dz));
 }
 
 // Re-ranking + blending of one query's nearest set (step 2 and 3 of knn.h).
@@ -80,7 +81,7 @@ PSD_HOST_DEVICE inline float KnnBlend(const Nearest& nb, const float* unit, int6
   for (int j = 0; j < nb.cnt; ++j) {
     const float* uc = unit + nb.id[j] * c;
     float acc = 0.0f;
-    for (int64_t t = 0; t < c; ++t) acc += uq[t] * uc[t];
+    for (int64_t t = 0; t < c; ++t) acc = PSD_ADD_RN(acc, PSD_MUL_RN(uq[t], uc[t]));
     a[j] = acc;
     id[j] = nb.id[j];
   }

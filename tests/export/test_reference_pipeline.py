@@ -50,9 +50,12 @@ def test_three_modes_vits(models, dataset):
     np.testing.assert_array_equal(prop.depth, psd.stages["depth_diff"])
     guided = ReferencePipeline("guided", preset=dataset)(rgb, sparse, K)
     _check(guided, h, w)
-    # the weight-free mode recovers this simple scene well
+    # the weight-free mode recovers this simple scene well [measured RMSE: NYU 0.084 m, KITTI
+    # 0.077 m; nearest fill 0.26 m and 0.18 m]
+    from psdrt.runtime.classical import nearest_fill
+
     rmse = np.sqrt(np.mean((guided.depth - gt) ** 2))
-    assert rmse < 0.25, rmse
+    assert rmse < 0.1 and rmse < 0.5 * np.sqrt(np.mean((nearest_fill(sparse) - gt) ** 2)), rmse
 
 
 def test_deterministic_for_a_seed_including_random_presets(models):

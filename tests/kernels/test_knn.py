@@ -45,6 +45,42 @@ def test_grid_equals_brute_force(lib, clustered, k):
     np.testing.assert_array_equal(grid, brute)
 
 
+def _plane_points(depth, K):
+    """Back-projected pixel grid of a depth map (float32): a constant depth gives a regular grid,
+    where every query has exactly equidistant candidates on both sides."""
+    h, w = depth.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    z = depth.astype(np.float32)
+    return np.stack([(xx - np.float32(K[0, 2])) * z / np.float32(K[0, 0]),
+                     (yy - np.float32(K[1, 2])) * z / np.float32(K[1, 1]), z]).astype(np.float32)
+
+
+@pytest.mark.parametrize("fm", ["constant", "quantised"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_exact_ties_go_to_the_lower_candidate_cell(lib, fm, k):
+    """A constant foundation-model output (random ViT-L weights give one) makes the point cloud a
+    plane and the features equal: distances and affinities tie everywhere. The kernel (grid and
+    brute force) must then follow its documented rule, the lower candidate cell first, exactly
+    (knn_naive). A quantised output (four depth levels) ties within each level."""
+    h, w = 57, 76
+    rng = np.random.default_rng(7)
+    K = np.array([[60.0, 0, 37.5], [0, 60.0, 28.0], [0, 0, 1]])
+    depth = np.full((h, w), 4.0, np.float32) if fm == "constant" else \
+        (2.0 + np.floor(np.linspace(0, 4, w, endpoint=False))[None].repeat(h, 0)).astype(np.float32)
+    pts = _plane_points(depth, K)
+    feat = np.ones((12, h, w), np.float32) if fm == "constant" else \
+        np.repeat(rng.standard_normal((12, 1, 4)).astype(np.float32), w // 4, axis=2).repeat(h, 1)
+    s4 = np.zeros((h, w), np.float32)
+    s4[::6, ::6] = rng.uniform(1.0, 10.0, s4[::6, ::6].shape)  # a regular lattice: symmetric ties
+    init = np.full((h, w), 5.0, np.float32)
+    want = knn_naive(feat, pts, init, s4, k)
+    np.testing.assert_array_equal(lib.knn_propagate(feat, pts, init, s4, k=k), want)
+    np.testing.assert_array_equal(lib.knn_propagate(feat, pts, init, s4, k=k, brute_force=True), want)
+    # the rule decides: ties to the upper cell give another map on these frames
+    upper = knn_naive(feat, pts, init, s4, k, ties="upper")
+    assert (upper != want).mean() > 0.05
+
+
 @pytest.mark.parametrize("m", [0, 1, 2, 5])
 def test_fewer_than_2k_candidates_uses_all(lib, m):
     feat, pts, init, s4 = cells(20, 24, 0.0, seed=m, positive=True)

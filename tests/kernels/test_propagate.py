@@ -31,19 +31,22 @@ def frame(h, w, n, seed=0):
 def reference(rel, s, feat, ip, K, preset):
     h, w = s.shape
     r = R.resize_bicubic(t4(rel), (h, w))
-    dp = R.align_inverse_ls(r, t4(s))
+    dp = R.align_inverse_ls(r, t4(s), arithmetic="kernels")
     im = R.align_median(t4(ip), t4(s)) if ip is not None else dp
-    return R.dual_propagation(t4(feat), im, dp, t4(s), torch.from_numpy(K)[None], preset)[0, 0].numpy()
+    return R.dual_propagation(t4(feat), im, dp, t4(s), torch.from_numpy(K)[None], preset,
+                              arithmetic="kernels")[0, 0].numpy()
 
 
-def assert_close_mostly(out, ref, frac=0.02, atol=1e-4):
-    """Every kernel matches exactly on its own (test_knn etc.); composed, the float32 rounding of
-    the bicubic point map can flip a kNN near-tie, which changes a 1/4 cell and its neighbourhood.
-    Allow that on a small fraction of pixels; everything else within atol."""
+def assert_close_everywhere(out, ref, atol=1e-4):
+    """The composed kernels against the reference in the kernels' arithmetic
+    (``arithmetic="kernels"``: float64 alignment sums, unfused distances, ties to the lower cell):
+    every pixel within atol + 1e-5 relative. The only remaining difference is the float32 rounding
+    of the bicubic resize of the FM output (kernel vs PyTorch, ~1 ulp), which on these frames
+    flips no kNN choice. Measured: max 3.8e-6 m (synthetic frames), 3.1e-5 m (KITTI, 80 m range),
+    median <= 1e-6 m."""
     assert np.isfinite(out).all()
-    bad = np.abs(out - ref) > atol + 1e-5 * np.abs(ref)
-    assert bad.mean() <= frac, f"{bad.mean():.4f} of pixels differ"
-    assert np.median(np.abs(out - ref)) < 1e-5
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=atol)
+    assert np.median(np.abs(out - ref)) < 2e-6
 
 
 @pytest.mark.parametrize("name", ["NYUv2", "VKITTI2", "DIMLi", "ARGOVERSE", "Stanford"])
@@ -56,7 +59,7 @@ def test_presets_match_reference(lib, name):
     rel, s, feat, ip = frame(64, 80, 60, seed=len(name))
     K = K_NYU if preset.cam == "pinhole" else None
     out = lib.propagate(rel, s, feat, K, ip=ip, **_capi.preset_kwargs(preset))
-    assert_close_mostly(out, reference(rel, s, feat, ip, K_NYU, preset))
+    assert_close_everywhere(out, reference(rel, s, feat, ip, K_NYU, preset))
 
 
 @pytest.mark.parametrize("mode", ["3D-2D", "3D+2D", "2D-3D"])
@@ -66,7 +69,7 @@ def test_modes_match_reference_nyu_size(lib, mode):
     out, dp = lib.propagate(rel, s, feat, K_NYU, ip=ip, return_polyfit=True, **_capi.preset_kwargs(preset))
     ref_dp = R.align_inverse_ls(R.resize_bicubic(t4(rel), (228, 304)), t4(s))[0, 0].numpy()
     np.testing.assert_allclose(dp, ref_dp, rtol=2e-5)
-    assert_close_mostly(out, reference(rel, s, feat, ip, K_NYU, preset))
+    assert_close_everywhere(out, reference(rel, s, feat, ip, K_NYU, preset))
 
 
 def test_seeded_random_preset_is_deterministic(lib):
@@ -100,7 +103,7 @@ def test_real_kitti_frame(lib):
     K = np.array([[707.05, 0, 604.08 - 13], [0, 707.05, 180.51 - (375 - 256)], [0, 0, 1]], np.float32)
     preset = PRESETS["KITTI"]
     out = lib.propagate(rel, s, feat, K, **_capi.preset_kwargs(preset))
-    assert_close_mostly(out, reference(rel, s, feat, None, K, preset))
+    assert_close_everywhere(out, reference(rel, s, feat, None, K, preset))
 
 
 @pytest.mark.parametrize("iters", [-1, 0, 6])

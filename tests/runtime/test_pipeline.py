@@ -42,18 +42,67 @@ def test_guided_matches_reference_on_middlebury():
     assert "guided" in out.info["timings_ms"]
 
 
+@pytest.mark.parametrize("preprocess", ["official", "bicubic"])
 @pytest.mark.parametrize("preset", ["NYUv2", "VOID1500"])
-def test_psd_with_reference_backends_matches_reference(model, preset):
-    rgb, sparse, K = _frame()
-    ref = ReferencePipeline("psd", model, preset=preset)(rgb, sparse, K)
-    pipe = Pipeline("psd", TorchBackend(model.foundation, "encoder"), TorchBackend(model, "head"), preset=preset)
+def test_psd_with_reference_backends_matches_reference(model, preset, preprocess):
+    """The kernels against the reference in the kernels' arithmetic on a real frame (Middlebury,
+    1 % random points). Given the same inputs the kNN kernel equals that reference bit for bit
+    (tests/kernels/test_knn.py); end to end the only differences are the float rounding of the
+    continuous stages (the kernels' bicubic resize of the FM output is within 1.5e-7 of PyTorch's),
+    and where that rounding meets a kNN near-tie, another neighbour is chosen. Measured: max
+    1.4e-4 m with bicubic input; with the official input this frame has near-ties that flip, max
+    4.9 mm on 0.8 % of the pixels (> 0.3 mm), the rest within 1e-4 m."""
+    from psdrt.export.gate import fit_frame
+
+    rgb, gt, K = fit_frame(load_middlebury(), (228, 304))
+    sparse = make_sparse("random1", rgb, gt, 0)
+    ref = ReferencePipeline("psd", model, preset=preset, preprocess=preprocess, arithmetic="kernels")(rgb, sparse, K)
+    pipe = Pipeline("psd", TorchBackend(model.foundation, "encoder"), TorchBackend(model, "head"), preset=preset,
+                    preprocess=preprocess)
     out = pipe(rgb, sparse, K)
     diff = np.abs(out.depth - ref.depth)
-    # the kernels equal the reference up to float rounding, except where rounding flips a near-tie
-    # in the kNN (measured: 0.25 % of pixels, at most 3 mm, on this frame)
-    assert np.mean(diff > 1e-3) < 0.01, np.mean(diff > 1e-3)
-    assert diff.max() < 0.1
+    assert diff.max() < 1e-2 and np.mean(diff > 3e-4) < 0.012, (diff.max(), np.mean(diff > 3e-4))
+    assert np.quantile(diff, 0.95) < 1e-4
+    if preprocess == "bicubic":  # no near-tie flips on this frame
+        assert diff.max() < 3e-4
     assert set(out.info["timings_ms"]) >= {"preprocess", "encoder", "propagation", "head", "post"}
+
+
+def test_synthetic_plane_frame_shows_the_knn_near_tie_sensitivity(model):
+    """A synthetic planar frame has near-ties everywhere: one ulp of difference between two paths
+    (the kernel's and PyTorch's bicubic resize of the FM output) flips kNN choices there, as one
+    ulp of the reference's own inputs flips them inside the reference. The spread is the larger
+    change of the reference under one ulp on its resized relative depth (half the pixels, the
+    stage where the two paths differ) and one ulp on the sparse depth; the kernel pipeline stays
+    within three times it. Measured, share of pixels > 1 mm: official preprocessing, pipeline 4.0 %,
+    spread 1.6 % (relative depth) / 0.7 % (sparse); bicubic 0.7 %, spread 0.5 % / 1.1 %."""
+    from unittest import mock
+
+    from psdrt.export.reference import propagation as P
+
+    rgb, sparse, K = _frame()
+    resize = P.resize_bicubic
+
+    def one_ulp_on_rel(x, size, *args, **kwargs):
+        y = resize(x, size, *args, **kwargs)
+        if y.shape[1] != 1:  # the features
+            return y
+        sel = torch.rand(y.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+        return torch.where(sel, torch.nextafter(y, torch.tensor(float("inf"))), y)
+
+    for preprocess in ("official", "bicubic"):
+        ref = ReferencePipeline("psd", model, arithmetic="kernels", preprocess=preprocess)
+        a = ref(rgb, sparse, K).depth
+        nudged = np.where(sparse > 0, np.nextafter(sparse, np.float32(np.inf)), 0).astype(np.float32)
+        by_sparse = np.mean(np.abs(ref(rgb, nudged, K).depth - a) > 1e-3)
+        with mock.patch.object(P, "resize_bicubic", one_ulp_on_rel):
+            by_rel = np.mean(np.abs(ref(rgb, sparse, K).depth - a) > 1e-3)
+        spread = max(by_sparse, by_rel)
+        out = Pipeline("psd", TorchBackend(model.foundation, "encoder"), TorchBackend(model, "head"),
+                       preprocess=preprocess)(rgb, sparse, K)
+        flips = np.mean(np.abs(out.depth - a) > 1e-3)
+        assert 0 < spread and flips <= 3 * spread, (preprocess, flips, by_sparse, by_rel)
+        assert np.abs(out.depth - a).max() < 0.05
 
 
 def test_propagate_mode_and_errors(model):
