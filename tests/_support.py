@@ -25,13 +25,37 @@ requires_shared_data = pytest.mark.skipif(
 )
 
 
+#: where the official code snapshots sit beside a checkout (CI has them; a user's clone does not)
+OFFICIAL_SNAPSHOTS = REPO_ROOT.parent / "shared" / "official"
+
+
+def _official_dir(env_name: str, snapshot: str) -> Path | None:
+    env = os.environ.get(env_name)
+    path = Path(env) if env else OFFICIAL_SNAPSHOTS / snapshot
+    return path if path.is_dir() else None
+
+
 def official_psd_dir() -> Path | None:
-    """Local checkout of shenglunch/PSD for parity tests ($PSD_OFFICIAL_DIR), or None."""
-    env = os.environ.get("PSD_OFFICIAL_DIR")
-    return Path(env) if env and Path(env).is_dir() else None
+    """Checkout of shenglunch/PSD for parity tests: $PSD_OFFICIAL_DIR, else ../shared/official/PSD."""
+    return _official_dir("PSD_OFFICIAL_DIR", "PSD")
 
 
 def official_dav2_dir() -> Path | None:
-    """Local checkout of DepthAnything/Depth-Anything-V2 for parity tests ($PSD_DAV2_OFFICIAL_DIR)."""
-    env = os.environ.get("PSD_DAV2_OFFICIAL_DIR")
-    return Path(env) if env and Path(env).is_dir() else None
+    """Checkout of DepthAnything/Depth-Anything-V2: $PSD_DAV2_OFFICIAL_DIR, else
+    ../shared/official/Depth-Anything-V2."""
+    return _official_dir("PSD_DAV2_OFFICIAL_DIR", "Depth-Anything-V2")
+
+
+def official_missing(what: str, env_name: str, snapshot: str, need: tuple = ()) -> str | None:
+    """Why an official-code parity test cannot run here (its skip reason), or None.
+
+    ``need`` lists files the checkout must hold."""
+    path = _official_dir(env_name, snapshot)
+    if path is None:
+        env = os.environ.get(env_name)
+        return (f"{env_name}={env} is not a folder" if env else
+                f"no {what} checkout: set {env_name}, or place its snapshot at {OFFICIAL_SNAPSHOTS / snapshot}")
+    missing = [n for n in need if not (path / n).is_file()]
+    if missing:
+        return f"{path} is not a {what} checkout (missing {', '.join(missing)})"
+    return None

@@ -64,22 +64,32 @@ def official_checkout() -> Optional[Path]:
     return _support.official_psd_dir()
 
 
-def official_available(checkout: Optional[Path] = None) -> bool:
-    """Whether the official DCNet can be built here.
+def official_problem(checkout: Optional[Path] = None) -> Optional[str]:
+    """Why the official DCNet cannot be built here (the parity tests' skip reason), or None.
 
     Args:
-        checkout (Path | None): checkout to check. Defaults to ``$PSD_OFFICIAL_DIR``.
-
-    Returns:
-        bool: True when the checkout holds the DCNet module and cfg.yml and PyYAML is importable.
+        checkout (Path | None): checkout to check. Defaults to ``$PSD_OFFICIAL_DIR``, else
+            ``../shared/official/PSD``.
     """
-    checkout = checkout if checkout is not None else official_checkout()
+    import _support
+
+    need = (OFFICIAL_MODULE, "configs/cfg.yml")
     if checkout is None:
-        return False
-    checkout = Path(checkout)
-    if not (checkout / OFFICIAL_MODULE).is_file() or not (checkout / "configs" / "cfg.yml").is_file():
-        return False
-    return importlib.util.find_spec("yaml") is not None
+        why = _support.official_missing("shenglunch/PSD", "PSD_OFFICIAL_DIR", "PSD", need)
+        if why:
+            return why
+        checkout = official_checkout()
+    missing = [n for n in need if not (Path(checkout) / n).is_file()]
+    if missing:
+        return f"{checkout} is not a shenglunch/PSD checkout (missing {', '.join(missing)})"
+    if importlib.util.find_spec("yaml") is None:
+        return "PyYAML is not installed (the official DCNet reads configs/cfg.yml): pip install -e '.[test]'"
+    return None
+
+
+def official_available(checkout: Optional[Path] = None) -> bool:
+    """Whether the official DCNet can be built here (``official_problem`` is None)."""
+    return official_problem(checkout) is None
 
 
 # --------------------------------------------------------------------------------------------

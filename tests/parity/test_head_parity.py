@@ -27,9 +27,8 @@ from parity import _official
 from psdrt.export.models.completion_head import NUM_BINS, CorrectionHead
 from psdrt.export.models.random_weights import randomize_head_
 
-pytestmark = pytest.mark.skipif(
-    not _official.official_available(), reason="official PSD checkout not found (set PSD_OFFICIAL_DIR)"
-)
+pytestmark = pytest.mark.skipif(_official.official_problem() is not None,
+                                reason=str(_official.official_problem()))
 
 ENCODER = "vits"
 FM_CHANNELS = _official.DAV2_FEATURES[ENCODER]

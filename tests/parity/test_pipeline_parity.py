@@ -1,154 +1,146 @@
-"""End-to-end parity of ``ReferencePipeline`` (mode ``psd``) against the official PSD ``DCNet``.
+"""End to end from raw RGB: the official PSD ``DCNet`` against psdrt's reference, its ONNX Runtime
+FP32 pipeline and its C session, on the same image, sparse depth and K.
 
-Skipped unless $PSD_OFFICIAL_DIR names a local checkout of shenglunch/PSD.
+Skipped unless the official checkout is found ($PSD_OFFICIAL_DIR or ../shared/official/PSD).
 
-What it proves, with random official-format weights (ViT-S Depth Anything V2, test-friendly head
-weights from ``randomize_head_``):
+Inputs, as the official evaluation loaders prepare them:
 
-* the official -> psdrt checkpoint path: the official ``DCNet.state_dict()`` is saved the way the
-  official trainer saves it (``{'epoch', 'model', 'optimizer'}``) and loaded with
-  ``psdrt.export.checkpoints.load_model``;
-* the whole forward: the official ``DCNet.forward(inputs, epoch=0, is_test=True, data=...)`` is run
-  unmodified (no patched methods; only ``torch.randperm`` is pinned, see below) on exactly the
-  inputs our pipeline builds for itself (FM input from ``preprocess_rgb``, IP-Basic from
-  ``ip_basic_fill``), and every stage of its
-  ``outputs['depth']`` list ``[ip, depth_polyfit, depth_diff, depth_residual, depth_img, depth_pix,
-  depth_post]`` is compared with our ``DepthResult.stages``.
+* NYUv2: the shared NYU frame 00000 halved and centre-cropped to 228x304 (``nyu_halve_crop``), 1 %
+  random sparse depth from its ground truth (seed 0);
+* KITTI: the shared KITTI depth-completion frame ``lidar/kittidc_a`` with its **real raw LiDAR**,
+  bottom-cropped to 256x1216 (``kitti_bottom_crop``), KITTI's nominal K;
+* where the shared frames are absent, deterministic synthetic scenes of the same sizes.
 
-Two comparisons per size, from one official forward:
+The official side gets the loaders' own foundation-model input (scikit-image ``resize(order=3)``,
+ImageNet normalisation in float64, float32: ``ResizeV4`` + ``ToTensor`` + ``NormalizeTensor`` +
+``ConvertFloat``) and the official ``fill_in_fast`` IP-Basic; psdrt gets the raw RGB and does its
+own preprocessing. Random official-format ViT-S weights (the official ``DCNet.state_dict()`` saved
+as the official trainer does and loaded with ``load_model``).
 
-1. end to end: our pipeline with our foundation model. Our DA-V2 matches the official one to float
-   rounding (~1e-6 relative on the relative inverse depth), but the least-squares inverse-depth
-   alignment amplifies that (depth = 1 / (s r + t) with cancelling s r and t; observed 5e-5
-   relative at KITTI size) and the propagation carries it on, so this bound is relative to each
-   stage's range;
-2. the same pipeline fed the official FM's own output (captured with a forward hook): everything
-   downstream of the FM must agree to float rounding (observed: bit-identical at KITTI size).
+The official spread. The official output is a discontinuous function of float rounding (the kNN
+keeps other neighbours at near-ties), so "the official answer" is only defined up to what the
+official code itself does under a rounding change. It is measured in the test: the official
+forward once more with one ulp added to a random half of its input, and once with another thread
+count (PyTorch splits reductions differently); the spread is the larger of the two changes of the
+final depth. Measured here (2-core CPU, random weights): NYU 2.2e-4 m, KITTI 1.5e-2 m.
 
-The frame is a deterministic synthetic scene (docs/psd_method.md §12.1: the official code needs at
-least two sparse values strictly inside (min, max), which a normal scene has). ``rgb`` is not read
-by the DA-V2 path of the official forward; ``dataset`` (NK only) and ``M`` (KITTI-360 only) are not
-needed for NYUv2 / KITTI.
+What is asserted (measured values in brackets, same machine):
 
-Tie-breaking in the kNN. With the NYUv2 / KITTI presets (rate 1, no candidate cap) the official
-``knnv1`` still passes its candidate and query lists through ``torch.randperm``
-(``get_knn_candidate`` / ``select_random_pointv1``). The sets are complete, so the permutation only
-decides which of two *exactly* equidistant candidates ``torch.topk`` keeps. Such ties are common:
-where ``depth_polyfit`` is clamped to the sparse min/max the point map is a regular grid at one
-depth, and the two neighbours symmetric about a query are at bit-identical distances. The official
-output then depends on the global RNG state (seen here: one 1/4-resolution cell out of 4,332
-flipping between 6.10 m and 7.14 m across seeds, about 6 mm max in ``depth_diff`` after the CSPN),
-so docs/psd_method.md §12.5 ("bit-identical across seeds") holds only for tie-free inputs. Our
-reference ranks index-ordered candidates, so ``torch.topk`` keeps the lower index. The official
-forward is therefore run with ``torch.randperm`` returning the identity permutation (a legitimate draw, the one that orders the
-candidates by index like ours); nothing else in the forward draws random numbers.
+* the reference's foundation-model input equals the official one and its output (relative depth
+  and four features) is bit-identical: the reference computes upstream's eager attention and
+  position-embedding resampling op for op;
+* the reference's final depth is within 1e-4 m of the official at NYU size [1.0e-5] and within the
+  spread at KITTI size [2.0e-3]: its alignment and kNN are the official ones bit for bit, and only
+  the CSPN's 8-neighbour sums round differently (the official sums them with a Conv3d);
+* the ONNX Runtime FP32 pipeline (``Pipeline.from_artifacts``) and the C session (``CSession``)
+  are bit-identical to each other;
+* the official code given ONNX Runtime's foundation-model output moves by about its own spread
+  [NYU 2.2e-4 m, KITTI 1.1e-2 m]: the engine's float rounding is harmless;
+* the kernels' propagation, given that same FM output, differs from the official's where their
+  kNN (float64 alignment sums, unfused distances, ties to the lower cell) keeps another
+  neighbour at a near-tie than the official float32 arithmetic: within the spread at NYU size
+  [2.9e-6 m], at KITTI size 1-2 of 19,456 quarter-resolution cells, which the CSPN spreads over
+  ~800 pixels each [max 0.18 m, 0.21 % of the pixels beyond 1 cm]. That is more than the official
+  spread (0-1 flipped cells), and stated as such: the deployment path is the official method up to
+  those flips, not bit for bit.
+
+Result file. With ``PSD_PARITY_RESULTS=DIR`` the measured figures are also written to
+``DIR/parity_official.{json,md}`` with the commit, date, machine and load (the README's Fidelity
+figures come from ``benchmarks/results/parity_official.md``, made so):
+
+    PSD_PARITY_RESULTS=benchmarks/results python -m pytest -q -s tests/parity/test_pipeline_parity.py
+
+Tie-breaking in the kNN. The official ``knnv1`` passes its (complete) candidate and query lists
+through ``torch.randperm``, which only decides exact ties; the official forward here runs with
+``torch.randperm`` returning the identity (a legitimate draw: the one ordering candidates by cell,
+as the reference does).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import time
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
+import _support
 from parity import _official
-from psdrt.export.checkpoints import load_model
-from psdrt.export.models.random_weights import randomize_head_
-from psdrt.export.reference.pipeline import ReferencePipeline
-from psdrt.runtime.classical import ip_basic_fill
-from psdrt.runtime.preprocess import fm_input_size, preprocess_rgb
 
-pytestmark = pytest.mark.skipif(
-    not _official.official_available(), reason="official PSD checkout not found (set PSD_OFFICIAL_DIR)"
-)
+pytestmark = pytest.mark.skipif(_official.official_problem() is not None,
+                                reason=str(_official.official_problem()))
 
 ENCODER = "vits"
 #: official output list order (DCNet.forward, eval branch)
 STAGES = ("ip", "depth_polyfit", "depth_diff", "depth_residual", "depth_img", "depth_pix", "depth_post")
-#: float32 on CPU, same op sequence; allow for BLAS splits / reduction order (depths are metres)
-RTOL = 1e-5
-ATOL = 1e-4
-#: our DA-V2 vs the official one on the same input: float rounding (observed ~1e-6 relative)
-FM_RTOL = 1e-5
-FM_ATOL_FEAT = 1e-4
-#: end to end, max |ours - official| / max |official| per stage (observed <= 2.3e-4 at KITTI size,
-#: from the FM rounding above amplified by the inverse-depth alignment; see the module docstring)
-E2E_REL = 2e-3
-CASES = {
-    # name: (H, W, official data name, depth range of the scene in metres)
-    "nyu_228x304": (228, 304, "NYUv2", (1.0, 8.0)),
-    "kitti_256x1216": (256, 1216, "KITTI", (4.0, 70.0)),
-}
-SPARSE_RATE = 0.05
+#: the issue's bound at NYU size for the reference from raw RGB (metres)
+NYU_ABS = 1e-4
+CASES = {"nyu": ("NYUv2", (228, 304)), "kitti": ("KITTI", (256, 1216))}
 
 
 def synthetic_frame(h: int, w: int, depth_range, seed: int = 0):
-    """Structured RGB uint8, sparse depth (~5 % of a plausible scene) and K, all deterministic."""
+    """Structured RGB uint8, 5 % sparse depth of a plausible scene and K, all deterministic."""
     rng = np.random.default_rng(seed)
     near, far = depth_range
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    v = yy / (h - 1)
-    u = xx / (w - 1)
-    # ground plane below the horizon (depth grows towards the horizon), far backdrop above it
-    horizon = 0.42
-    t = np.clip((v - horizon) / (1.0 - horizon), 1e-3, 1.0)
-    depth = np.where(v > horizon, near / t, far).astype(np.float32)
-    depth = np.minimum(depth, far)
-    # a slanted wall on the left and two boxes standing on the ground
-    wall = near + (far - near) * (0.15 + 0.6 * u / 0.3)
-    depth = np.where(u < 0.3, np.minimum(depth, wall), depth)
+    v, u = yy / (h - 1), xx / (w - 1)
+    t = np.clip((v - 0.42) / 0.58, 1e-3, 1.0)
+    depth = np.minimum(np.where(v > 0.42, near / t, far), far).astype(np.float32)
+    depth = np.where(u < 0.3, np.minimum(depth, near + (far - near) * (0.15 + 2 * u)), depth)
     for (u0, u1, v0, v1, d) in ((0.45, 0.6, 0.3, 0.8, 0.35), (0.7, 0.85, 0.2, 0.7, 0.6)):
         box = (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
         depth = np.where(box, near + (far - near) * d + 0.3 * (u - u0), depth)
     depth = np.clip(depth, near, far).astype(np.float32)
-
-    # RGB: shading from depth, a checker texture and colour gradients, plus a little noise
     shade = 1.0 - (depth - near) / (far - near)
     checker = ((xx // 16 + yy // 16) % 2).astype(np.float32)
-    rgb = np.stack(
-        [
-            0.55 * shade + 0.25 * u + 0.15 * checker,
-            0.45 * shade + 0.30 * v + 0.10 * checker,
-            0.35 * shade + 0.35 * (1.0 - u) + 0.20 * np.sin(xx / 9.0) ** 2,
-        ],
-        axis=-1,
-    )
-    rgb = rgb + rng.normal(0.0, 0.02, rgb.shape)
-    rgb = (np.clip(rgb, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-    mask = rng.random((h, w)) < SPARSE_RATE
+    rgb = np.stack([0.55 * shade + 0.25 * u + 0.15 * checker, 0.45 * shade + 0.30 * v + 0.10 * checker,
+                    0.35 * shade + 0.35 * (1.0 - u) + 0.20 * np.sin(xx / 9.0) ** 2], -1)
+    rgb = (np.clip(rgb + rng.normal(0.0, 0.02, rgb.shape), 0, 1) * 255).round().astype(np.uint8)
     noisy = depth * (1.0 + 0.01 * rng.standard_normal((h, w))).astype(np.float32)
-    sparse = np.where(mask, noisy, 0.0).astype(np.float32)
-
-    f = 0.8 * w if w > 2 * h else 1.15 * w  # KITTI-like vs NYU-like focal length
-    K = np.array([[f, 0.0, w / 2.0 - 0.5], [0.0, f, h / 2.0 - 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+    sparse = np.where(rng.random((h, w)) < 0.05, noisy, 0.0).astype(np.float32)
+    f = 0.8 * w if w > 2 * h else 1.15 * w
+    K = np.array([[f, 0.0, w / 2.0 - 0.5], [0.0, f, h / 2.0 - 0.5], [0.0, 0.0, 1.0]])
     return rgb, sparse, K
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """(official DCNet, our PSDModel loaded from the official-format checkpoint file, info)."""
-    checkout = _official.official_checkout()
-    t0 = time.perf_counter()
-    official = _official.build_official_dcnet(checkout, ENCODER, seed=0)
-    randomize_head_(official, seed=11)
-    official.eval()
-    sd = official.state_dict()
-    # what the official trainer writes: {'epoch': ..., 'model': state_dict, 'optimizer': ...}
-    optimizer = torch.optim.AdamW([p for p in official.parameters() if p.requires_grad], lr=1e-4)
-    path = tmp_path_factory.mktemp("ckpt") / "psd_dav2_vits_random.ckpt"
-    torch.save({"epoch": 44, "model": sd, "optimizer": optimizer.state_dict()}, path)
-    model, info = load_model(path)
-    assert info.kind == "psd" and info.encoder == ENCODER and info.format == "psd-official"
-    assert info.epoch == 44 and info.has_optimizer
-    # the loaded weights are bit-identical to the official ones (load_model loads strictly)
-    ours_sd = model.state_dict()
-    assert set(ours_sd) == set(sd)
-    assert all(torch.equal(ours_sd[k], sd[k]) for k in sd)
-    print(f"\nofficial DCNet ({ENCODER}) built, saved and loaded in {time.perf_counter() - t0:.1f} s")
-    return official, model
+def frame(case: str):
+    """(rgb uint8, sparse float32 metres, K float64, description) of a case."""
+    from psdrt.runtime.datasets import kitti_bottom_crop, nyu_halve_crop
+    from psdrt.runtime.io import intrinsics_matrix, load_shared_frame, read_depth, read_rgb
+    from psdrt.runtime.patterns import make_sparse
+
+    data = _support.SHARED_DATA
+    lidar = None if data is None else data / "lidar"
+    if case == "nyu" and data is not None:
+        f = load_shared_frame(data, "NYUv2", "00000")
+        rgb, K, gt = nyu_halve_crop(f.rgb, f.K, f.depth)
+        return rgb, make_sparse("random1", rgb, gt, 0).astype(np.float32), K, "NYU 00000, 1 % random"
+    if case == "kitti" and lidar is not None and (lidar / "kittidc_a_lidar.png").is_file():
+        rgb = read_rgb(lidar / "kittidc_a_rgb.png")
+        raw = read_depth(lidar / "kittidc_a_lidar.png", 256.0)
+        K = intrinsics_matrix(721.5377, 721.5377, 609.5593, 172.854)  # KITTI's nominal values
+        rgb, K, raw = kitti_bottom_crop(rgb, K, raw)
+        return rgb, raw.astype(np.float32), K, "KITTI kittidc_a, raw LiDAR"
+    h, w = CASES[case][1]
+    rgb, sparse, K = synthetic_frame(h, w, (1.0, 8.0) if case == "nyu" else (4.0, 70.0))
+    return rgb, sparse, K, "synthetic"
+
+
+def official_fm_input(rgb: np.ndarray) -> np.ndarray:
+    """The official loaders' FM input: skimage resize(order=3) (ResizeV4), ToTensor, Normalize in
+    float64, ConvertFloat."""
+    from skimage.transform import resize
+
+    from psdrt.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, fm_input_size
+
+    img = resize(rgb, fm_input_size(*rgb.shape[:2]), order=3)
+    img = (img - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
+    return np.ascontiguousarray(img.astype(np.float32).transpose(2, 0, 1)[None])
 
 
 def _identity_randperm(n, *args, **kwargs):
@@ -156,102 +148,223 @@ def _identity_randperm(n, *args, **kwargs):
     return torch.arange(int(n), dtype=torch.int64)
 
 
-def run_official(official, rgb, sparse, K, data):
-    """Official ``DCNet.forward`` on the inputs our pipeline builds; (stages, FM input, FM output)."""
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(official DCNet, our model loaded from the official-format file, checkpoint path, official
+    fill_in_fast)."""
+    from psdrt.export.checkpoints import load_model
+    from psdrt.export.models.random_weights import randomize_head_
+
+    checkout = _official.official_checkout()
+    official = _official.build_official_dcnet(checkout, ENCODER, seed=0)
+    randomize_head_(official, seed=11)
+    official.eval()
+    sd = official.state_dict()
+    optimizer = torch.optim.AdamW([p for p in official.parameters() if p.requires_grad], lr=1e-4)
+    path = tmp_path_factory.mktemp("ckpt") / "psd_dav2_vits_random.ckpt"
+    torch.save({"epoch": 44, "model": sd, "optimizer": optimizer.state_dict()}, path)
+    model, info = load_model(path)
+    assert info.kind == "psd" and info.encoder == ENCODER and info.format == "psd-official"
+    assert info.epoch == 44 and info.has_optimizer
+    ours_sd = model.state_dict()
+    assert set(ours_sd) == set(sd) and all(torch.equal(ours_sd[k], sd[k]) for k in sd)
+    spec = importlib.util.spec_from_file_location("_official_ip_basic", checkout / "datasets" / "ip_basic.py")
+    ipb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ipb)
+    return official, model, path, ipb.fill_in_fast
+
+
+def run_official(official, fill_in_fast, rgb_mde, sparse, K, data, threads=None, fm_output=None):
+    """Official ``DCNet.forward`` (eval); (stages by name, FM output (rel, feats)). ``fm_output``
+    replaces its foundation model's output (rel, feats) with another engine's."""
     h, w = sparse.shape
-    ip = ip_basic_fill(sparse)
+    ip = fill_in_fast(sparse.copy(), max_depth=sparse.max())  # as the official datasets do
     inputs = {
         "rgb": torch.zeros(1, 3, h, w),  # read but unused by the DA-V2 path
-        "rgb_mde": torch.from_numpy(preprocess_rgb(rgb, size=fm_input_size(h, w))),
+        "rgb_mde": torch.from_numpy(rgb_mde),
         "sparse": torch.from_numpy(sparse)[None, None],
-        "ip": torch.from_numpy(np.ascontiguousarray(ip, dtype=np.float32))[None, None],
-        "K": torch.from_numpy(K).float()[None],
+        "ip": torch.from_numpy(np.asarray(ip, np.float32))[None, None],
+        "K": torch.from_numpy(np.asarray(K, np.float32))[None],
     }
     seen = {}
-    handle = official.mde.net.register_forward_hook(lambda mod, args, out: seen.setdefault("fm", out))
-    # See the module docstring: the official kNN draws its (complete) candidate and query lists in
-    # torch.randperm order, which only decides ties; the identity draw matches our index order.
+    def hook(mod, args, out):
+        seen["fm"] = out
+        if fm_output is not None:
+            rel, feats = fm_output
+            return rel.reshape(out[0].shape), list(feats)
+        return None
+
+    handle = official.mde.net.register_forward_hook(hook)
+    before = torch.get_num_threads()
     try:
+        if threads:
+            torch.set_num_threads(threads)
         with torch.no_grad(), mock.patch.object(torch, "randperm", _identity_randperm):
             outputs = official(inputs, 0, True, data)
     finally:
+        torch.set_num_threads(before)
         handle.remove()
-    depths = outputs["depth"]
-    assert len(depths) == len(STAGES)
-    return {name: d[0, 0].numpy() for name, d in zip(STAGES, depths)}, inputs["rgb_mde"], seen["fm"]
+    return {n: d[0, 0].numpy().copy() for n, d in zip(STAGES, outputs["depth"])}, seen["fm"]
 
 
-def compare(got, expected):
-    """Per stage: (max |ours - official|, that divided by max |official|)."""
-    out = {}
-    for name in STAGES:
-        ref, val = expected[name], got[name]
-        assert val.shape == ref.shape, name
-        assert np.isfinite(ref).all(), f"official {name} is not finite"
-        diff = float(np.abs(val.astype(np.float64) - ref).max())
-        out[name] = (diff, diff / max(float(np.abs(ref).max()), 1e-12))
-    return out
+#: the measured figures of each case, written to $PSD_PARITY_RESULTS at the end of the module
+MEASURED: dict = {}
 
 
-def fmt(diffs):
-    return ", ".join(f"{k}={d:.3g} (rel {r:.2g})" for k, (d, r) in diffs.items())
+@pytest.fixture(scope="module", autouse=True)
+def result_file():
+    """Writes ``parity_official.{json,md}`` to ``$PSD_PARITY_RESULTS`` once every case has run."""
+    load_before = round(os.getloadavg()[0], 2)
+    yield
+    out = os.environ.get("PSD_PARITY_RESULTS")
+    if not out or not MEASURED:
+        return
+    from psdrt.benchmarks.harness import capture_environment, machine_summary
+
+    env = capture_environment(ort_providers=False)
+    doc = {"title": "official PSD DCNet vs psdrt from raw RGB (tests/parity/test_pipeline_parity.py)",
+           "environment": env, "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+           "torch_threads": torch.get_num_threads(), "cases": MEASURED}
+    git = env.get("git") or {}
+    rows = [
+        f"Measured by `tests/parity/test_pipeline_parity.py` (PSD_PARITY_RESULTS set) on {machine_summary(env)}, "
+        f"psdrt {git.get('commit', '?')}{' (dirty tree)' if git.get('dirty') else ''}, load average "
+        f"{doc['load_before']} before / {doc['load_after']} after, torch {torch.__version__} with "
+        f"{doc['torch_threads']} threads. Random official-format ViT-S weights; max abs differences of the "
+        "final depth (`depth_post`) in metres unless named otherwise; \"> 1 cm\" = share of pixels.",
+        "", "| figure | " + " | ".join(f"{k} ({v['frame']}, {v['size']})" for k, v in MEASURED.items()) + " |",
+        "|---|" + "---|" * len(MEASURED)]
+    labels = (("official_spread_ulp", "official spread: 1 ulp on half its input"),
+              ("official_spread_threads", "official spread: other thread count"),
+              ("reference", "reference vs official"),
+              ("reference_depth_diff", "reference vs official, propagation output (`depth_diff`)"),
+              ("pipeline", "ONNX Runtime FP32 pipeline vs official"),
+              ("pipeline_rmse", "ONNX Runtime FP32 pipeline vs official, RMSE"),
+              ("pipeline_over_1cm", "ONNX Runtime FP32 pipeline vs official, > 1 cm"),
+              ("c_vs_python", "C session vs Python pipeline"),
+              ("engine_effect", "official given ONNX Runtime's FM output vs official"),
+              ("kernels_depth_diff", "kernels' propagation vs official, same FM output (`depth_diff`)"),
+              ("kernels_over_1cm", "kernels' propagation vs official, same FM output, > 1 cm"))
+    for key, label in labels:
+        cells = []
+        for v in MEASURED.values():
+            x = v[key]
+            cells.append(f"{x:.3%}" if key.endswith("over_1cm") else f"{x:.3g}")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows += ["", "Also asserted: the foundation-model input and output (relative depth, four features) equal "
+             "the official bit for bit; the IP-Basic fill and `depth_polyfit` equal the official."]
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "parity_official.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (d / "parity_official.md").write_text("\n".join(rows) + "\n")
+
+
+def _frac(a, b, tol: float = 0.01) -> float:
+    """Fraction of pixels where two depth maps differ by more than ``tol`` metres."""
+    return float(np.mean(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) > tol))
+
+
+def _max(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_pipeline_parity(models, case):
-    official, model = models
-    h, w, data, depth_range = CASES[case]
-    rgb, sparse, K = synthetic_frame(h, w, depth_range)
-    vals = sparse[sparse > 0]
-    assert ((vals > vals.min()) & (vals < vals.max())).sum() >= 2  # §12.1
+def test_official_answer_from_raw_rgb(setup, case, tmp_path):
+    from psdrt.export.reference.pipeline import ReferencePipeline
+    from psdrt.runtime.pipeline import Pipeline
+    from psdrt.runtime.preprocess import preprocess_rgb
+    from psdrt.runtime.session import CSession
 
-    # 1. end to end: our pipeline with our foundation model, loaded from the official file
+    official, model, ckpt, fill_in_fast = setup
+    data, size = CASES[case]
+    rgb, sparse, K, what = frame(case)
+    assert sparse.shape == size and (sparse > 0).sum() >= 3
+    mde = official_fm_input(rgb)
+
+    t0 = time.perf_counter()
+    expected, (off_rel, off_feats) = run_official(official, fill_in_fast, mde, sparse, K, data)
+    t_off = time.perf_counter() - t0
+    # the official spread: one ulp on a random half of its input, and another thread count
+    nudged = mde.copy()
+    sel = np.random.default_rng(0).random(mde.shape) < 0.5
+    nudged[sel] = np.nextafter(nudged[sel], np.float32(np.inf))
+    by_ulp = run_official(official, fill_in_fast, nudged, sparse, K, data)[0]
+    threads = 1 if torch.get_num_threads() > 1 else 2
+    by_thr = run_official(official, fill_in_fast, mde, sparse, K, data, threads)[0]
+    spread_ulp, spread_thr = (_max(o["depth_post"], expected["depth_post"]) for o in (by_ulp, by_thr))
+    spread = max(spread_ulp, spread_thr)
+    spread_diff = max(_max(o["depth_diff"], expected["depth_diff"]) for o in (by_ulp, by_thr))
+    spread_frac = max(_frac(o["depth_diff"], expected["depth_diff"]) for o in (by_ulp, by_thr))
+
+    # 1. the reference from the raw RGB, with its own preprocessing (the default: official)
+    assert np.array_equal(preprocess_rgb(rgb), mde), "psdrt's FM input differs from the official loader's"
     ours_fm = {}
-    handle = model.foundation.register_forward_hook(lambda mod, args, out: ours_fm.setdefault("fm", out))
+    handle = model.foundation.register_forward_hook(lambda mod, args, out: ours_fm.setdefault("fm", out) and None)
     try:
         t0 = time.perf_counter()
-        result = ReferencePipeline("psd", model=model, preset=data)(rgb, sparse, K, return_stages=True)
-        t1 = time.perf_counter()
+        ref = ReferencePipeline("psd", model=model, preset=data)(rgb, sparse, K, return_stages=True)
+        t_ref = time.perf_counter() - t0
     finally:
         handle.remove()
-    expected, fm_input, (off_rel, off_feats) = run_official(official, rgb, sparse, K, data)
-    t2 = time.perf_counter()
+    rel, feats = ours_fm["fm"]
+    assert torch.equal(rel.reshape(off_rel.shape), off_rel), "FM relative depth is not bit-identical"
+    assert all(torch.equal(a, b) for a, b in zip(feats, off_feats)), "FM features are not bit-identical"
+    ref_diff = {k: _max(ref.stages[k], expected[k]) for k in STAGES}
+    assert ref_diff["ip"] == 0 and ref_diff["depth_polyfit"] == 0
 
-    assert result.depth.shape == (h, w) and result.depth.dtype == np.float32
-    assert np.isfinite(result.depth).all()
-    assert np.array_equal(result.depth, result.stages["depth_post"])
+    # 2. the deployment paths over a `psdrt build` directory: ONNX Runtime FP32, Python and C
+    from psdrt.build import build_artifacts
 
-    our_rel, our_feats = ours_fm["fm"]
-    fm_rel = float((our_rel.reshape(off_rel.shape) - off_rel).abs().max())
-    fm_feat = max(float((a - b).abs().max()) for a, b in zip(our_feats, off_feats))
-    e2e = compare(result.stages, expected)
+    t0 = time.perf_counter()
+    art = tmp_path / "art"
+    build_artifacts(ckpt, art, size=size, precisions=("fp32",), preset=data, golden_shared=False)
+    t_build = time.perf_counter() - t0
+    pipe = Pipeline.from_artifacts(art)
+    res = pipe(rgb, sparse, K, return_stages=True)
+    py = res.depth
+    c = CSession.from_artifacts(art)(rgb, sparse, K).depth
+    err = np.abs(py.astype(np.float64) - expected["depth_post"])
+    py_diff, c_py = float(err.max()), _max(c, py)
+    far, rmse = float(np.mean(err > 0.01)), float(np.sqrt(np.mean(err ** 2)))
+    # the official code given ONNX Runtime's foundation-model output: what the engine's float
+    # rounding (~1e-6 relative) does to the official method itself, and what is left for the kernels
+    enc = pipe.encoder.run({"rgb": preprocess_rgb(rgb)})
+    ort_fm = (torch.from_numpy(enc["rel_inv"]), [torch.from_numpy(enc[f"feat{i}"]) for i in range(4)])
+    off_ort = run_official(official, fill_in_fast, mde, sparse, K, data, fm_output=ort_fm)[0]
+    engine_effect = _max(off_ort["depth_post"], expected["depth_post"])
+    kernels_diff = _max(res.stages["depth_diff"], off_ort["depth_diff"])  # the propagation, same FM output
+    kernels_frac = _frac(res.stages["depth_diff"], off_ort["depth_diff"])
 
-    # 2. downstream of the foundation model: our pipeline fed the official FM's own output
-    pipe = ReferencePipeline("psd", model=model, preset=data)
+    print(f"\n[{case}: {what}, {size[0]}x{size[1]}, {int((sparse > 0).sum())} points] official {t_off:.1f} s, "
+          f"reference {t_ref:.1f} s, build {t_build:.1f} s; depth [{expected['depth_post'].min():.2f}, "
+          f"{expected['depth_post'].max():.2f}] m"
+          f"\n  official spread: 1 ulp of its input {spread_ulp:.3g} m, {threads} thread(s) {spread_thr:.3g} m "
+          f"(depth_diff: {spread_diff:.3g} m, {spread_frac:.4%} of pixels > 1 cm)"
+          f"\n  reference vs official: " + ", ".join(f"{k} {v:.3g}" for k, v in ref_diff.items()) +
+          f"\n  ORT FP32 pipeline vs official: max {py_diff:.3g} m, RMSE {rmse:.3g} m, {far:.3%} of pixels > 1 cm; "
+          f"C session vs pipeline {c_py:.3g} m\n  official given ORT's FM output vs official {engine_effect:.3g} m; "
+          f"its depth_diff vs the pipeline's {kernels_diff:.3g} m, {kernels_frac:.4%} of pixels > 1 cm")
 
-    def official_fm(x):
-        assert torch.equal(x, fm_input), "our FM input differs from the official rgb_mde"
-        return off_rel.reshape(1, 1, *off_rel.shape[-2:]), list(off_feats)
-
-    pipe.fm = official_fm
-    t3 = time.perf_counter()
-    shared = pipe(rgb, sparse, K, return_stages=True)
-    t4 = time.perf_counter()
-    exact = compare(shared.stages, expected)
-
-    print(
-        f"\n[{case}] ours {t1 - t0:.2f} s, official {t2 - t1:.2f} s, ours without FM {t4 - t3:.2f} s; "
-        f"depth [{result.depth.min():.2f}, {result.depth.max():.2f}] m"
-        f"\n  FM: max |ours - official| relative inverse depth {fm_rel:.3g} "
-        f"(of max {float(off_rel.abs().max()):.3g}), path features {fm_feat:.3g}"
-        f"\n  end to end     : {fmt(e2e)}"
-        f"\n  official FM out: {fmt(exact)}"
-    )
-    # everything after the FM is the same arithmetic: equal up to float rounding (observed: 0)
-    bad = [k for k, (d, r) in exact.items() if not np.allclose(shared.stages[k], expected[k], rtol=RTOL, atol=ATOL)]
-    assert not bad, f"stages differ given the same FM output (rtol={RTOL}, atol={ATOL}): {bad}; {fmt(exact)}"
-    # the FM itself agrees to float rounding; the inverse-depth alignment amplifies that (1/(s r + t)
-    # cancels) and the kNN/CSPN carry it on, so the end-to-end bound is relative to the depth range
-    assert fm_rel <= FM_RTOL * float(off_rel.abs().max()) and fm_feat <= FM_ATOL_FEAT
-    bad = [k for k, (d, r) in e2e.items() if r > E2E_REL]
-    assert not bad, f"end-to-end stages differ by more than {E2E_REL} of their range: {bad}; {fmt(e2e)}"
+    MEASURED[case] = {
+        "frame": what, "size": f"{size[0]}x{size[1]}", "points": int((sparse > 0).sum()),
+        "depth_range_m": [float(expected["depth_post"].min()), float(expected["depth_post"].max())],
+        "official_spread_ulp": spread_ulp, "official_spread_threads": spread_thr,
+        "reference": ref_diff["depth_post"], "reference_depth_diff": ref_diff["depth_diff"],
+        "reference_stages": ref_diff, "pipeline": py_diff, "pipeline_rmse": rmse, "pipeline_over_1cm": far,
+        "c_vs_python": c_py, "engine_effect": engine_effect, "kernels_depth_diff": kernels_diff,
+        "kernels_over_1cm": kernels_frac, "seconds": {"official": t_off, "reference": t_ref, "build": t_build}}
+    if case == "nyu":
+        assert ref_diff["depth_post"] <= NYU_ABS, ref_diff
+    assert ref_diff["depth_post"] <= spread, (ref_diff, spread)
+    assert c_py == 0.0, "the C session and the Python pipeline must give the same depth"
+    # The kernels, given the same FM output: their kNN keeps another neighbour than the official
+    # float32 arithmetic at a few near-ties (1-2 of 19,456 quarter-resolution cells at KITTI size;
+    # the official's own 1-ulp / thread-count changes flip 0-1), and the CSPN spreads each flip over
+    # ~800 pixels. One bound for both sizes [measured: NYU max 2.9e-6 m; KITTI max 0.18 m, 0.21 % of
+    # the pixels beyond 1 cm], and the NYU case within the official spread.
+    assert kernels_diff <= 0.3 and kernels_frac <= 3e-3, (kernels_diff, kernels_frac)
+    if case == "nyu":
+        assert kernels_diff <= spread_diff, (kernels_diff, spread_diff)
+    # end to end [measured: NYU max 2.3e-4 m, RMSE 1e-5 m; KITTI max 0.19 m, RMSE 3.2e-3 m, 0.22 %
+    # of the pixels beyond 1 cm]
+    assert py_diff <= 0.3 and rmse <= 5e-3 and far <= 3e-3, (py_diff, rmse, far)

@@ -68,9 +68,10 @@ def test_ip_basic_rejects(bad, err, match):
 
 
 def test_ip_basic_matches_official_when_available():
+    why = _support.official_missing("shenglunch/PSD", "PSD_OFFICIAL_DIR", "PSD", ("datasets/ip_basic.py",))
+    if why:
+        pytest.skip(why)
     ref_dir = _support.official_psd_dir()
-    if ref_dir is None or not (ref_dir / "datasets" / "ip_basic.py").is_file():
-        pytest.skip("official PSD checkout not found (set PSD_OFFICIAL_DIR)")
     spec = importlib.util.spec_from_file_location("_official_ip_basic", ref_dir / "datasets" / "ip_basic.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
