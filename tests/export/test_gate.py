@@ -132,6 +132,16 @@ def test_gate_rejects_a_scaled_output_with_the_table(model, golden, onnx_path):
     json.loads(rep.to_json())  # inf/nan stay JSON-serialisable
 
 
+@pytest.mark.parametrize("precision, passes, fails", [("fp16", 1.005, 1.02), ("int8", 1.05, 1.15)])
+def test_each_precision_limit_separates_small_from_large_errors(golden, onnx_path, precision, passes, fails):
+    # an output scaled by f has rel-L2 |f - 1|: fp16 allows 1e-2, int8 1e-1 (a limit loosened to
+    # 1e9 would let the 15 % error through)
+    with OrtBackend(str(onnx_path)) as be:
+        assert check_backend(Scaled(be, "feat2", passes), golden, precision, raise_on_fail=False).passed
+        rep = check_backend(Scaled(be, "feat2", fails), golden, precision, raise_on_fail=False)
+    assert not rep.passed and "NO: rel-L2 >" in rep.to_markdown()
+
+
 def test_gate_runs_from_the_npz_without_torch(golden, onnx_path, tmp_path):
     path = golden.save(tmp_path / "golden.npz")
     code = textwrap.dedent(f"""

@@ -32,6 +32,23 @@ def _manifest(engine, **over):
                           **fields)
 
 
+def test_sha256_file_hashes_the_whole_file(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB + 1792 bytes: several chunks and a partial one
+    f = tmp_path / "big.bin"
+    f.write_bytes(data)
+    assert sha256_file(f) == hashlib.sha256(data).hexdigest()
+    assert sha256_file(f, chunk=1000) == hashlib.sha256(data).hexdigest()
+    tail = bytearray(data)
+    tail[-1] ^= 1  # one bit after the first MiB
+    g = tmp_path / "tail.bin"
+    g.write_bytes(bytes(tail))
+    assert sha256_file(g) != sha256_file(f)
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
 def test_fingerprint_is_stable_and_ignores_key_order():
     fp = fingerprint(**BASE)
     assert fp == fingerprint(**BASE) and len(fp) == 64
