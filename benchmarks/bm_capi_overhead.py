@@ -109,6 +109,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.repeats < 30:
         ap.error("--repeats must be >= 30 (p50 over at least 30 runs)")
+    load_before = os.getloadavg()[0]
 
     from psdrt.runtime.pipeline import Pipeline
     from psdrt.runtime.session import CSession
@@ -136,11 +137,13 @@ def main(argv=None) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "note": "CPU only; 2-core shared machine with other jobs running: compare the two paths, "
                     "not absolute numbers"}
-    doc = {"info": info, "psd": psd, "guided": guided}
+    from psdrt.benchmarks.harness import provenance, provenance_line
+
+    doc = {"provenance": provenance(load_before, "bm_capi_overhead"), "info": info, "psd": psd, "guided": guided}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "capi_overhead_cpu.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = [f"C session (psd_session_run via ctypes) vs Python Pipeline, {size[0]}x{size[1]} "
+    md = [provenance_line(doc["provenance"]), "", f"C session (psd_session_run via ctypes) vs Python Pipeline, {size[0]}x{size[1]} "
           f"({info['frame']}, {info['points']} sparse points), p50 over {a.repeats} alternating runs, ms "
           f"(p90 in brackets); ONNX Runtime threads {info['ort_threads']}, OMP_NUM_THREADS "
           f"{info['omp_num_threads']}. {info['note']}.", "",

@@ -102,6 +102,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     data = Path(args.data) if args.data else config.shared_data_dir()
+    load_before = __import__("os").getloadavg()[0]
     rows = evaluate(data if data and Path(data).is_dir() else None, args.seed)
     summary = summarise(rows)
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
@@ -109,10 +110,14 @@ def main(argv=None):
     guided_rows = [r for r in rows if r["method"] == "guided"]
     meta["kernel_max_abs_mm"] = max(r["kernel_max_abs_mm"] for r in guided_rows)
     meta["kernel_rmse_diff_mm"] = max(abs(r["kernel_rmse"] - r["rmse"]) for r in guided_rows)
+    from psdrt.benchmarks.harness import provenance, provenance_line
+
+    prov = provenance(load_before, "bm_guided_accuracy")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "guided_accuracy.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
-    md = to_markdown(summary, meta)
+    (out / "guided_accuracy.json").write_text(json.dumps({"provenance": prov, "meta": meta, "summary": summary,
+                                                          "rows": rows}, indent=1))
+    md = provenance_line(prov) + "\n\n" + to_markdown(summary, meta)
     (out / "guided_accuracy.md").write_text(md)
     print(md)
 

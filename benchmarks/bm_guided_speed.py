@@ -173,10 +173,13 @@ def main(argv=None):
         "load_before": f"{load_before[0]:.2f}", "load_after": f"{os.getloadavg()[0]:.2f}",
         "cpu_avx2": _cpu_has_avx2(),
     }
+    from psdrt.benchmarks.harness import provenance, provenance_line
+
+    doc["provenance"] = provenance(load_before[0], "bm_guided_speed")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "guided_speed_cpu.json").write_text(json.dumps(doc, indent=1))
-    md = to_markdown(doc)
+    md = provenance_line(doc["provenance"]) + "\n\n" + to_markdown(doc)
     (out / "guided_speed_cpu.md").write_text(md)
     print(md)
 

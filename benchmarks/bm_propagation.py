@@ -67,6 +67,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--ref-repeats", type=int, default=3)
     a = ap.parse_args(argv)
+    load_before = os.getloadavg()[0]
     import torch
 
     from psdrt.export.reference import propagation as R
@@ -98,14 +99,18 @@ def main(argv=None):
                          lib_workspace_mb=ws / 2**20, ref_peak_rss_growth_mb=(rss1 - rss0) / 1024))
     info = dict(machine=platform.machine(), cpu_count=os.cpu_count(), torch=torch.__version__,
                 threads=torch.get_num_threads(), library=str(lib.path), note="CPU only; no GPU numbers")
+    from psdrt.benchmarks.harness import provenance, provenance_line
+
+    prov = provenance(load_before, "bm_propagation")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "propagation_cpu.json").write_text(json.dumps(dict(info=info, rows=rows), indent=2))
+    (RESULTS / "propagation_cpu.json").write_text(json.dumps(dict(provenance=prov, info=info, rows=rows), indent=2))
     md = ["| size | sparse | library p50 / p90 ms | reference p50 ms | speed-up | library workspace MB | reference peak RSS growth MB |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['size']} {r['h']}x{r['w']} | {100 * r['sparse_fraction']:.1f} % | {r['lib_ms_p50']:.1f} / {r['lib_ms_p90']:.1f} | "
                   f"{r['ref_ms_p50']:.0f} | {r['speedup']:.0f}x | {r['lib_workspace_mb']:.1f} | {r['ref_peak_rss_growth_mb']:.0f} |")
-    text = f"Propagation per frame (alignment + 3D-2D dual-space propagation), {info}\n\n" + "\n".join(md) + "\n"
+    text = (f"{provenance_line(prov)}\n\nPropagation per frame (alignment + 3D-2D dual-space propagation), "
+            f"{info}\n\n" + "\n".join(md) + "\n")
     (RESULTS / "propagation_cpu.md").write_text(text)
     print(text)
 

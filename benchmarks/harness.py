@@ -721,6 +721,26 @@ def machine_summary(env: Mapping[str, Any]) -> str:
     return ", ".join(bits) + (f"; {stamp}" if stamp else "")
 
 
+def provenance(load_before: float, script: str) -> Dict[str, Any]:
+    """What every result file records (the README's numbers must be traceable): the environment
+    (:func:`capture_environment`: date, machine, git commit and dirty flag, versions), the 1-minute
+    load average before and after the measurement, and the script that made it."""
+    env = capture_environment(ort_providers=False)
+    return {"script": script, "environment": env, "load_before": round(float(load_before), 2),
+            "load_after": round(os.getloadavg()[0], 2)}
+
+
+def provenance_line(prov: Mapping[str, Any]) -> str:
+    """One Markdown sentence of a :func:`provenance` record, for the head of a result file."""
+    env = prov.get("environment") or {}
+    git = env.get("git") or {}
+    commit = str(git.get("commit") or "?")[:12] + (" (dirty tree)" if git.get("dirty") else "")
+    cores = env.get("cpu_cores") or "?"
+    return (f"Measured by `python -m psdrt.benchmarks.{prov.get('script', '?')}` on {machine_summary(env)} "
+            f"(UTC {env.get('timestamp', '?')}), psdrt {commit}; load average {prov.get('load_before')} before / "
+            f"{prov.get('load_after')} after on {cores} cores (above about 1 per core, other work shared the CPU).")
+
+
 # ------------------------------------------------------------------------------------------------
 # result files
 
