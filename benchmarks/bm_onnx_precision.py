@@ -152,6 +152,9 @@ def main(argv=None) -> int:
         enc_only = C.pipeline_fidelity(pipe, real, encoder=results_path(work, "encoder"), threads=args.threads)
         results["end_to_end"] = {"INT8 encoder + INT8 head": e2e, "INT8 encoder, FP32 head": enc_only}
     results["load_avg_end"] = os.getloadavg()
+    from psdrt.benchmarks.harness import provenance
+
+    results["provenance"] = provenance(results["load_avg_start"][0], "bm_onnx_precision")
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "onnx_precision_cpu.json").write_text(json.dumps(results, indent=1))
@@ -210,8 +213,12 @@ def results_path(work: Path, kind: str) -> Path:
 def markdown(r: dict) -> str:
     from psdrt.calibration.calibrate import pipeline_fidelity_markdown
 
+    from psdrt.benchmarks.harness import provenance_line
+
     lines = [
         "# ONNX Runtime CPU: FP32 vs INT8 (encoder ViT-S 392x518, head 228x304)",
+        "",
+        provenance_line(r["provenance"]) if r.get("provenance") else "Provenance: not recorded (an older run).",
         "",
         f"Device: {r['device']}, {r['cores']} cores (shared with other jobs; load average "
         f"{r['load_avg_start'][0]:.1f} at start, {r['load_avg_end'][0]:.1f} at end), ORT {r['onnxruntime']}, "
