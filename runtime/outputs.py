@@ -16,12 +16,11 @@ import logging
 from pathlib import Path
 from typing import Iterable, Union
 
-import cv2
 import numpy as np
 
 from .errors import InputError, ShapeError
 from .io import validate_intrinsics, write_depth_png16
-from .visualize import colorize_depth, write_png
+from .visualize import colorize_depth, encode_to_file, write_png
 
 __all__ = ["FORMATS", "PNG16_MAX_M", "png16_saturation", "saturation_note", "write_depth_tiff", "write_ply",
            "save_outputs"]
@@ -143,13 +142,7 @@ def write_depth_tiff(path: PathLike, depth_m: np.ndarray) -> None:
         InputError: the file cannot be encoded or written.
     """
     d = np.ascontiguousarray(_depth_map(depth_m), dtype=np.float32)
-    ok, buf = cv2.imencode(".tiff", d)
-    if not ok:
-        raise InputError(f"OpenCV could not encode {path} as a float32 TIFF; use the npy format instead")
-    try:
-        buf.tofile(str(path))
-    except OSError as exc:
-        raise InputError(f"cannot write {path} ({exc}); check free space and permissions") from None
+    encode_to_file(path, ".tiff", d, "use the npy format instead")
 
 
 def save_outputs(result, out_dir: PathLike, stem: str, rgb: np.ndarray | None, K: np.ndarray,

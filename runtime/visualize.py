@@ -239,10 +239,22 @@ def write_png(path: Union[str, Path], array: np.ndarray) -> None:
     elif not (a.ndim == 2 and a.dtype in (np.uint8, np.uint16)):
         raise InputError(f"write_png takes uint8 (H, W, 3) RGB or uint8/uint16 (H, W) grey, got {a.dtype} "
                          f"{a.shape}; colourise with colorize_depth() or write depth with write_depth_png16()")
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a))
+    encode_to_file(path, ".png", a, "check the OpenCV installation")
+
+
+def encode_to_file(path: Union[str, Path], ext: str, image: np.ndarray, encode_fix: str) -> None:
+    """Encode ``image`` with OpenCV as ``ext`` and write it to ``path`` (any path OpenCV's own
+    writer would mangle, non-ASCII included); failures are typed.
+
+    Raises:
+        InputError: OpenCV cannot encode the image (``encode_fix`` says what to do), or the file
+            cannot be written.
+    """
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(image))
     if not ok:
-        raise InputError(f"OpenCV could not encode {path}; check the OpenCV installation")
+        raise InputError(f"OpenCV could not encode {path} as {ext.lstrip('.').upper()}; {encode_fix}")
     try:
         buf.tofile(str(path))
     except OSError as exc:
-        raise InputError(f"cannot write {path} ({exc}); create the folder or fix its permissions") from None
+        raise InputError(f"cannot write {path} ({exc}); create the folder, free space or fix its "
+                         "permissions") from None
