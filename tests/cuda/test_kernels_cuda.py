@@ -65,6 +65,21 @@ def test_sparse_pool(cuda_lib, cpu_lib, rt, order):
     cmp(rt, out, cpu_lib.sparse_pool(s), "sparse_pool")
 
 
+def test_project_points(cuda_lib, cpu_lib, rt, order):
+    """The z-buffer is an atomic minimum: the same image whatever the order of the threads, and
+    float64 unfused arithmetic picks the same pixel on every device (exact on a real GPU too)."""
+    rng = np.random.default_rng(6)
+    n = 20000
+    pts = np.stack([rng.uniform(-8, 8, n), rng.uniform(-6, 6, n), rng.uniform(-1, 30, n), rng.uniform(0, 1, n)],
+                   1).astype(np.float32)
+    pts[1::50] = pts[::50][: len(pts[1::50])]  # duplicates: ties in the z-buffer
+    Kp = np.array([[61.9, 0, 39.1], [0, 62.3, 27.4], [0, 0, 1]])
+    T = np.array([[1, 0, 0, 0.1], [0, 0.8, -0.6, 0.2], [0, 0.6, 0.8, 0.3], [0, 0, 0, 1]], np.float64)
+    out = rt.empty((55, 80))
+    cuda_lib.project_points(rt.upload(pts), Kp, (55, 80), T=T, out=out)
+    cmp(rt, out, cpu_lib.project_points(pts, Kp, (55, 80), T=T), "project_points", rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cam", ["pinhole", "360", "MEI"])
 def test_backproject(cuda_lib, cpu_lib, rt, order, cam):
     d = np.random.default_rng(4).uniform(0.5, 10, (40, 60)).astype(np.float32)
