@@ -20,7 +20,6 @@ frame's own size (:func:`fit_frame`); ``--convention kitti|nyu`` applies a datas
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPARSE_EXTS = (".png", ".npy")
 DEFAULT_FORMATS = "npy,png16,color,ply"
 FIT_MODES = ("crop", "resize")
-_PRECISION = re.compile(r"^(fp32|fp16|int8)(\+(fp32|fp16|int8))?$")
 
 
 def add_parser(sub) -> None:
@@ -158,8 +156,9 @@ def _artifacts_pipeline(args, preset):
     if d.is_file():
         raise InputError(f"--artifacts {d} is a file; pass the directory written by `psdrt build` (the one holding "
                          "manifest.json), or use --encoder FILE.onnx for a single ONNX file")
-    if not _PRECISION.match(str(args.precision)):
-        raise InputError(f"--precision {args.precision!r}: use fp32, fp16 or int8 (or ENC+HEAD such as int8+fp32)")
+    from ..manifest import precision_parts
+
+    precision_parts(args.precision)  # the one spelling rule: InputError naming fp32, fp16, int8, ENC+HEAD
     kw = {} if preset is None else {"preset": preset}
     if args.engine == "c" and args.mode:
         kw["mode"] = args.mode  # the C session selects the parts itself
