@@ -144,6 +144,21 @@ def test_preprocess(cuda_lib, cpu_lib, rt, order, bgr):
     cmp(rt, out, cpu_lib.preprocess_rgb(rgb, size=(56, 70), bgr=bgr), "preprocess")
 
 
+@pytest.mark.parametrize("method", ["official", "bicubic"])
+@pytest.mark.parametrize("src,dst", [((45, 61), (56, 70)), ((90, 130), (56, 70))], ids=["up", "down"])
+def test_preprocess_methods(cuda_lib, cpu_lib, rt, order, method, src, dst):
+    """psd_preprocess, the default official (scikit-image) method included: its recursive spline
+    prefilter runs one row or column per GPU thread, and a down-scale adds the anti-aliasing
+    Gaussian."""
+    rgb = np.random.default_rng(9).integers(0, 256, src + (3,), dtype=np.uint8)
+    m = cuda_lib.PREPROCESS_METHODS[method]
+    nbytes = C.c_size_t()
+    cuda_lib._check(cuda_lib._lib.psd_preprocess_workspace_size(1, m, *src, *dst, C.byref(nbytes)))
+    out, ws = rt.empty((1, 3) + dst), rt.empty(max(nbytes.value, 1), np.uint8)
+    cuda_lib.preprocess(rt.upload(rgb), size=dst, method=method, out=out, workspace=ws)
+    cmp(rt, out, cpu_lib.preprocess(rgb, size=dst, method=method), f"preprocess {method}")
+
+
 # ------------------------------------------------------------------------------ composed calls
 def _frame(h, w, seed, density=0.03):
     rng = np.random.default_rng(seed)
