@@ -72,6 +72,7 @@ CUDA_ERROR_NO_DRIVER = 35
 
 _i64, _u32, _i32, _sz = C.c_int64, C.c_uint32, C.c_int32, C.c_size_t
 _fp, _vp = C.POINTER(C.c_float), C.c_void_p
+_dp = C.POINTER(C.c_double)
 
 
 class FrameDesc(C.Structure):
@@ -145,6 +146,8 @@ _SIGNATURES = {
     "psd_align_median": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_resize(psd_device_t, int32_t mode, channels, in_h, in_w, out_h, out_w, in, stream, out)
     "psd_resize": (_i32, [_i32, _i32, _i64, _i64, _i64, _i64, _i64, _vp, _vp, _vp]),
+    # psd_status_t psd_project_points(psd_device_t, n, stride, points, T, K, height, width, min_depth, max_depth, stream, out)
+    "psd_project_points": (_i32, [_i32, _i64, _i64, _vp, _dp, _dp, _i64, _i64, C.c_double, C.c_double, _vp, _vp]),
     # psd_status_t psd_sparse_pool(psd_device_t, height, width, sparse, stream, out)
     "psd_sparse_pool": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp]),
     # psd_status_t psd_backproject(psd_device_t, int32_t camera, height, width, depth, cam_params, stream, out)
@@ -591,6 +594,30 @@ class KernelLibrary:
         h, w = _plane(s, "sparse")
         o = self._out(out, (h // 4, w // 4), s.device, stream=stream)
         self._check(self._lib.psd_sparse_pool(s.device, h, w, s.ptr, self._stream(stream), o.ptr))
+        return o.keep
+
+    def project_points(self, points, K, size, T=None, min_depth: float = 0.1, max_depth: float = float("inf"),
+                       out=None, stream=None):
+        """(N, S >= 3) float32 points (x, y, z first, sensor frame) -> (H, W) z-buffered sparse depth
+        (psd_project_points; ``runtime.points.project_points`` documents the rules)."""
+        p = self._arg(points, "points", stream=stream)
+        shape = tuple(p.shape)
+        if len(shape) != 2 or shape[1] < 3:
+            raise ShapeError(f"points must be (N, 3) or (N, S > 3) float32 (x, y, z first), got shape {shape}")
+        h, w = int(size[0]), int(size[1])
+        Kd = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
+        if Kd.shape != (3, 3):
+            raise ShapeError(f"K must be 3x3, got shape {Kd.shape}")
+        Td = None
+        if T is not None:
+            Td = np.ascontiguousarray(np.asarray(T, dtype=np.float64))
+            if Td.shape != (4, 4):
+                raise ShapeError(f"T must be the 4x4 sensor-to-camera transform, got shape {Td.shape}")
+        o = self._out(out, (h, w), p.device, stream=stream)
+        self._check(self._lib.psd_project_points(
+            p.device, shape[0], shape[1], p.ptr if shape[0] else None,
+            None if Td is None else Td.ctypes.data_as(_dp), Kd.ctypes.data_as(_dp), h, w, float(min_depth),
+            float(max_depth), self._stream(stream), o.ptr))
         return o.keep
 
     def backproject(self, depth, cam_params, cam: str = "pinhole", out=None, stream=None):

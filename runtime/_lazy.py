@@ -29,6 +29,8 @@ EXTRAS = {
     "onnxslim": "export",
     "onnxconverter_common": "export",
     "cuda": "gpu",
+    "plyfile": "points",
+    "pypcd4": "points",
 }
 
 

@@ -21,6 +21,7 @@
 #include "../../kernels/guided/guided.h"
 #include "../../kernels/knn/knn.h"
 #include "../../kernels/preprocess/preprocess.h"
+#include "../../kernels/project/project.h"
 #include "../../kernels/propagate/propagate.h"
 #include "../../kernels/resample/resample.h"
 
@@ -541,6 +542,17 @@ PSD_API psd_status_t psd_resize(psd_device_t device, int32_t mode, int64_t chann
 PSD_API psd_status_t psd_sparse_pool(psd_device_t device, int64_t height, int64_t width,
                                      const float* sparse, psd_stream_t stream, float* out) {
   PSD_CAPI_GUARD(k::SparsePool4(ToDevice(device), sparse, height, width, out, stream))
+}
+
+PSD_API psd_status_t psd_project_points(psd_device_t device, int64_t n, int64_t stride,
+                                        const float* points, const double* T, const double* K,
+                                        int64_t height, int64_t width, double min_depth,
+                                        double max_depth, psd_stream_t stream, float* out) {
+  // the one K rule first (psd_check_intrinsics), then the projection's own checks
+  const psd_status_t st = psd_check_intrinsics(K, height, width);
+  if (st != PSD_OK) return st;
+  PSD_CAPI_GUARD(k::ProjectPointsChecked(ToDevice(device), points, n, stride, T, K, height, width,
+                                         min_depth, max_depth, out, stream))
 }
 
 PSD_API psd_status_t psd_backproject(psd_device_t device, int32_t camera, int64_t height,

@@ -4,6 +4,10 @@ Folder mode pairs RGB and sparse files by stem, reports files without a partner,
 bad frame (reporting why) and exits with the first failed frame's exit code. Progress goes to stderr;
 the summary (frames, per-frame timing) to stdout.
 
+Point clouds: ``--points FILE|DIR`` instead of ``--sparse`` projects each cloud into the frame
+(``runtime.points``: z-buffered, nearest point wins) with K and the sensor-to-camera transform of
+``--calib`` (KITTI calibration) or ``--extrinsics`` (a 4x4 text matrix, or ``identity``).
+
 Units: 16-bit sparse PNGs have no unit of their own, so their scale must be given (``--sparse-scale``
 or a ``--convention`` that implies it); float ``.npy`` files are metres.
 
@@ -16,7 +20,6 @@ frame's own size (:func:`fit_frame`); ``--convention kitti|nyu`` applies a datas
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,6 @@ RGB_EXTS = (".png", ".jpg", ".jpeg")
 SPARSE_EXTS = (".png", ".npy")
 DEFAULT_FORMATS = "npy,png16,color,ply"
 FIT_MODES = ("crop", "resize")
-_PRECISION = re.compile(r"^(fp32|fp16|int8)(\+(fp32|fp16|int8))?$")
 
 
 def add_parser(sub) -> None:
@@ -49,9 +51,27 @@ def add_parser(sub) -> None:
         "exported ONNX files (--encoder/--head).",
     )
     p.add_argument("--rgb", required=True, help="RGB image (PNG/JPEG) or a folder of them")
-    p.add_argument("--sparse", required=True,
-                   help="sparse depth: 16-bit PNG (give its scale: --sparse-scale or --convention) or float "
-                   ".npy in metres, or a folder of them (paired by stem)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sparse",
+                     help="sparse depth: 16-bit PNG (give its scale: --sparse-scale or --convention) or float "
+                     ".npy in metres, or a folder of them (paired by stem)")
+    src.add_argument("--points", metavar="FILE|DIR",
+                     help="point cloud(s) instead of --sparse: KITTI Velodyne .bin, .npy (N x 3+), .ply or .pcd "
+                     "(PLY/PCD: pip install 'psdrt[points]'), or a folder of them paired with --rgb by stem; "
+                     "projected into each frame (z-buffer, nearest point wins) with K and the transform of "
+                     "--calib or --extrinsics")
+    pc = p.add_argument_group("point clouds (with --points)")
+    pc.add_argument("--calib", metavar="FILE|DIR",
+                    help="KITTI calibration: an object-benchmark file (P2, R0_rect, Tr_velo_to_cam) or a KITTI "
+                    "raw date folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt); gives K (camera 2) and the "
+                    "LiDAR-to-camera transform, so --intrinsics is not needed")
+    pc.add_argument("--extrinsics", metavar="FILE|identity",
+                    help="the 4x4 (or 3x4) row-major sensor-to-camera transform in a text file, metres; "
+                    "'identity' when the points are already in the camera frame (x right, y down, z forward)")
+    pc.add_argument("--min-depth", type=float, default=0.1,
+                    help="drop points at camera z <= this many metres (default 0.1: behind or at the camera)")
+    pc.add_argument("--max-depth", type=float, default=float("inf"),
+                    help="drop points at camera z beyond this many metres (default: keep all)")
     p.add_argument("--sparse-scale", type=float, default=None, metavar="UNITS_PER_M",
                    help="stored units per metre of 16-bit sparse PNGs: 256 for KITTI-style PNGs (metres x 256), "
                    "1000 for millimetres. Required for PNG input unless --convention sets it: there is no "
@@ -110,7 +130,7 @@ class FrameJob:
 
     stem: str
     rgb: Path
-    sparse: Path
+    sparse: Path  # a sparse depth file, or a point cloud with --points
     intrinsics: Optional[Path] = None
 
 
@@ -136,8 +156,9 @@ def _artifacts_pipeline(args, preset):
     if d.is_file():
         raise InputError(f"--artifacts {d} is a file; pass the directory written by `psdrt build` (the one holding "
                          "manifest.json), or use --encoder FILE.onnx for a single ONNX file")
-    if not _PRECISION.match(str(args.precision)):
-        raise InputError(f"--precision {args.precision!r}: use fp32, fp16 or int8 (or ENC+HEAD such as int8+fp32)")
+    from ..manifest import precision_parts
+
+    precision_parts(args.precision)  # the one spelling rule: InputError naming fp32, fp16, int8, ENC+HEAD
     kw = {} if preset is None else {"preset": preset}
     if args.engine == "c" and args.mode:
         kw["mode"] = args.mode  # the C session selects the parts itself
@@ -192,6 +213,52 @@ def build_pipeline(args, convention=None):
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+@dataclass
+class Projection:
+    """How ``--points`` clouds become sparse depth: the transform and the depth range."""
+
+    T: Optional[np.ndarray]
+    min_depth: float
+    max_depth: float
+    source: str
+
+
+def _projection(args):
+    """(K or None, Projection or None) from --calib / --extrinsics; both None without --points.
+
+    Raises:
+        InputError: point-cloud flags without --points, or --points without a transform.
+    """
+    points = getattr(args, "points", None)
+    calib, extr = getattr(args, "calib", None), getattr(args, "extrinsics", None)
+    if not points:
+        if calib or extr:
+            raise InputError("--calib and --extrinsics describe point clouds: pass --points FILE|DIR (or drop them)")
+        return None, None
+    for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
+        if np.isnan(v) or v <= 0:
+            raise InputError(f"{flag} {v:g} must be a positive number of metres")
+    if not args.max_depth > args.min_depth:
+        raise InputError(f"--max-depth {args.max_depth:g} must be greater than --min-depth {args.min_depth:g}")
+    if calib and extr:
+        raise InputError("give --calib (KITTI: K and the LiDAR-to-camera transform) or --extrinsics, not both")
+    if calib:
+        if args.intrinsics or any(getattr(args, n) is not None for n in ("fx", "fy", "cx", "cy")):
+            raise InputError("--calib gives K (KITTI's P2): drop --intrinsics / --fx --fy --cx --cy")
+        from ..points import read_kitti_calib
+
+        c = read_kitti_calib(calib)
+        return c.K, Projection(c.T, args.min_depth, args.max_depth, f"--calib {calib}")
+    if not extr:
+        raise InputError("--points needs the sensor-to-camera transform: --calib FILE|DIR (KITTI) or --extrinsics "
+                         "FILE (a 4x4 matrix), or --extrinsics identity for points already in the camera frame")
+    if extr == "identity":
+        return None, Projection(None, args.min_depth, args.max_depth, "camera-frame points")
+    from ..points import read_extrinsics
+
+    return None, Projection(read_extrinsics(extr), args.min_depth, args.max_depth, f"--extrinsics {extr}")
+
+
 def _fixed_K(args):
     """K from --fx/--fy/--cx/--cy or an --intrinsics file; None when --intrinsics is a folder."""
     from ..io import intrinsics_matrix, read_intrinsics
@@ -216,8 +283,12 @@ def _by_stem(folder: Path, exts) -> dict:
 
 def collect_jobs(args) -> tuple[list[FrameJob], list[str]]:
     """Pair the inputs. Returns the jobs and a list of unmatched-file messages."""
-    rgb, sparse = Path(args.rgb), Path(args.sparse)
-    for path, flag in ((rgb, "--rgb"), (sparse, "--sparse")):
+    from ..points import POINT_EXTS
+
+    points = bool(getattr(args, "points", None))
+    flag2, exts, what = ("--points", POINT_EXTS, "point cloud") if points else ("--sparse", SPARSE_EXTS, "sparse depth")
+    rgb, sparse = Path(args.rgb), Path(args.points if points else args.sparse)
+    for path, flag in ((rgb, "--rgb"), (sparse, flag2)):
         if not path.exists():
             raise InputError(f"{flag} {path} does not exist; pass an existing file or folder")
     k_dir = Path(args.intrinsics) if args.intrinsics and Path(args.intrinsics).is_dir() else None
@@ -225,13 +296,13 @@ def collect_jobs(args) -> tuple[list[FrameJob], list[str]]:
         k_file = (k_dir / f"{rgb.stem}.txt") if k_dir else None
         return [FrameJob(rgb.stem, rgb, sparse, k_file)], []
     if not (rgb.is_dir() and sparse.is_dir()):
-        raise InputError("--rgb and --sparse must both be files or both be folders")
-    rgbs, sparses = _by_stem(rgb, RGB_EXTS), _by_stem(sparse, SPARSE_EXTS)
-    unmatched = [f"{p} has no sparse depth file with stem {s!r} in {sparse}" for s, p in rgbs.items() if s not in sparses]
+        raise InputError(f"--rgb and {flag2} must both be files or both be folders")
+    rgbs, sparses = _by_stem(rgb, RGB_EXTS), _by_stem(sparse, exts)
+    unmatched = [f"{p} has no {what} file with stem {s!r} in {sparse}" for s, p in rgbs.items() if s not in sparses]
     unmatched += [f"{p} has no RGB image with stem {s!r} in {rgb}" for s, p in sparses.items() if s not in rgbs]
     jobs = [FrameJob(s, p, sparses[s], (k_dir / f"{s}.txt") if k_dir else None) for s, p in rgbs.items() if s in sparses]
     if not jobs:
-        raise InputError(f"no RGB/sparse pairs with the same file stem in {rgb} and {sparse}; name each "
+        raise InputError(f"no RGB/{what} pairs with the same file stem in {rgb} and {sparse}; name each "
                          "frame's files alike (e.g. rgb/0001.png and sparse/0001.png)")
     return jobs, unmatched
 
@@ -326,13 +397,16 @@ def size_mismatch_error(stem: str, hw, working, source: str) -> ShapeError:
 
 
 def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1, *, convention=None,
-              fit: Optional[str] = None, source: str = "the pipeline") -> tuple[dict, float, list]:
+              fit: Optional[str] = None, source: str = "the pipeline",
+              projection: Optional[Projection] = None) -> tuple[dict, float, list]:
     """Read, complete and write one frame.
 
     Args:
         sparse_scale (float | None): ``--sparse-scale`` (``sparse_scale_for``).
         convention (Convention | None): ``runtime.datasets`` convention applied first.
         fit (str | None): ``"resize"``/``"crop"`` to the pipeline's ``working_size`` (``fit_frame``).
+        projection (Projection | None): ``job.sparse`` is a point cloud, projected into the RGB
+            frame with K and this transform (``runtime.points.project_points``).
 
     Returns:
         tuple: (files, pipeline seconds, notes for the per-frame line).
@@ -342,10 +416,18 @@ def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride
     from ..result import DepthResult
 
     rgb = read_rgb(job.rgb)
-    sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
     if job.intrinsics is not None:
         K = read_intrinsics(job.intrinsics)
     notes = []
+    if projection is not None:
+        from ..points import project_points, read_points
+
+        cloud = read_points(job.sparse)
+        sparse = project_points(cloud, K, rgb.shape[:2], T=projection.T, min_depth=projection.min_depth,
+                                max_depth=projection.max_depth)
+        notes.append(f"{len(cloud)} points -> {int((sparse > 0).sum())} pixels")
+    else:
+        sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
     if convention is not None:
         h, w = sparse.shape
         if rgb.shape[:2] != (h, w):
@@ -391,7 +473,9 @@ def _summary(times: list) -> str:
             f"min {ms.min():.1f} ms, max {ms.max():.1f} ms")
 
 
-def _scale_text(jobs, sparse_scale, convention) -> str:
+def _scale_text(jobs, sparse_scale, convention, projection=None) -> str:
+    if projection is not None:
+        return f"point clouds projected with {projection.source}"
     if not any(j.sparse.suffix.lower() == ".png" for j in jobs):
         return "sparse .npy in metres" if sparse_scale is None else f"sparse files / {sparse_scale:g}"
     if sparse_scale is not None:
@@ -419,9 +503,11 @@ def run(args) -> int:
         from ..datasets import get_convention
 
         convention = get_convention(args.convention)
-    K = _fixed_K(args)
+    K, projection = _projection(args)
+    if K is None:
+        K = _fixed_K(args)
     jobs, unmatched = collect_jobs(args)
-    if args.sparse_scale is None and convention is None:  # before any model is loaded or frame is read
+    if projection is None and args.sparse_scale is None and convention is None:  # before any model is loaded
         pngs = [j.sparse for j in jobs if j.sparse.suffix.lower() == ".png"]
         if pngs:
             raise png_scale_error(pngs[0] if len(pngs) == 1 else f"{pngs[0]} (and {len(pngs) - 1} more)")
@@ -435,13 +521,13 @@ def run(args) -> int:
           + (f", working size {format_size(working)}" + (f" (--fit {args.fit})" if args.fit else "")
              if working is not None else "")
           + (f", convention {convention.name}" if convention else "")
-          + f"; {_scale_text(jobs, args.sparse_scale, convention)}", file=sys.stderr)
+          + f"; {_scale_text(jobs, args.sparse_scale, convention, projection)}", file=sys.stderr)
     for msg in unmatched:
         print(f"unmatched: {msg}", file=sys.stderr)
     single = len(jobs) == 1 and Path(args.rgb).is_file()
     times, failed = [], []
     t_all = time.perf_counter()
-    kw = dict(convention=convention, fit=args.fit, source=source)
+    kw = dict(convention=convention, fit=args.fit, source=source, projection=projection)
     for i, job in enumerate(jobs, 1):
         if single:  # errors go to the dispatcher, which maps them to their exit code
             files, sec, notes = run_frame(pipe, job, K, args.sparse_scale, args.out, formats, args.ply_stride, **kw)

@@ -65,6 +65,21 @@ def test_sparse_pool(cuda_lib, cpu_lib, rt, order):
     cmp(rt, out, cpu_lib.sparse_pool(s), "sparse_pool")
 
 
+def test_project_points(cuda_lib, cpu_lib, rt, order):
+    """The z-buffer is an atomic minimum: the same image whatever the order of the threads, and
+    float64 unfused arithmetic picks the same pixel on every device (exact on a real GPU too)."""
+    rng = np.random.default_rng(6)
+    n = 20000
+    pts = np.stack([rng.uniform(-8, 8, n), rng.uniform(-6, 6, n), rng.uniform(-1, 30, n), rng.uniform(0, 1, n)],
+                   1).astype(np.float32)
+    pts[1::50] = pts[::50][: len(pts[1::50])]  # duplicates: ties in the z-buffer
+    Kp = np.array([[61.9, 0, 39.1], [0, 62.3, 27.4], [0, 0, 1]])
+    T = np.array([[1, 0, 0, 0.1], [0, 0.8, -0.6, 0.2], [0, 0.6, 0.8, 0.3], [0, 0, 0, 1]], np.float64)
+    out = rt.empty((55, 80))
+    cuda_lib.project_points(rt.upload(pts), Kp, (55, 80), T=T, out=out)
+    cmp(rt, out, cpu_lib.project_points(pts, Kp, (55, 80), T=T), "project_points", rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("cam", ["pinhole", "360", "MEI"])
 def test_backproject(cuda_lib, cpu_lib, rt, order, cam):
     d = np.random.default_rng(4).uniform(0.5, 10, (40, 60)).astype(np.float32)
@@ -127,6 +142,21 @@ def test_preprocess(cuda_lib, cpu_lib, rt, order, bgr):
     out = rt.empty((1, 3, 56, 70))
     cuda_lib.preprocess_rgb(rt.upload(rgb), size=(56, 70), bgr=bgr, out=out)
     cmp(rt, out, cpu_lib.preprocess_rgb(rgb, size=(56, 70), bgr=bgr), "preprocess")
+
+
+@pytest.mark.parametrize("method", ["official", "bicubic"])
+@pytest.mark.parametrize("src,dst", [((45, 61), (56, 70)), ((90, 130), (56, 70))], ids=["up", "down"])
+def test_preprocess_methods(cuda_lib, cpu_lib, rt, order, method, src, dst):
+    """psd_preprocess, the default official (scikit-image) method included: its recursive spline
+    prefilter runs one row or column per GPU thread, and a down-scale adds the anti-aliasing
+    Gaussian."""
+    rgb = np.random.default_rng(9).integers(0, 256, src + (3,), dtype=np.uint8)
+    m = cuda_lib.PREPROCESS_METHODS[method]
+    nbytes = C.c_size_t()
+    cuda_lib._check(cuda_lib._lib.psd_preprocess_workspace_size(1, m, *src, *dst, C.byref(nbytes)))
+    out, ws = rt.empty((1, 3) + dst), rt.empty(max(nbytes.value, 1), np.uint8)
+    cuda_lib.preprocess(rt.upload(rgb), size=dst, method=method, out=out, workspace=ws)
+    cmp(rt, out, cpu_lib.preprocess(rgb, size=dst, method=method), f"preprocess {method}")
 
 
 # ------------------------------------------------------------------------------ composed calls

@@ -322,10 +322,8 @@ def test_artifacts_directory_runs_with_the_manifest_mode(tmp_path, capsys, tiny_
     assert "(propagate mode)" in cap.out and "working size 28x42" in cap.err  # the manifest's mode, no --mode
     want = Pipeline.from_artifacts(tiny_artifacts)(*_inputs(paths)).depth
     got = np.load(out / "cam_depth.npy")
-    if engine == "python":
-        np.testing.assert_array_equal(got, want)
-    else:  # the C session preprocesses with its kernel: within the documented parity
-        np.testing.assert_allclose(got, want, rtol=5e-4, atol=1e-4)
+    # the C session and the Python pipeline are the same computation (tests/capi/test_session_parity.py)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_artifacts_size_mismatch_names_fit_and_mode_conflicts(tmp_path, capsys, tiny_artifacts):
@@ -344,6 +342,8 @@ def test_artifacts_size_mismatch_names_fit_and_mode_conflicts(tmp_path, capsys, 
     assert f"--artifacts {tiny_artifacts}" in err and "psdrt export" not in err
     assert main(base + ["--precision", "int8"]) == 2
     assert "--artifacts DIR" in capsys.readouterr().err
+    assert main(base + ["--artifacts", str(tiny_artifacts), "--precision", "int4"]) == 2
+    assert "ENC+HEAD such as int8+fp32" in capsys.readouterr().err
 
 
 def test_fit_resize_returns_depth_at_the_frame_size(tmp_path, capsys, tiny_artifacts):

@@ -313,6 +313,22 @@ PSD_API psd_status_t psd_resize(psd_device_t device, int32_t mode, int64_t chann
 /* (H, W) -> (H/4, W/4): sum / (count(> 0) + 1e-5) per 4x4 cell. */
 PSD_API psd_status_t psd_sparse_pool(psd_device_t device, int64_t height, int64_t width,
                                      const float* sparse, psd_stream_t stream, float* out);
+/* Point cloud -> z-buffered sparse depth (H, W) float32 metres, 0 = no point
+ * (kernels/project/project.h states the arithmetic). points: n x stride float32 on `device`,
+ * x y z first (stride 4 for KITTI's x, y, z, reflectance); non-finite points are skipped.
+ * T: 4x4 sensor-to-camera, row-major float64, host memory, NULL = identity (points already in
+ * the camera frame); finite, bottom row (0, 0, 0, 1), rotation orthonormal within 1e-3.
+ * K: 3x3 pinhole, host memory, psd_check_intrinsics' rules for height x width. A point is kept
+ * iff min_depth < z <= max_depth in the camera frame (0 < min_depth; max_depth may be +inf)
+ * and its nearest pixel centre (floor(u + 0.5), floor(v + 0.5); centres at integer
+ * coordinates) is inside the image; the nearest point wins a pixel. The value is the camera's
+ * z, not the range. n = 0 gives an all-zero image. Asynchronous on CUDA (stream-ordered).
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
+ * PSD_E_CUDA, PSD_E_NOT_BUILT_WITH_CUDA. */
+PSD_API psd_status_t psd_project_points(psd_device_t device, int64_t n, int64_t stride,
+                                        const float* points, const double* T, const double* K,
+                                        int64_t height, int64_t width, double min_depth,
+                                        double max_depth, psd_stream_t stream, float* out);
 /* depth (H, W) -> points (3, H, W); cam_params host memory (see psd_camera_t). */
 PSD_API psd_status_t psd_backproject(psd_device_t device, int32_t camera, int64_t height,
                                      int64_t width, const float* depth, const float* cam_params,

@@ -1,0 +1,8 @@
+// CPU instantiation of the point-cloud projection (bodies in project_impl.h).
+#include "project_impl.h"
+
+namespace psd {
+namespace kernels {
+PSD_INSTANTIATE_PROJECT(Device::kCpu)
+}  // namespace kernels
+}  // namespace psd
