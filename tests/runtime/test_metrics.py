@@ -92,3 +92,31 @@ def test_mean_metrics_is_per_image_mean():
         mean_metrics([])
     with pytest.raises(InputError, match="keys"):
         mean_metrics([a, {"mae": 1.0}])
+
+
+def test_edge_band_of_a_step_and_its_rmse():
+    from psdrt.runtime.metrics import depth_edge_band, edge_band_rmse
+
+    gt = np.full((20, 40), 2.0, np.float32)
+    gt[:, 20:] = 4.0  # one vertical depth edge between columns 19 and 20
+    band = depth_edge_band(gt, band=3)
+    assert band[:, 16:24].all() and not band[:, :16].any() and not band[:, 24:].any()
+    pred = gt.copy()
+    pred[:, 18:22] = 3.0  # a feathered edge: 1 m off on 4 columns inside the band
+    # 4 of the 8 band columns are 1000 mm off: RMSE = sqrt(0.5) * 1000 mm
+    assert edge_band_rmse(pred, gt, band=3) == pytest.approx(1000.0 * np.sqrt(0.5), rel=1e-12)
+    assert edge_band_rmse(gt, gt) == 0.0
+
+
+def test_edge_band_ignores_slopes_and_invalid_neighbours():
+    from psdrt.runtime.metrics import depth_edge_band, edge_band_rmse
+
+    slope = np.tile(np.linspace(2.0, 3.0, 40, dtype=np.float32), (20, 1))  # 1.3 % steps: no edge
+    assert not depth_edge_band(slope).any() and np.isnan(edge_band_rmse(slope, slope))
+    sparse = np.zeros((20, 40), np.float32)
+    sparse[5, 5], sparse[5, 7] = 2.0, 8.0  # no valid 4-neighbours of each other: no edge
+    assert not depth_edge_band(sparse).any()
+    sparse[5, 6] = 2.0  # now 2.0 | 8.0 are neighbours: an edge, the band covers both valid pixels
+    assert depth_edge_band(sparse, band=1).sum() == 3
+    with pytest.raises(InputError):
+        depth_edge_band(slope, band=-1)
