@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -94,14 +93,9 @@ def frames(data_dir):
 
 
 def _times(fn, n: int, warmup: int) -> list:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1000.0)
-    return ts
+    from psdrt.benchmarks.harness import sample_ms
+
+    return sample_ms(fn, n, warmup)
 
 
 def _summary(ts: list) -> dict:

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from psdrt.benchmarks.harness import capture_environment, machine_summary
+from psdrt.benchmarks.harness import capture_environment, machine_summary, sample_ms
 from psdrt.runtime import preprocess as PP
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,13 +81,7 @@ def _diff(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def _p50_ms(fn, iters: int) -> float:
-    fn()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.percentile(ts, 50))
+    return float(np.percentile(sample_ms(fn, iters), 50))
 
 
 def measure(iters: int = 20, data_dir=None) -> dict:

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +52,9 @@ def _frame(name: str, rng):
 
 
 def _time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
+    from psdrt.benchmarks.harness import sample_ms
+
+    ts = sample_ms(fn, repeats)
     return float(np.percentile(ts, 50)), float(np.percentile(ts, 90))
 
 

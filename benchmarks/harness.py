@@ -123,6 +123,19 @@ def summarize(samples_ms: Iterable[float]) -> Dict[str, float]:
     }
 
 
+def sample_ms(fn: Callable[[], Any], n: int, warmup: int = 1) -> List[float]:
+    """Wall time of ``n`` calls of ``fn`` in milliseconds, after ``warmup`` untimed calls (the
+    one timing loop of the stand-alone benchmark scripts; :func:`measure` times whole pipelines)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # clocks
 

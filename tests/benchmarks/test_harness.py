@@ -477,3 +477,17 @@ def test_bench_guided_runs_without_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert H.load_results(tmp_path / "bench.json")["runs"][0]["params"]["mode"] == "guided"
+
+
+def test_sample_ms_times_n_calls_after_untimed_warmup():
+    from psdrt.benchmarks.harness import sample_ms
+
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+        time.sleep(0.002 if len(calls) > 2 else 0.0)
+
+    ts = sample_ms(fn, 3, warmup=2)
+    assert len(calls) == 5 and len(ts) == 3
+    assert all(t >= 2.0 for t in ts) and all(t < 1000.0 for t in ts)  # milliseconds, the sleeps only

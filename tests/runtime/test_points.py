@@ -114,8 +114,9 @@ def test_read_bin_npy_and_errors(tmp_path):
     (tmp_path / "odd.bin").write_bytes(b"\0" * 10)
     with pytest.raises(InputError, match="not a whole number of KITTI Velodyne points"):
         read_points(tmp_path / "odd.bin")
+    (tmp_path / "scan.xyz").write_text("1 2 3")
     with pytest.raises(InputError, match="unknown point-cloud type"):
-        read_points((tmp_path / "scan.xyz").write_text("1 2 3") and tmp_path / "scan.xyz")
+        read_points(tmp_path / "scan.xyz")
     with pytest.raises(InputError, match="does not exist"):
         read_points(tmp_path / "missing.bin")
     assert set(POINT_EXTS) == {".bin", ".npy", ".ply", ".pcd"}
