@@ -148,6 +148,8 @@ _SIGNATURES = {
     "psd_resize": (_i32, [_i32, _i32, _i64, _i64, _i64, _i64, _i64, _vp, _vp, _vp]),
     # psd_status_t psd_project_points(psd_device_t, n, stride, points, T, K, height, width, min_depth, max_depth, stream, out)
     "psd_project_points": (_i32, [_i32, _i64, _i64, _vp, _dp, _dp, _i64, _i64, C.c_double, C.c_double, _vp, _vp]),
+    # psd_status_t psd_occlusion_filter(psd_device_t, height, width, sparse, int32_t rx, int32_t ry, double rel, stream, out)
+    "psd_occlusion_filter": (_i32, [_i32, _i64, _i64, _vp, _i32, _i32, C.c_double, _vp, _vp]),
     # psd_status_t psd_sparse_pool(psd_device_t, height, width, sparse, stream, out)
     "psd_sparse_pool": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp]),
     # psd_status_t psd_backproject(psd_device_t, int32_t camera, height, width, depth, cam_params, stream, out)
@@ -618,6 +620,16 @@ class KernelLibrary:
             p.device, shape[0], shape[1], p.ptr if shape[0] else None,
             None if Td is None else Td.ctypes.data_as(_dp), Kd.ctypes.data_as(_dp), h, w, float(min_depth),
             float(max_depth), self._stream(stream), o.ptr))
+        return o.keep
+
+    def occlusion_filter(self, sparse, rx: int = 4, ry: int = 8, rel: float = 0.1, out=None, stream=None):
+        """(H, W) float32 sparse depth -> the same with occluded (parallax) returns set to 0
+        (psd_occlusion_filter; ``runtime.points.filter_occluded`` documents the rule)."""
+        s = self._arg(sparse, "sparse", stream=stream)
+        h, w = _plane(s, "sparse")
+        o = self._out(out, (h, w), s.device, stream=stream)
+        self._check(self._lib.psd_occlusion_filter(s.device, h, w, s.ptr, int(rx), int(ry), float(rel),
+                                                   self._stream(stream), o.ptr))
         return o.keep
 
     def backproject(self, depth, cam_params, cam: str = "pinhole", out=None, stream=None):

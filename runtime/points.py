@@ -16,10 +16,14 @@ tested here. For each point ``p`` (x, y, z in the sensor frame, metres):
 
 The arithmetic is float64, unfused and in that order on every device, so the kernel equals the
 NumPy reference :func:`reference_project_points` bit for bit, and the result does not depend on
-the order of the points. What it does not do: handle parallax (a background point the LiDAR sees
-past a foreground edge that the camera does not see wins a pixel when no foreground point falls on
-that very pixel), rolling-shutter or motion compensation, or lens distortion (undistort the image
-first; K is pinhole).
+the order of the points. What it does not do: rolling-shutter or motion compensation, or lens
+distortion (undistort the image first; K is pinhole).
+
+**Parallax** (a background return the LiDAR sees past a foreground edge, where the camera sees the
+foreground) is a separate stage, :func:`filter_occluded` (``psd_occlusion_filter``): the z-buffer
+only resolves points that land on the same pixel, and the background returns land *between* the
+foreground's scan lines. ``psdrt run --points`` applies it by default (``--no-occlusion-filter``
+turns it off).
 
 Readers (:func:`read_points`): KITTI Velodyne ``.bin`` (float32 x, y, z, reflectance) and ``.npy``
 with NumPy; PLY with ``plyfile`` and PCD with ``pypcd4`` (the ``points`` extra:
@@ -43,6 +47,9 @@ __all__ = [
     "CameraCalib",
     "project_points",
     "reference_project_points",
+    "OCCLUSION_DEFAULTS",
+    "filter_occluded",
+    "reference_filter_occluded",
     "read_points",
     "read_kitti_calib",
     "read_extrinsics",
@@ -133,6 +140,84 @@ def reference_project_points(points, K, size, T=None, min_depth: float = MIN_DEP
     np.minimum.at(out, (fv[keep].astype(np.int64), fu[keep].astype(np.int64)), d)
     out[np.isinf(out)] = 0.0
     return out
+
+
+# ------------------------------------------------------------------------------------- parallax
+
+#: defaults of :func:`filter_occluded`: half-width rx (columns), rows ry above and below, margin rel
+OCCLUSION_DEFAULTS = {"rx": 4, "ry": 8, "rel": 0.1}
+
+
+def filter_occluded(sparse, rx: int = 4, ry: int = 8, rel: float = 0.1) -> np.ndarray:
+    """Drop the LiDAR returns that a nearer surface hides from the camera (parallax).
+
+    A LiDAR mounted apart from the camera (above it and behind it, on a car) sees the background
+    past a foreground edge where the camera sees the foreground. Projected, those background
+    returns land inside the foreground's silhouette, between its scan lines. A valid point of depth
+    ``d`` is dropped iff points nearer than ``d * (1 - rel)`` lie within columns ``x - rx .. x +
+    rx`` in the ``ry`` rows above it **and** in the ``ry`` rows below it, **and** at columns ``<= x``
+    and at columns ``>= x`` (counted over both row ranges): it is enclosed by nearer returns. A
+    background point beside a silhouette has nearer points on one side only and stays, so edges
+    keep their background. ``ry`` must span the gap between scan lines
+    (KITTI's HDL-64: 2-5 px; the default 8 covers sensors up to about twice as sparse).
+
+    This is ``psd_occlusion_filter`` (``kernels/project/project.h``, one source for the CPU and
+    CUDA); the comparisons are exact, so :func:`reference_filter_occluded` equals it bit for bit.
+    On a synthetic two-plane scene (tests/kernels/test_occlusion.py) it drops 324 of the 407
+    hidden returns and no visible one; what it cannot drop lies on the rows of the foreground's
+    top and bottom edges, where nearer returns are on one side only. It is not yet part of the
+    guided mode itself: apply it to scan-line LiDAR input (``psdrt run --points`` does).
+
+    Args:
+        sparse (np.ndarray): float32 (H, W) metres, 0 (or <= 0, or NaN/Inf) = missing.
+        rx (int): half-width of the window in columns, 0..64. Defaults to 4.
+        ry (int): rows searched above and below, 1..64. Defaults to 8.
+        rel (float): relative depth margin in (0, 1). Defaults to 0.1.
+
+    Returns:
+        np.ndarray: float32 (H, W), the kept points (missing pixels 0).
+
+    Raises:
+        ShapeError: not a 2-D map. InputError: a parameter out of range, a non-float map.
+    """
+    from . import _capi
+
+    return _capi.load().occlusion_filter(_as_sparse(sparse), rx=rx, ry=ry, rel=rel)
+
+
+def _as_sparse(sparse) -> np.ndarray:
+    a = np.asarray(sparse)
+    if a.ndim != 2:
+        raise ShapeError(f"sparse depth must be a (H, W) map, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"sparse depth must be float metres, got {a.dtype}; divide stored integers by their scale")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def reference_filter_occluded(sparse, rx: int = 4, ry: int = 8, rel: float = 0.1) -> np.ndarray:
+    """The NumPy reference of :func:`filter_occluded`: the same float32 threshold and exact
+    comparisons, as shifted windows (no parameter validation: the tests use it)."""
+    s = _as_sparse(sparse)
+    h, w = s.shape
+    with np.errstate(invalid="ignore"):
+        valid = (s > 0) & np.isfinite(s)
+    d = np.where(valid, s, np.float32(0))
+    thr = d * np.float32(1.0 - rel)
+    big = np.where(valid, d, np.float32(np.inf))
+    pad = np.pad(big, ((ry, ry), (rx, rx)), constant_values=np.inf)
+    flags = {k: np.zeros((h, w), bool) for k in ("above", "below", "left", "right")}
+    for dy in range(-ry, ry + 1):
+        if dy == 0:
+            continue
+        for dx in range(-rx, rx + 1):
+            near = pad[ry + dy:ry + dy + h, rx + dx:rx + dx + w] < thr
+            flags["above" if dy < 0 else "below"] |= near
+            if dx <= 0:
+                flags["left"] |= near
+            if dx >= 0:
+                flags["right"] |= near
+    hidden = flags["above"] & flags["below"] & flags["left"] & flags["right"]
+    return np.where(valid & ~hidden, d, np.float32(0)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------- files

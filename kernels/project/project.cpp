@@ -83,5 +83,24 @@ void ProjectPointsChecked(Device d, const float* points, int64_t n, int64_t stri
   }
 }
 
+void OcclusionFilterChecked(Device d, const float* sparse, int64_t h, int64_t w, int32_t rx,
+                            int32_t ry, double rel, float* out, Stream s) {
+  PSD_REQUIRE_PTR(sparse);
+  PSD_REQUIRE_PTR(out);
+  PSD_REQUIRE(h > 0 && w > 0, ShapeMismatch, "the image size must be positive");
+  PSD_REQUIRE(h <= (int64_t{1} << 15) && w <= (int64_t{1} << 15), ShapeMismatch,
+              "the image is larger than 32768 pixels on a side; resize the frame");
+  PSD_REQUIRE(rx >= 0 && rx <= 64, InvalidArgument,
+              "occlusion filter: rx (half-width in pixels) must be 0..64 (default 4)");
+  PSD_REQUIRE(ry >= 1 && ry <= 64, InvalidArgument,
+              "occlusion filter: ry (rows above and below) must be 1..64 (default 8)");
+  PSD_REQUIRE(std::isfinite(rel) && rel > 0.0 && rel < 1.0, InvalidArgument,
+              "occlusion filter: rel (relative depth margin) must be in (0, 1) (default 0.1)");
+  PSD_REQUIRE(out != sparse, InvalidArgument, "occlusion filter: out must not alias sparse");
+  const OcclusionParams p{rx, ry, static_cast<float>(1.0 - rel)};
+  if (d == Device::kCpu) OcclusionFilter<Device::kCpu>(sparse, h, w, p, out, s);
+  else PSD_CUDA_CALL(OcclusionFilter<Device::kCuda>, sparse, h, w, p, out, s);
+}
+
 }  // namespace kernels
 }  // namespace psd

@@ -39,6 +39,28 @@ void ProjectPoints(const float* points, int64_t n, int64_t stride, ProjectParams
 template <Device D>
 void ZBufferFinish(uint32_t* out, int64_t n, Stream s);
 
+// Occlusion (parallax) filter of a sparse depth image, for scan-line LiDAR input. A LiDAR mounted
+// apart from the camera sees background past a foreground edge where the camera sees the
+// foreground; projected, those background returns land inside the foreground's silhouette,
+// between its scan lines. A valid point p (depth d, valid = finite and > 0) is dropped iff the
+// window of rows [y - ry, y - 1] and [y + 1, y + ry], columns [x - rx, x + rx] (clipped to the
+// image) holds valid points q with q < d * (1 - rel) (float32 product) above p and below p, and
+// at columns <= x and >= x (counted over both row ranges): p is enclosed by nearer returns, so
+// a nearer surface covers it. A background point beside a silhouette has nearer points on one
+// side only and stays. Missing pixels come out 0;
+// every comparison is exact, so the NumPy reference (psdrt.runtime.points.
+// reference_filter_occluded) equals the CPU and CUDA results bit for bit.
+struct OcclusionParams {
+  int32_t rx, ry;
+  float keep;  // 1 - rel, rounded to float32 on the host
+};
+template <Device D>
+void OcclusionFilter(const float* sparse, int64_t h, int64_t w, OcclusionParams p, float* out,
+                     Stream s);
+// rx 0..64, ry 1..64, 0 < rel < 1; out must not alias sparse.
+void OcclusionFilterChecked(Device d, const float* sparse, int64_t h, int64_t w, int32_t rx,
+                            int32_t ry, double rel, float* out, Stream s);
+
 // ---- validated entry point (project.cpp): T NULL = identity; K a usable pinhole K
 // (psd_check_intrinsics' rules); 0 < min_depth < max_depth; n = 0 gives an all-zero image.
 void ProjectPointsChecked(Device d, const float* points, int64_t n, int64_t stride, const double* T,

@@ -92,11 +92,43 @@ void ZBufferFinish(uint32_t* out, int64_t n, Stream s) {
   });
 }
 
+PSD_HOST_DEVICE PSD_INLINE bool OcclValid(float v) { return v > 0.0f && v <= 3.40282347e38f; }
+
+template <Device D>
+void OcclusionFilter(const float* sparse, int64_t h, int64_t w, OcclusionParams p, float* out,
+                     Stream s) {
+  ParallelFor<D>(h * w, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    const float d = sparse[i];
+    if (!OcclValid(d)) {
+      out[i] = 0.0f;
+      return;
+    }
+    const int64_t y = i / w, x = i % w;
+    const float thr = d * p.keep;
+    const int64_t x0 = x - p.rx < 0 ? 0 : x - p.rx, x1 = x + p.rx >= w ? w - 1 : x + p.rx;
+    bool above = false, below = false, left = false, right = false;
+    for (int64_t dy = -p.ry; dy <= p.ry; ++dy) {
+      const int64_t yy = y + dy;
+      if (dy == 0 || yy < 0 || yy >= h) continue;
+      const float* row = sparse + yy * w;
+      for (int64_t xx = x0; xx <= x1; ++xx) {
+        if (!(OcclValid(row[xx]) && row[xx] < thr)) continue;
+        above = above || dy < 0;
+        below = below || dy > 0;
+        left = left || xx <= x;
+        right = right || xx >= x;
+      }
+    }
+    out[i] = (above && below && left && right) ? 0.0f : d;
+  });
+}
+
 #define PSD_INSTANTIATE_PROJECT(D)                                                             \
   template void ZBufferClear<D>(uint32_t*, int64_t, Stream);                                   \
   template void ProjectPoints<D>(const float*, int64_t, int64_t, ProjectParams, int64_t, int64_t, \
                                  uint32_t*, Stream);                                           \
-  template void ZBufferFinish<D>(uint32_t*, int64_t, Stream);
+  template void ZBufferFinish<D>(uint32_t*, int64_t, Stream);                                  \
+  template void OcclusionFilter<D>(const float*, int64_t, int64_t, OcclusionParams, float*, Stream);
 
 }  // namespace kernels
 }  // namespace psd

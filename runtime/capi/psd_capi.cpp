@@ -555,6 +555,13 @@ PSD_API psd_status_t psd_project_points(psd_device_t device, int64_t n, int64_t 
                                          min_depth, max_depth, out, stream))
 }
 
+PSD_API psd_status_t psd_occlusion_filter(psd_device_t device, int64_t height, int64_t width,
+                                          const float* sparse, int32_t rx, int32_t ry, double rel,
+                                          psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::OcclusionFilterChecked(ToDevice(device), sparse, height, width, rx, ry, rel, out,
+                                           stream))
+}
+
 PSD_API psd_status_t psd_backproject(psd_device_t device, int32_t camera, int64_t height,
                                      int64_t width, const float* depth, const float* cam_params,
                                      psd_stream_t stream, float* out) {

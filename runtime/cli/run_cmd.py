@@ -72,6 +72,11 @@ def add_parser(sub) -> None:
                     help="drop points at camera z <= this many metres (default 0.1: behind or at the camera)")
     pc.add_argument("--max-depth", type=float, default=float("inf"),
                     help="drop points at camera z beyond this many metres (default: keep all)")
+    pc.add_argument("--no-occlusion-filter", dest="occlusion_filter", action="store_false",
+                    help="keep the LiDAR returns that nearer returns enclose (by default they are dropped: a "
+                    "LiDAR mounted apart from the camera sees background past foreground edges that the camera "
+                    "does not; runtime.points.filter_occluded, window 9 columns x 8 rows above and below, "
+                    "10 %% depth margin)")
     p.add_argument("--sparse-scale", type=float, default=None, metavar="UNITS_PER_M",
                    help="stored units per metre of 16-bit sparse PNGs: 256 for KITTI-style PNGs (metres x 256), "
                    "1000 for millimetres. Required for PNG input unless --convention sets it: there is no "
@@ -221,6 +226,7 @@ class Projection:
     min_depth: float
     max_depth: float
     source: str
+    occlusion: bool = True  # runtime.points.filter_occluded after the projection
 
 
 def _projection(args):
@@ -235,6 +241,7 @@ def _projection(args):
         if calib or extr:
             raise InputError("--calib and --extrinsics describe point clouds: pass --points FILE|DIR (or drop them)")
         return None, None
+    occl = getattr(args, "occlusion_filter", True)
     for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
         if np.isnan(v) or v <= 0:
             raise InputError(f"{flag} {v:g} must be a positive number of metres")
@@ -248,15 +255,15 @@ def _projection(args):
         from ..points import read_kitti_calib
 
         c = read_kitti_calib(calib)
-        return c.K, Projection(c.T, args.min_depth, args.max_depth, f"--calib {calib}")
+        return c.K, Projection(c.T, args.min_depth, args.max_depth, f"--calib {calib}", occl)
     if not extr:
         raise InputError("--points needs the sensor-to-camera transform: --calib FILE|DIR (KITTI) or --extrinsics "
                          "FILE (a 4x4 matrix), or --extrinsics identity for points already in the camera frame")
     if extr == "identity":
-        return None, Projection(None, args.min_depth, args.max_depth, "camera-frame points")
+        return None, Projection(None, args.min_depth, args.max_depth, "camera-frame points", occl)
     from ..points import read_extrinsics
 
-    return None, Projection(read_extrinsics(extr), args.min_depth, args.max_depth, f"--extrinsics {extr}")
+    return None, Projection(read_extrinsics(extr), args.min_depth, args.max_depth, f"--extrinsics {extr}", occl)
 
 
 def _fixed_K(args):
@@ -426,6 +433,12 @@ def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride
         sparse = project_points(cloud, K, rgb.shape[:2], T=projection.T, min_depth=projection.min_depth,
                                 max_depth=projection.max_depth)
         notes.append(f"{len(cloud)} points -> {int((sparse > 0).sum())} pixels")
+        if projection.occlusion:
+            from ..points import filter_occluded
+
+            before = int((sparse > 0).sum())
+            sparse = filter_occluded(sparse)
+            notes.append(f"{before - int((sparse > 0).sum())} occluded dropped")
     else:
         sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
     if convention is not None:

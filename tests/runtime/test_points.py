@@ -169,16 +169,28 @@ def test_run_with_points_and_kitti_calibration(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     calib = read_kitti_calib(f)
-    sparse = project_points(pts, calib.K, size, T=calib.T)
-    assert f"{n} points -> {int((sparse > 0).sum())} pixels" in err and "projected with --calib" in err
+    from psdrt.runtime.points import filter_occluded
+
+    projected = project_points(pts, calib.K, size, T=calib.T)
+    sparse = filter_occluded(projected)  # on by default for point clouds
+    dropped = int((projected > 0).sum() - (sparse > 0).sum())
+    assert dropped > 0  # random points at 5-40 m: many far ones lie between nearer ones
+    assert f"{n} points -> {int((projected > 0).sum())} pixels" in err and "projected with --calib" in err
+    assert f"{dropped} occluded dropped" in err
     depth = np.load(out / "0001_depth.npy")
     assert depth.shape == size and np.isfinite(depth).all() and depth.min() > 0
-    # exactly what the pipeline gives for the projected sparse depth
+    # exactly what the pipeline gives for the projected, filtered sparse depth
     from psdrt.runtime.io import read_rgb
     from psdrt.runtime.pipeline import Pipeline
 
-    want = Pipeline("guided")(read_rgb(tmp_path / "rgb" / "0001.png"), sparse, calib.K).depth
-    np.testing.assert_array_equal(depth, want)
+    rgb = read_rgb(tmp_path / "rgb" / "0001.png")
+    np.testing.assert_array_equal(depth, Pipeline("guided")(rgb, sparse, calib.K).depth)
+    # --no-occlusion-filter: the projection as it is
+    rc = main(["run", "--rgb", str(tmp_path / "rgb"), "--points", str(tmp_path / "pts"), "--calib", str(f),
+               "--out", str(tmp_path / "out2"), "--formats", "npy", "--no-occlusion-filter"])
+    assert rc == 0, capsys.readouterr().err
+    assert "occluded dropped" not in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "out2" / "0001_depth.npy"), Pipeline("guided")(rgb, projected, calib.K).depth)
     # a transform is required; --calib replaces --intrinsics
     base = ["run", "--rgb", str(tmp_path / "rgb"), "--points", str(tmp_path / "pts"), "--out", str(out)]
     assert main(base + ["--fx", "700", "--fy", "700", "--cx", "200", "--cy", "60"]) == 2
