@@ -12,6 +12,10 @@ at random 1 % and 0.1 % sparse depth (seed 0), and on the **real LiDAR inputs** 
   the input (pattern ``lidar-holdout``). Held-back points carry the same parallax errors as the
   input, and isolated points have no edges, so that row has no edge-band figure.
 
+Each real-LiDAR input is scored twice: as it is, and after the occlusion (parallax) filter
+(``runtime.points.filter_occluded``, what ``psdrt run --points`` applies by default; patterns
+``lidar+occl`` and ``lidar-holdout+occl``), so that the stage's effect on every method is measured.
+
 Per frame and mean metrics (official definitions, mm), plus the RMSE in a band of 3 px around the
 ground truth's depth edges (``runtime.metrics.edge_band_rmse``, not an official metric), go to
 ``benchmarks/results/guided_accuracy.{json,md}``. The shipped path,
@@ -105,8 +109,11 @@ def evaluate(data_dir=None, seed=0):
         for pattern in PATTERNS:
             sparse = make_sparse(pattern, frame.rgb, frame.depth, seed)
             _score(rows, frame.dataset, frame.name, pattern, frame.rgb, sparse, frame.depth, frame.K)
+    from psdrt.runtime.points import filter_occluded
+
     for dataset, name, pattern, rgb, sparse, gt, K in lidar_inputs(data_dir, seed):
-        _score(rows, dataset, name, pattern, rgb, sparse, gt, K, edges=pattern != "lidar-holdout")
+        for suffix, sp in (("", sparse), ("+occl", filter_occluded(sparse))):
+            _score(rows, dataset, name, pattern + suffix, rgb, sp, gt, K, edges=pattern != "lidar-holdout")
     return rows
 
 
