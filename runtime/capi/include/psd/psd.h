@@ -332,7 +332,8 @@ PSD_API psd_status_t psd_project_points(psd_device_t device, int64_t n, int64_t 
 /* Occlusion (parallax) filter for scan-line LiDAR sparse depth (H, W) float32 metres, 0 =
  * missing (kernels/project/project.h states the rule): a point with nearer returns
  * (q < d * (1 - rel)) within columns x - rx..x + rx in the ry rows above and in the ry rows
- * below, at columns <= x and at columns >= x, is dropped (set to 0); other points are copied, missing or non-finite pixels become 0.
+ * below, at columns <= x and at columns >= x, is dropped (set to 0); other points are copied,
+ * missing or non-finite pixels become 0.
  * rx 0..64, ry 1..64, 0 < rel < 1 (psdrt's defaults 4, 8, 0.1); out must not alias sparse.
  * Asynchronous on CUDA. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT,
  * PSD_E_SHAPE_MISMATCH, PSD_E_CUDA, PSD_E_NOT_BUILT_WITH_CUDA. */
