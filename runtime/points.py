@@ -47,7 +47,6 @@ __all__ = [
     "CameraCalib",
     "project_points",
     "reference_project_points",
-    "OCCLUSION_DEFAULTS",
     "filter_occluded",
     "reference_filter_occluded",
     "read_points",
@@ -143,10 +142,6 @@ def reference_project_points(points, K, size, T=None, min_depth: float = MIN_DEP
 
 
 # ------------------------------------------------------------------------------------- parallax
-
-#: defaults of :func:`filter_occluded`: half-width rx (columns), rows ry above and below, margin rel
-OCCLUSION_DEFAULTS = {"rx": 4, "ry": 8, "rel": 0.1}
-
 
 def filter_occluded(sparse, rx: int = 4, ry: int = 8, rel: float = 0.1) -> np.ndarray:
     """Drop the LiDAR returns that a nearer surface hides from the camera (parallax).
