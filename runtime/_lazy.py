@@ -31,6 +31,9 @@ EXTRAS = {
     "cuda": "gpu",
     "plyfile": "points",
     "pypcd4": "points",
+    "rosbags": "ros",
+    "mcap": "ros",
+    "mcap_ros2": "ros",
 }
 
 
