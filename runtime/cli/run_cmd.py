@@ -403,6 +403,68 @@ def size_mismatch_error(stem: str, hw, working, source: str) -> ShapeError:
 # ------------------------------------------------------------------------------------------------ frames
 
 
+def sparse_from_points(cloud, K, size, projection: Projection) -> tuple[np.ndarray, list]:
+    """Project one point cloud into a frame of ``size`` (H, W) as ``--points`` does: the
+    z-buffered projection, then the occlusion filter unless ``projection.occlusion`` is off.
+
+    Returns:
+        tuple: (float32 (H, W) sparse depth in metres, notes for the per-frame line).
+    """
+    from ..points import project_points
+
+    sparse = project_points(cloud, K, size, T=projection.T, min_depth=projection.min_depth,
+                            max_depth=projection.max_depth)
+    notes = [f"{len(cloud)} points -> {int((sparse > 0).sum())} pixels"]
+    if projection.occlusion:
+        from ..points import filter_occluded
+
+        before = int((sparse > 0).sum())
+        sparse = filter_occluded(sparse)
+        notes.append(f"{before - int((sparse > 0).sum())} occluded dropped")
+    return sparse, notes
+
+
+def complete_frame(pipe, rgb, sparse, K, stem: str, *, convention=None, fit: Optional[str] = None,
+                   source: str = "the pipeline"):
+    """Complete one decoded frame: the convention's crop, ``--fit`` to the working size, the
+    pipeline, and the depth back at the frame's own size (folder and bag mode alike).
+
+    Returns:
+        tuple: (DepthResult, rgb and K of the result's frame, pipeline seconds, notes).
+    """
+    from ..result import DepthResult
+
+    notes = []
+    if convention is not None:
+        h, w = sparse.shape
+        if rgb.shape[:2] != (h, w):
+            raise ShapeError(f"RGB is {format_size(rgb.shape[:2])} but sparse depth is {format_size((h, w))} (HxW); "
+                             f"--convention {convention.name} needs both at the stored size")
+        rgb, K, sparse = convention.apply(rgb, K, sparse, name=stem)
+        if (h, w) != tuple(sparse.shape):
+            notes.append(f"{convention.name} {format_size((h, w))} -> {format_size(sparse.shape)}")
+    working = getattr(pipe, "working_size", None)
+    restore = None
+    if working is not None and tuple(sparse.shape) != tuple(working) and rgb.shape[:2] == sparse.shape:
+        if fit is None:
+            raise size_mismatch_error(stem, sparse.shape, working, source)
+        before = int((sparse > 0).sum())
+        rgb_in, sparse_in, K_in, restore = fit_frame(rgb, sparse, K, working, fit)
+        notes.append(f"fit {fit} {format_size(sparse.shape)} -> {format_size(working)} "
+                     f"(sparse points {before} -> {int((sparse_in > 0).sum())})")
+    else:
+        rgb_in, sparse_in, K_in = rgb, sparse, K
+    t0 = time.perf_counter()
+    result = pipe(rgb_in, sparse_in, K_in)
+    seconds = time.perf_counter() - t0
+    if restore is not None:
+        result = DepthResult(depth=restore(result.depth), mode=result.mode,
+                             info={**result.info, "fit": fit, "working_size": tuple(working)})
+    else:
+        rgb, K = rgb_in, K_in
+    return result, rgb, K, seconds, notes
+
+
 def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1, *, convention=None,
               fit: Optional[str] = None, source: str = "the pipeline",
               projection: Optional[Projection] = None) -> tuple[dict, float, list]:
@@ -413,61 +475,27 @@ def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride
         convention (Convention | None): ``runtime.datasets`` convention applied first.
         fit (str | None): ``"resize"``/``"crop"`` to the pipeline's ``working_size`` (``fit_frame``).
         projection (Projection | None): ``job.sparse`` is a point cloud, projected into the RGB
-            frame with K and this transform (``runtime.points.project_points``).
+            frame with K and this transform (``sparse_from_points``).
 
     Returns:
         tuple: (files, pipeline seconds, notes for the per-frame line).
     """
     from ..io import read_depth, read_intrinsics, read_rgb
     from ..outputs import FORMATS, png16_saturation, save_outputs, saturation_note
-    from ..result import DepthResult
 
     rgb = read_rgb(job.rgb)
     if job.intrinsics is not None:
         K = read_intrinsics(job.intrinsics)
     notes = []
     if projection is not None:
-        from ..points import project_points, read_points
+        from ..points import read_points
 
-        cloud = read_points(job.sparse)
-        sparse = project_points(cloud, K, rgb.shape[:2], T=projection.T, min_depth=projection.min_depth,
-                                max_depth=projection.max_depth)
-        notes.append(f"{len(cloud)} points -> {int((sparse > 0).sum())} pixels")
-        if projection.occlusion:
-            from ..points import filter_occluded
-
-            before = int((sparse > 0).sum())
-            sparse = filter_occluded(sparse)
-            notes.append(f"{before - int((sparse > 0).sum())} occluded dropped")
+        sparse, notes = sparse_from_points(read_points(job.sparse), K, rgb.shape[:2], projection)
     else:
         sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
-    if convention is not None:
-        h, w = sparse.shape
-        if rgb.shape[:2] != (h, w):
-            raise ShapeError(f"RGB is {format_size(rgb.shape[:2])} but sparse depth is {format_size((h, w))} (HxW); "
-                             f"--convention {convention.name} needs both at the stored size")
-        rgb, K, sparse = convention.apply(rgb, K, sparse, name=job.stem)
-        if (h, w) != tuple(sparse.shape):
-            notes.append(f"{convention.name} {format_size((h, w))} -> {format_size(sparse.shape)}")
-    working = getattr(pipe, "working_size", None)
-    restore = None
-    if working is not None and tuple(sparse.shape) != tuple(working) and rgb.shape[:2] == sparse.shape:
-        if fit is None:
-            raise size_mismatch_error(job.stem, sparse.shape, working, source)
-        before = int((sparse > 0).sum())
-        frame_rgb, frame_K, frame_hw = rgb, K, sparse.shape
-        rgb_in, sparse_in, K_in, restore = fit_frame(rgb, sparse, K, working, fit)
-        notes.append(f"fit {fit} {format_size(frame_hw)} -> {format_size(working)} "
-                     f"(sparse points {before} -> {int((sparse_in > 0).sum())})")
-    else:
-        rgb_in, sparse_in, K_in = rgb, sparse, K
-    t0 = time.perf_counter()
-    result = pipe(rgb_in, sparse_in, K_in)
-    seconds = time.perf_counter() - t0
-    if restore is not None:
-        result = DepthResult(depth=restore(result.depth), mode=result.mode,
-                             info={**result.info, "fit": fit, "working_size": tuple(working)})
-        rgb, K = frame_rgb, frame_K
+    result, rgb, K, seconds, more = complete_frame(pipe, rgb, sparse, K, job.stem, convention=convention, fit=fit,
+                                                   source=source)
+    notes += more
     files = save_outputs(result, out_dir, job.stem, rgb, K, formats=formats, ply_stride=ply_stride)
     if "png16" in formats:
         clipped, total = png16_saturation(result.depth)
