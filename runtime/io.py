@@ -27,6 +27,7 @@ __all__ = [
     "SHARED_DATASETS",
     "MIDDLEBURY_CALIBRATION",
     "read_rgb",
+    "decode_rgb",
     "read_depth",
     "write_depth_png16",
     "read_intrinsics",
@@ -141,16 +142,33 @@ def read_rgb(path: PathLike) -> np.ndarray:
         InputError: the file is not an image or holds more than 8 bits per channel.
     """
     path = _check_file(path)
+    return _pil_rgb(path, str(path))
+
+
+def decode_rgb(data: bytes, name: str = "image") -> np.ndarray:
+    """:func:`read_rgb` for an encoded image in memory (PNG/JPEG bytes, e.g. a ROS
+    ``sensor_msgs/CompressedImage``): the same PIL decoding, so the pixels equal the file's.
+
+    Raises:
+        InputError: the bytes are not an image, or hold more than 8 bits per channel (``name``
+        says which image in the message).
+    """
+    import io as _io
+
+    return _pil_rgb(_io.BytesIO(bytes(data)), name)
+
+
+def _pil_rgb(source, name: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                raise InputError(f"{path} is a {img.mode} (16-bit or float) image, not 8-bit RGB; "
+                raise InputError(f"{name} is a {img.mode} (16-bit or float) image, not 8-bit RGB; "
                                  "read depth maps with read_depth()")
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except InputError:
         raise
     except Exception as exc:  # PIL raises several unrelated types for bad files
-        raise InputError(f"cannot decode image {path} ({exc}); re-export it as PNG or JPEG") from None
+        raise InputError(f"cannot decode image {name} ({exc}); re-export it as PNG or JPEG") from None
     return np.ascontiguousarray(rgb)
 
 

@@ -50,8 +50,13 @@ def add_parser(sub) -> None:
         "weights), a psdrt build directory (--artifacts DIR), a checkpoint (--checkpoint, PyTorch) or "
         "exported ONNX files (--encoder/--head).",
     )
-    p.add_argument("--rgb", required=True, help="RGB image (PNG/JPEG) or a folder of them")
+    p.add_argument("--rgb", help="RGB image (PNG/JPEG) or a folder of them (required unless --bag)")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bag", metavar="PATH",
+                     help="a ROS 1 .bag, a rosbag2 directory (SQLite3 or MCAP) or a .mcap file instead of --rgb and "
+                     "--sparse/--points: images, camera info and points or sparse depth from its topics, paired by "
+                     "stamp; writes a rosbag2 (MCAP) of the completed depth to <--out>/<bag name>_depth "
+                     "(pip install 'psdrt[ros]'; no ROS installation needed)")
     src.add_argument("--sparse",
                      help="sparse depth: 16-bit PNG (give its scale: --sparse-scale or --convention) or float "
                      ".npy in metres, or a folder of them (paired by stem)")
@@ -77,6 +82,31 @@ def add_parser(sub) -> None:
                     "LiDAR mounted apart from the camera sees background past foreground edges that the camera "
                     "does not; runtime.points.filter_occluded, window 9 columns x 8 rows above and below, "
                     "10 %% depth margin)")
+    b = p.add_argument_group("ROS bags (with --bag)")
+    b.add_argument("--list", action="store_true", help="print the bag's topics, types and message counts and exit")
+    b.add_argument("--image-topic", help="sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) or CompressedImage "
+                   "(PNG/JPEG) topic")
+    b.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo topic: K of each image (the latest at or "
+                   "before its stamp, else the first)")
+    bs = b.add_mutually_exclusive_group()
+    bs.add_argument("--points-topic", help="sensor_msgs/PointCloud2 topic (x, y, z), projected into each image with "
+                    "the cloud-to-camera transform of the bag's /tf_static (or --extrinsics) and the occlusion "
+                    "filter (--no-occlusion-filter), --min-depth, --max-depth")
+    bs.add_argument("--depth-topic", help="sparse depth sensor_msgs/Image topic registered to the image: 32FC1 "
+                    "metres or 16UC1 millimetres, 0/NaN = no depth")
+    b.add_argument("--sync-tolerance", type=float, default=0.05, metavar="SECONDS",
+                   help="each image takes the points/depth message nearest to its header stamp within this many "
+                   "seconds (default 0.05); images without one are counted and listed as unpaired")
+    b.add_argument("--out-topic", help="topic of the completed depth (default: the image topic's sibling "
+                   "depth_completed, e.g. /cam/image_raw -> /cam/depth_completed); its camera info goes to "
+                   "<out-topic>/camera_info, --out-points to <out-topic>/points")
+    b.add_argument("--out-encoding", choices=("32FC1", "16UC1"), default="32FC1",
+                   help="32FC1 float metres (REP 118, the default, lossless) or 16UC1 millimetres (clipped at "
+                   "65.535 m)")
+    b.add_argument("--out-points", action="store_true",
+                   help="also write a sensor_msgs/PointCloud2 (x, y, z float32, the image's frame) of the completed "
+                   "depth")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     p.add_argument("--sparse-scale", type=float, default=None, metavar="UNITS_PER_M",
                    help="stored units per metre of 16-bit sparse PNGs: 256 for KITTI-style PNGs (metres x 256), "
                    "1000 for millimetres. Required for PNG input unless --convention sets it: there is no "
@@ -539,6 +569,13 @@ def run(args) -> int:
     if not args.artifacts and (args.precision != "fp32" or args.engine != "python"):
         raise InputError("--precision and --engine choose how a build directory runs: pass --artifacts DIR too "
                          "(or drop them)")
+    if getattr(args, "bag", None):
+        return run_bag(args)
+    if getattr(args, "list", False) or any(getattr(args, n, None) for n in BAG_ONLY):
+        raise InputError("--list, --image-topic, --camera-info-topic, --points-topic, --depth-topic, --out-topic and "
+                         "--out-points read or write ROS bags: pass --bag PATH (or drop them)")
+    if not args.rgb:
+        raise InputError("--rgb is required: an RGB image or a folder of them (or --bag PATH for a ROS bag)")
     convention = None
     if args.convention:
         from ..datasets import get_convention
@@ -595,4 +632,134 @@ def run(args) -> int:
     if failed:
         print("failed: " + ", ".join(stem for stem, _ in failed))
         return failed[0][1]
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ bags
+
+#: flags that only --bag reads
+BAG_ONLY = ("image_topic", "camera_info_topic", "points_topic", "depth_topic", "out_topic", "out_points")
+
+
+def _bag_name(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
+
+
+def run_bag(args) -> int:
+    """``psdrt run --bag``: complete every image of a ROS bag into a rosbag2 (runtime.bags)."""
+    import sys
+
+    from .. import bags
+
+    bag_path = Path(args.bag)
+    if args.rgb:
+        raise InputError("--bag takes the images from --image-topic: drop --rgb")
+    with bags.BagReader(bag_path) as bag:
+        if args.list:
+            rows = bag.topics()
+            width = max([len(t) for t, _, _ in rows] + [5])
+            tw = max([len(ty) for _, ty, _ in rows] + [4])
+            print(f"{bag.path}: {len(rows)} topic(s), {'ROS 1' if bag.is_ros1 else 'ROS 2'}")
+            for topic, ty, n in rows:
+                print(f"  {topic:<{width}}  {ty:<{tw}}  {n} message(s)")
+            return 0
+        missing = [f for f, v in (("--image-topic", args.image_topic), ("--camera-info-topic", args.camera_info_topic))
+                   if not v]
+        if not (args.points_topic or args.depth_topic):
+            missing.append("--points-topic or --depth-topic")
+        if missing:
+            raise InputError(f"--bag needs {', '.join(missing)}; `psdrt run --bag {bag_path} --list` shows the topics")
+        if args.calib or args.convention:
+            raise InputError("--calib and --convention do not apply to --bag: K comes from --camera-info-topic and the "
+                             "transform from /tf_static or --extrinsics; drop them")
+        if args.intrinsics or any(getattr(args, n) is not None for n in ("fx", "fy", "cx", "cy")):
+            raise InputError("--bag takes K from --camera-info-topic: drop --intrinsics / --fx --fy --cx --cy")
+        if args.extrinsics and not args.points_topic:
+            raise InputError("--extrinsics is the cloud-to-camera transform of --points-topic: drop it with --depth-topic")
+        if not (np.isfinite(args.sync_tolerance) and args.sync_tolerance >= 0):
+            raise InputError(f"--sync-tolerance {args.sync_tolerance:g} must be >= 0 seconds (e.g. 0.05)")
+        bag.topic_type(args.image_topic, "--image-topic", bags.IMAGE_TYPES)
+        bag.topic_type(args.camera_info_topic, "--camera-info-topic", (bags.INFO_TYPE,))
+        if args.points_topic:
+            bag.topic_type(args.points_topic, "--points-topic", (bags.POINTS_TYPE,))
+        else:
+            bag.topic_type(args.depth_topic, "--depth-topic", ("sensor_msgs/msg/Image",))
+        for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
+            if np.isnan(v) or v < 0:
+                raise InputError(f"{flag} {v:g} must be >= 0 metres")
+        T, given = None, False
+        if args.extrinsics:
+            given = True
+            if args.extrinsics != "identity":
+                from ..points import read_extrinsics
+
+                T = read_extrinsics(args.extrinsics)
+        spec = bags.BagSpec(image_topic=args.image_topic, info_topic=args.camera_info_topic,
+                            points_topic=args.points_topic, depth_topic=args.depth_topic,
+                            tolerance_s=float(args.sync_tolerance), extrinsics=T, extrinsics_given=given)
+        out_topic = args.out_topic or bags.default_out_topic(args.image_topic)
+        out_path = Path(args.out) / f"{_bag_name(bag.path)}_depth"
+        pipe = build_pipeline(args)
+        source = f"the build directory {args.artifacts}" if args.artifacts else "the pipeline"
+        projection = Projection(None, args.min_depth, args.max_depth, "", args.occlusion_filter)
+
+        def complete(rgb, sparse, K, stem):
+            result, _, _, sec, notes = complete_frame(pipe, rgb, sparse, K, stem, fit=args.fit, source=source)
+            return result, sec, notes
+
+        def project(xyz, K, hw, T):
+            from dataclasses import replace
+
+            return sparse_from_points(xyz, K, hw, replace(projection, T=T))
+
+        sparse_what = (f"{args.points_topic} (extrinsics: "
+                       + (f"--extrinsics {args.extrinsics}" if given else "/tf_static") + ")"
+                       if args.points_topic else f"{args.depth_topic}")
+        print(f"psdrt run: {pipe.mode} mode; bag {bag.path}: {args.image_topic} + {sparse_what}, K from "
+              f"{args.camera_info_topic}, tolerance {args.sync_tolerance:g} s -> {out_path} ({out_topic}, "
+              f"{args.out_encoding})", file=sys.stderr)
+        if out_path.exists() and not args.overwrite:  # before the scan; DepthBagWriter checks again
+            raise InputError(f"{out_path} exists; pass --overwrite to replace it, or another --out folder")
+
+        def make_writer():
+            return bags.DepthBagWriter(out_path, out_topic, f"{out_topic}/camera_info",
+                                       f"{out_topic}/points" if args.out_points else None,
+                                       encoding=args.out_encoding, overwrite=args.overwrite)
+
+        # the writer is closed on any exit, Ctrl-C included: the output bag stays valid
+        report = bags.process_bag(bag, spec, make_writer, complete, project,
+                                  progress=lambda line: print(line, file=sys.stderr))
+    return _bag_summary(report, out_path, out_topic, args)
+
+
+def _bag_summary(report, out_path, out_topic, args) -> int:
+    from ..bags import fmt_stamp
+
+    r = report
+    print(f"{r.written} of {r.images} image(s) completed -> {out_path} ({out_topic}); {len(r.unpaired)} unpaired "
+          f"(no {'points' if args.points_topic else 'depth'} within {args.sync_tolerance:g} s), "
+          f"{len(r.no_camera_info)} without usable camera info, {len(r.skipped)} bad message(s) skipped"
+          + ("; INTERRUPTED (Ctrl-C): the bag holds the frames completed until then" if r.interrupted else ""))
+    print(_summary(r.times))
+
+    def listing(items, n=10):
+        items = list(items)
+        return ", ".join(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+    if r.unpaired:
+        print("unpaired images (stamps): " + listing(fmt_stamp(s) for s in r.unpaired))
+    for stamp, why in r.no_camera_info:
+        print(f"no camera info: image {fmt_stamp(stamp)}: {why}")
+    for topic, stamp, why, _ in r.skipped:
+        print(f"skipped: {topic} {fmt_stamp(stamp)}: {why}")
+    if r.interrupted:
+        return 130
+    if r.skipped:
+        return r.skipped[0][3]
+    if r.no_camera_info:
+        return InputError.exit_code
+    if r.images and not r.written:
+        raise InputError(f"no image of {args.image_topic} was completed: none has a "
+                         f"{args.points_topic or args.depth_topic} message within --sync-tolerance "
+                         f"{args.sync_tolerance:g} s of its stamp; check the topics' stamps or raise the tolerance")
     return 0
