@@ -46,3 +46,16 @@ def test_demo_runs_without_torch(tmp_path):
     res = _run(f"from psdrt.runtime.cli.__main__ import main; raise SystemExit(main(['demo', '--out', {str(tmp_path)!r}]))")
     assert res.returncode == 0, (res.returncode, res.stderr)
     assert "guided" in res.stdout and "torch" not in res.stderr
+
+
+def test_bags_without_the_ros_extra_name_the_install(tmp_path):
+    # runtime.bags imports without rosbags; --bag then exits 4 naming the extra
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    block = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.")',
+                                'name.split(".")[0] in ("torch", "rosbags", "mcap", "mcap_ros2")')
+    code = ("import psdrt.runtime.bags\nfrom psdrt.runtime.cli.__main__ import main\n"
+            f"raise SystemExit(main(['run', '--bag', {str(tmp_path / 'b')!r}, '--list']))")
+    res = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True)
+    assert res.returncode == 4, res.stderr
+    assert "pip install 'psdrt[ros]'" in res.stderr

@@ -390,10 +390,12 @@ def test_unsupported_encoding_names_the_supported_ones(tmp_path, capsys):
         m = T["sensor_msgs/msg/Image"](header=hdr, height=H, width=W, encoding="yuv422", is_bigendian=0, step=W * 2,
                                        data=np.zeros(H * W * 2, np.uint8))
         w.write(c, T0, ts.serialize_cdr(m, "sensor_msgs/msg/Image"))
+        w.write(c, T0 + DT, b"\x00\x01\x00\x00garbage")  # a message that does not deserialize
     rc = main([*BASE, "--bag", str(src2), "--depth-topic", "/d", "--out", str(tmp_path / "o")])
     cap = capsys.readouterr()
-    assert rc == 2 and "1 bad message(s) skipped" in cap.out
+    assert rc == 2 and "0 of 2 image(s) completed" in cap.out and "2 bad message(s) skipped" in cap.out
     assert "encoding 'yuv422' is not supported; supported: rgb8, bgr8, mono8, rgba8, bgra8" in cap.out
+    assert "skipped: /cam/image_raw 1700000000.100000000: does not deserialize" in cap.out
     assert main([*BASE, "--bag", str(src), "--points-topic", "/lidar/points", "--out", str(tmp_path / "o2")]) == 0
     assert "2 of 2 image(s) completed" in capsys.readouterr().out
 
