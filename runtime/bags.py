@@ -632,6 +632,11 @@ def process_bag(bag: BagReader, spec: BagSpec, make_writer: Callable[[], DepthBa
                          "K comes from it: record the camera's camera_info topic with the images")
     imgs, oth = s["img"], s["oth"]
     report.images = len(imgs)
+    zero = sum(1 for x in imgs + oth if x is not None and x[0] == 0)
+    if zero:  # some drivers leave header.stamp unset: pairing by stamp would then pair arbitrary frames
+        say(f"WARNING: {zero} image/{'points' if spec.points_topic else 'depth'} message(s) have header stamp 0; "
+            "frames are paired by header stamps, so these pair with whatever else has stamp 0 (fix the "
+            "driver's stamps, or re-stamp the bag)")
     tol = int(round(spec.tolerance_s * 1e9))
     valid_oth = [o[0] if o is not None else None for o in oth]
     keep = [j for j, o in enumerate(valid_oth) if o is not None]

@@ -546,3 +546,12 @@ def test_pair_by_stamp_nearest_within_tolerance():
     assert bags.pair_by_stamp([100, 200, 300, 1000], [195, 90, 310, 205], 20) == [1, 0, 2, None]
     assert bags.pair_by_stamp([150], [140, 160], 10) == [0]  # a tie: the earlier
     assert bags._info_for(50, [100, 200]) == 0 and bags._info_for(250, [100, 200]) == 1
+
+
+def test_zero_header_stamps_are_warned_about(tmp_path, capsys):
+    src = _path(tmp_path, "mcap")
+    write_bag(src, "mcap", stamps=[0, T0 + DT])  # a driver that left header.stamp unset on one image
+    rc = main([*BASE, "--bag", str(src), "--points-topic", "/lidar/points", "--out", str(tmp_path / "o")])
+    cap = capsys.readouterr()
+    assert rc == 0 and "1 of 2 image(s) completed" in cap.out and "1 unpaired" in cap.out
+    assert "WARNING: 1 image/points message(s) have header stamp 0" in cap.err
