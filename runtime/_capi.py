@@ -103,7 +103,11 @@ class GuidedParamsC(C.Structure):
     """psd_guided_params."""
 
     _fields_ = [("struct_size", _u32), ("channels", _i32), ("colour_scale", C.c_float), ("levels", _i32),
-                ("iterations", _i32), ("flags", _u32), ("projection_w", _fp), ("projection_b", _fp)]
+                ("iterations", _i32), ("flags", _u32), ("projection_w", _fp), ("projection_b", _fp),
+                ("method", _i32), ("kind", _i32), ("lambda", C.c_float), ("sigma_s", C.c_float),
+                ("sigma_s_scan", C.c_float), ("sigma_r", C.c_float), ("beta", C.c_float),
+                ("dt_iterations", _i32), ("rounds", _i32), ("occl_rx", _i32), ("occl_ry", _i32),
+                ("occl_rel", C.c_float)]
 
 
 GUIDED_FLAG_GENERIC, GUIDED_FLAG_BASELINE_ISA = 1, 2
@@ -174,6 +178,8 @@ _SIGNATURES = {
     "psd_preprocess": (_i32, [_i32, _i32, _i64, _i64, _i32, _i64, _i64, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_guided_workspace_size(psd_device_t, height, width, const psd_guided_params*, size_t* bytes)
     "psd_guided_workspace_size": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), C.POINTER(_sz)]),
+    # psd_status_t psd_guided_params_init(psd_guided_params* params)
+    "psd_guided_params_init": (_i32, [C.POINTER(GuidedParamsC)]),
     # psd_status_t psd_guided(psd_device_t, height, width, params, const uint8_t* rgb, int32_t bgr, sparse, workspace, workspace_bytes, stream, out)
     "psd_guided": (_i32, [_i32, _i64, _i64, C.POINTER(GuidedParamsC), _vp, _i32, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_guided_features(psd_device_t, height, width, params, const uint8_t* rgb, int32_t bgr, stream, out)
@@ -736,15 +742,25 @@ class KernelLibrary:
         params = GuidedParams() if params is None else params
         if not isinstance(params, GuidedParams):
             raise InputError(f"params must be a psdrt.runtime.guided.GuidedParams, got {type(params).__name__}")
-        w, b = rff_projection(params) if projection is None else projection
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        b = np.ascontiguousarray(b, dtype=np.float32)
-        if w.shape != (3, params.channels) or b.shape != (params.channels,):
-            raise ShapeError(f"projection must be W (3, {params.channels}) and b ({params.channels},), "
-                             f"got {w.shape} and {b.shape}; use rff_projection(params)")
+        from .guided import KINDS, METHODS
+
+        if params.method == "cspn" or projection is not None:
+            w, b = rff_projection(params) if projection is None else projection
+            w = np.ascontiguousarray(w, dtype=np.float32)
+            b = np.ascontiguousarray(b, dtype=np.float32)
+            if w.shape != (3, params.channels) or b.shape != (params.channels,):
+                raise ShapeError(f"projection must be W (3, {params.channels}) and b ({params.channels},), "
+                                 f"got {w.shape} and {b.shape}; use rff_projection(params)")
+            pw, pb = w.ctypes.data_as(_fp), b.ctypes.data_as(_fp)
+        else:
+            w = b = None
+            pw = pb = None
         prm = GuidedParamsC(C.sizeof(GuidedParamsC), int(params.channels), float(params.colour_scale),
-                            int(params.levels), int(params.iterations), int(flags),
-                            w.ctypes.data_as(_fp), b.ctypes.data_as(_fp))
+                            int(params.levels), int(params.iterations), int(flags), pw, pb,
+                            METHODS.index(params.method), KINDS.index(params.kind), float(params.lam),
+                            float(params.sigma_s), float(params.sigma_s_scan), float(params.sigma_r),
+                            float(params.beta), int(params.dt_iterations), int(params.rounds),
+                            int(params.occl_rx), int(params.occl_ry), float(params.occl_rel))
         return prm, (w, b)
 
     @staticmethod

@@ -112,6 +112,9 @@ GuidedPlan PlanGuided(Workspace& ws, int64_t h, int64_t w, const GuidedConfig& c
 }
 
 size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& cfg) {
+  PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
+              "guided: method must be 0 (DT, the default) or 1 (CSPN)");
+  if (cfg.method == kGuidedMethodDt) return GuidedDtWorkspaceBytes(h, w, cfg.dt);
   ValidateScalars(h, w, cfg);
   Workspace ws(nullptr, 0);
   PlanGuided(ws, h, w, cfg, d);
@@ -121,6 +124,12 @@ size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& 
 void GuidedChecked(Device d, int64_t h, int64_t w, const GuidedConfig& cfg, const uint8_t* rgb,
                    bool bgr, const float* sparse, void* workspace, size_t workspace_bytes,
                    float* out, Stream s) {
+  PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
+              "guided: method must be 0 (DT, the default) or 1 (CSPN)");
+  if (cfg.method == kGuidedMethodDt) {
+    GuidedDtChecked(d, h, w, cfg.dt, rgb, sparse, workspace, workspace_bytes, out, s);
+    return;
+  }
   ValidateGuided(h, w, cfg);
   PSD_REQUIRE_PTR(rgb);
   PSD_REQUIRE_PTR(sparse);

@@ -47,6 +47,7 @@
 
 #include "../common/host_device.h"
 #include "../common/workspace.h"
+#include "dt.h"
 
 namespace psd {
 namespace kernels {
@@ -74,7 +75,11 @@ struct GuidedCoeffs {
   float ph[kGuidedMaxChannels];
 };
 
+enum GuidedMethod : int32_t { kGuidedMethodDt = 0, kGuidedMethodCspn = 1 };
+
 struct GuidedConfig {
+  int32_t method = kGuidedMethodDt;  // DT: dt.h with `dt`; CSPN: this file with the fields below
+  GuidedDtConfig dt;
   int32_t channels = 32;
   float colour_scale = 10.0f;
   int32_t levels = 2;      // requested; the effective count is GuidedLevels(h, w, levels)
@@ -131,7 +136,7 @@ void GuidedCpu(const GuidedPlan& plan, const GuidedCoeffs& k, const uint8_t* rgb
                const float* sparse, float* out);
 
 // Validated entry points of the C ABI (psd_guided_workspace_size / psd_guided /
-// psd_guided_features).
+// psd_guided_features); the first two dispatch on cfg.method.
 size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& cfg);
 void GuidedChecked(Device d, int64_t h, int64_t w, const GuidedConfig& cfg, const uint8_t* rgb,
                    bool bgr, const float* sparse, void* workspace, size_t workspace_bytes,

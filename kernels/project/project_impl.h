@@ -94,32 +94,52 @@ void ZBufferFinish(uint32_t* out, int64_t n, Stream s) {
 
 PSD_HOST_DEVICE PSD_INLINE bool OcclValid(float v) { return v > 0.0f && v <= 3.40282347e38f; }
 
+// The filter's value at pixel i (0 when dropped or missing); the guided mode runs it too.
+PSD_HOST_DEVICE PSD_INLINE float OcclusionValue(const float* sparse, int64_t h, int64_t w,
+                                                OcclusionParams p, int64_t i) {
+  const float d = sparse[i];
+  if (!OcclValid(d)) return 0.0f;
+  const int64_t y = i / w, x = i % w;
+  const float thr = d * p.keep;
+  const int64_t x0 = x - p.rx < 0 ? 0 : x - p.rx, x1 = x + p.rx >= w ? w - 1 : x + p.rx;
+  bool above = false, below = false, left = false, right = false;
+  for (int64_t dy = -p.ry; dy <= p.ry; ++dy) {
+    const int64_t yy = y + dy;
+    if (dy == 0 || yy < 0 || yy >= h) continue;
+    const float* row = sparse + yy * w;
+    // nearer returns at columns <= x and >= x of this row (q > 0 && q < thr is OcclValid(q) &&
+    // q < thr: thr is finite); branch-free, so the short loops vectorise
+    bool l = false, r = false;
+    for (int64_t xx = x0; xx <= x; ++xx) l |= (row[xx] > 0.0f) & (row[xx] < thr);
+    for (int64_t xx = x; xx <= x1; ++xx) r |= (row[xx] > 0.0f) & (row[xx] < thr);
+    left |= l;
+    right |= r;
+    if (dy < 0) above |= l | r;
+    else below |= l | r;
+    if (above && below && left && right) return 0.0f;  // enclosed: no need to look further
+  }
+  return d;
+}
+
+template <Device D, typename F>
+void ForPixelsBalanced(int64_t h, int64_t w, Stream s, const F& f) {
+  if constexpr (D == Device::kCpu) {
+    const int64_t t = CpuThreads(), parts = t < h ? t : h;
+    CpuParallelRanges(parts, parts, [&](int64_t b, int64_t e, int64_t) {
+      for (int64_t part = b; part < e; ++part)
+        for (int64_t y = part; y < h; y += parts)
+          for (int64_t x = 0; x < w; ++x) f(y * w + x);
+    });
+  } else {
+    ParallelFor<D>(h * w, s, f);
+  }
+}
+
 template <Device D>
 void OcclusionFilter(const float* sparse, int64_t h, int64_t w, OcclusionParams p, float* out,
                      Stream s) {
-  ParallelFor<D>(h * w, s, [=] PSD_HOST_DEVICE(int64_t i) {
-    const float d = sparse[i];
-    if (!OcclValid(d)) {
-      out[i] = 0.0f;
-      return;
-    }
-    const int64_t y = i / w, x = i % w;
-    const float thr = d * p.keep;
-    const int64_t x0 = x - p.rx < 0 ? 0 : x - p.rx, x1 = x + p.rx >= w ? w - 1 : x + p.rx;
-    bool above = false, below = false, left = false, right = false;
-    for (int64_t dy = -p.ry; dy <= p.ry; ++dy) {
-      const int64_t yy = y + dy;
-      if (dy == 0 || yy < 0 || yy >= h) continue;
-      const float* row = sparse + yy * w;
-      for (int64_t xx = x0; xx <= x1; ++xx) {
-        if (!(OcclValid(row[xx]) && row[xx] < thr)) continue;
-        above = above || dy < 0;
-        below = below || dy > 0;
-        left = left || xx <= x;
-        right = right || xx >= x;
-      }
-    }
-    out[i] = (above && below && left && right) ? 0.0f : d;
+  ForPixelsBalanced<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    out[i] = OcclusionValue(sparse, h, w, p, i);
   });
 }
 

@@ -105,6 +105,18 @@ k::GuidedConfig ToGuided(const psd_guided_params* p) {
   c.baseline_isa = (p->flags & PSD_GUIDED_FLAG_BASELINE_ISA) != 0;
   c.w = p->projection_w;
   c.b = p->projection_b;
+  c.method = p->method;
+  c.dt.kind = p->kind;
+  c.dt.lambda = p->lambda;
+  c.dt.sigma_s = p->sigma_s;
+  c.dt.sigma_s_scan = p->sigma_s_scan;
+  c.dt.sigma_r = p->sigma_r;
+  c.dt.beta = p->beta;
+  c.dt.iterations = p->dt_iterations;
+  c.dt.rounds = p->rounds;
+  c.dt.occl_rx = p->occl_rx;
+  c.dt.occl_ry = p->occl_ry;
+  c.dt.occl_rel = p->occl_rel;
   return c;
 }
 
@@ -658,6 +670,31 @@ PSD_API psd_status_t psd_preprocess(psd_device_t device, int32_t method, int64_t
                                     void* workspace, size_t workspace_bytes, psd_stream_t stream, float* out) {
   PSD_CAPI_GUARD(k::PreprocessMethodChecked(ToDevice(device), method, rgb, height, width, bgr != 0, out, out_h,
                                             out_w, workspace, workspace_bytes, stream))
+}
+
+PSD_API psd_status_t psd_guided_params_init(psd_guided_params* params) {
+  PSD_CAPI_GUARD({
+    PSD_REQUIRE_PTR(params);
+    const k::GuidedConfig c;
+    *params = psd_guided_params{};
+    params->struct_size = sizeof(psd_guided_params);
+    params->channels = c.channels;
+    params->colour_scale = c.colour_scale;
+    params->levels = c.levels;
+    params->iterations = c.iterations;
+    params->method = c.method;
+    params->kind = c.dt.kind;
+    params->lambda = c.dt.lambda;
+    params->sigma_s = c.dt.sigma_s;
+    params->sigma_s_scan = c.dt.sigma_s_scan;
+    params->sigma_r = c.dt.sigma_r;
+    params->beta = c.dt.beta;
+    params->dt_iterations = c.dt.iterations;
+    params->rounds = c.dt.rounds;
+    params->occl_rx = c.dt.occl_rx;
+    params->occl_ry = c.dt.occl_ry;
+    params->occl_rel = c.dt.occl_rel;
+  })
 }
 
 PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t height, int64_t width,

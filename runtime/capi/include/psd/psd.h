@@ -396,10 +396,14 @@ PSD_API psd_status_t psd_preprocess_rgb(psd_device_t device, int64_t height, int
                                         const uint8_t* rgb, psd_stream_t stream, float* out);
 
 /* ------------------------------------------------------------------ weight-free guided mode
- * The whole `guided` mode of psdrt (psdrt.runtime.guided; kernels/guided/guided.h) in one call:
- * CIELAB colour -> random Fourier features -> cosine affinities, nearest-neighbour fill of the
- * sparse depth, coarse-to-fine CSPN over a short pyramid, clamp to the sparse depth range.
- * No learned weight: the only data is the fixed random projection (W, b) below. */
+ * The whole `guided` mode of psdrt (psdrt.runtime.guided) in one call. Two methods:
+ * PSD_GUIDED_METHOD_DT (the default; kernels/guided/dt.h): input kind (scan-line LiDAR or
+ * scattered points, detected per frame or given), parallax filter for scan input
+ * (psd_occlusion_filter), colour-geodesic nearest fill, normalised convolution with an
+ * edge-aware recursive domain-transform filter, clamp to the sparse depth range.
+ * PSD_GUIDED_METHOD_CSPN (the earlier method; kernels/guided/guided.h): CIELAB colour ->
+ * random Fourier features -> cosine affinities, nearest-neighbour fill, coarse-to-fine CSPN
+ * over a short pyramid, clamp. No learned weight in either. */
 
 /* Parameters (psdrt.runtime.guided.GuidedParams). struct_size = sizeof(psd_guided_params); new
  * fields are appended, and a library accepts any struct_size >= the one it was built with. */
@@ -418,9 +422,33 @@ typedef struct psd_guided_params {
    * b + 128). psdrt draws them from NumPy's default_rng(seed) (psdrt.runtime.guided.
    * rff_projection, seed 0 by default); an embedder ships them with its artefacts
    * (psdrt.runtime.guided.projection_json writes them) and passes the same values every frame. */
-  const float* projection_w;
+  const float* projection_w;  /* METHOD_CSPN only (NULL otherwise) */
   const float* projection_b;
+  /* --- the method, and the parameters of PSD_GUIDED_METHOD_DT (kernels/guided/dt.h);
+   * psd_guided_params_init writes the defaults of every field */
+  int32_t method;        /* PSD_GUIDED_METHOD_DT (0, default) or PSD_GUIDED_METHOD_CSPN (1) */
+  int32_t kind;          /* PSD_GUIDED_KIND_*: 0 auto (detected per frame), 1 scattered, 2 scan */
+  float lambda;          /* colour weight of the geodesic step cost, >= 0 (default 0.1) */
+  float sigma_s;         /* spatial bandwidth (px) of the filter, scattered input (default 20) */
+  float sigma_s_scan;    /* the same for scan-line input (default 5) */
+  float sigma_r;         /* colour bandwidth (sum of |dR|+|dG|+|dB|), > 0 (default 100) */
+  float beta;            /* weight of |d ln fill| in the edge distance, >= 0 (default 10) */
+  int32_t dt_iterations; /* filter iterations, 1..16 (default 3) */
+  int32_t rounds;        /* geodesic fill rounds, 1..16 (default 2) */
+  int32_t occl_rx, occl_ry; /* scan input: occlusion filter window (defaults 4, 8) */
+  float occl_rel;        /* and its relative depth margin, (0, 1) (default 0.1) */
 } psd_guided_params;
+
+#define PSD_GUIDED_METHOD_DT 0
+#define PSD_GUIDED_METHOD_CSPN 1
+#define PSD_GUIDED_KIND_AUTO 0
+#define PSD_GUIDED_KIND_SCATTERED 1
+#define PSD_GUIDED_KIND_SCAN 2
+
+/* Fills *params with the defaults (method DT, kind auto; CSPN fields C 32, colour scale 10,
+ * 2 levels, 40 iterations, projection NULL) and struct_size. Statuses: PSD_OK,
+ * PSD_E_NULL_POINTER. Thread-safe. */
+PSD_API psd_status_t psd_guided_params_init(psd_guided_params* params);
 
 /* CPU: run the per-pixel implementation that the CUDA library runs instead of the row-streamed
  * CPU one (slower, same results bit for bit on the CPU); for tests. */
@@ -428,7 +456,8 @@ typedef struct psd_guided_params {
 /* CPU: keep the baseline instruction set even where the CPU has AVX2 (same results); for tests. */
 #define PSD_GUIDED_FLAG_BASELINE_ISA 2u
 
-/* Sizes the workspace of psd_guided. It depends on the device: the CPU path streams the features
+/* Sizes the workspace of psd_guided. METHOD_DT: 44 bytes per pixel on either device (20 MB at
+ * 375 x 1242). METHOD_CSPN depends on the device: the CPU path streams the features
  * (about 76 bytes per pixel with C = 32, e.g. 34 MB at 375 x 1242); the CUDA path (and the CPU
  * with PSD_GUIDED_FLAG_GENERIC) stores the feature maps, about 4 (C + 1) * 4/3 bytes per pixel
  * more (103 MB at 375 x 1242). params->projection_* are not read.
@@ -446,9 +475,10 @@ PSD_API psd_status_t psd_guided_workspace_size(psd_device_t device, int64_t heig
  * @param[out] out        (H, W) metres; must not alias sparse.
  * Behaviour: no valid sparse point -> out is 0 everywhere (no status: a GPU would need a host
  * sync; the Python binding raises InputError first); one point or all points equal -> out is
- * that value everywhere (the clamp range); pixels whose 8 affinities sum to 0 keep their
- * initial value (kernels/cspn/cspn.h). Nearest-fill ties resolve as
- * scipy.ndimage.distance_transform_edt. Never NaN for finite inputs.
+ * that value everywhere (the clamp range; the parallax filter never drops the nearest point).
+ * METHOD_CSPN: pixels whose 8 affinities sum to 0 keep their initial value (kernels/cspn/cspn.h);
+ * nearest-fill ties resolve as scipy.ndimage.distance_transform_edt. Never NaN for finite
+ * inputs.
  * Ownership: none retained. Synchrony/stream: see header notes (CUDA: async on `stream`).
  * Thread safety: safe concurrently with distinct workspaces and outputs.
  * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,

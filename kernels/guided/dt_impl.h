@@ -1,0 +1,397 @@
+// Kernel bodies of the guided mode's default method (see dt.h). Included by dt_cpu.cpp and
+// dt_cuda.cu; GuidedDt<D> is the one sequence of steps, the per-pixel and per-line bodies below
+// are shared by both devices.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common/parallel_for.h"
+#include "../common/reduce.h"
+#include "../project/project_impl.h"
+#include "dt.h"
+
+namespace psd {
+namespace kernels {
+
+#define PSD_DT_FN PSD_HOST_DEVICE PSD_INLINE
+
+PSD_DT_FN bool DtValid(float v) { return v > 0.0f && v <= 3.40282347e38f; }
+
+// One pixel of a down (q = y - 1) or up (q = y + 1) pass: the best of itself and the 3 pixels of
+// row q. sv (the SAD of the pair with the pixel above; cost 1 + lam * sad) and cl/cr (the costs
+// of the diagonal pairs) are read from the row that pairs with row q: for a down pass row y's costs
+// (to y - 1: same column, left, right); for an up pass row q's costs, where the pair
+// (y, x) - (q, x - 1) is (q, x - 1)'s up-right pair and (y, x) - (q, x + 1) its up-left pair.
+PSD_DT_FN void DtVPixel(float* dist, float* fill, const float* sv, const float* cl,
+                        const float* cr, float lam, int64_t w, int64_t y, int64_t q, bool down,
+                        int64_t x) {
+  const int64_t p = y * w + x, b = q * w + x;
+  const int64_t k = down ? p : b;  // row whose planes hold the pairs
+  float best = dist[p], val = fill[p];
+  float t = dist[b] + (1.0f + lam * sv[k]);
+  if (t < best) {
+    best = t;
+    val = fill[b];
+  }
+  if (x > 0) {
+    t = dist[b - 1] + (down ? cl[p] : cr[b - 1]);
+    if (t < best) {
+      best = t;
+      val = fill[b - 1];
+    }
+  }
+  if (x + 1 < w) {
+    t = dist[b + 1] + (down ? cr[p] : cl[b + 1]);
+    if (t < best) {
+      best = t;
+      val = fill[b + 1];
+    }
+  }
+  dist[p] = best;
+  fill[p] = val;
+}
+
+// DtVPixel for the interior columns 1..w-2 of a row, without the bounds tests (the CPU path:
+// branch-free selects that vectorise across columns; the same operations per pixel).
+inline void DtVInterior(float* __restrict dist, float* __restrict fill, const float* sv,
+                        const float* cl, const float* cr, float lam, int64_t w, int64_t y,
+                        int64_t q, bool down) {
+  float* __restrict d = dist + y * w;
+  float* __restrict f = fill + y * w;
+  const float* __restrict dq = dist + q * w;
+  const float* __restrict fq = fill + q * w;
+  const float* __restrict k0 = sv + (down ? y : q) * w;
+  const float* __restrict kl = down ? cl + y * w : cr + q * w - 1;  // pair with (q, x - 1)
+  const float* __restrict kr = down ? cr + y * w : cl + q * w + 1;  // pair with (q, x + 1)
+  for (int64_t x = 1; x + 1 < w; ++x) {
+    // every load unconditional, so that the selects vectorise
+    const float t0 = dq[x] + (1.0f + lam * k0[x]), t1 = dq[x - 1] + kl[x], t2 = dq[x + 1] + kr[x];
+    const float f0 = fq[x], f1 = fq[x - 1], f2 = fq[x + 1];
+    float best = d[x], val = f[x];
+    bool m = t0 < best;
+    best = m ? t0 : best;
+    val = m ? f0 : val;
+    m = t1 < best;
+    best = m ? t1 : best;
+    val = m ? f1 : val;
+    m = t2 < best;
+    best = m ? t2 : best;
+    val = m ? f2 : val;
+    d[x] = best;
+    f[x] = val;
+  }
+}
+
+// The right then the left pass along rows y0..y1 (sh[p]: SAD of the pair (x - 1, x)). Rows are
+// independent; the CPU hands a block of rows to one call so that the rows' dependency chains
+// interleave (the same operations per row, in the same order).
+PSD_DT_FN void DtHRows(float* dist, float* fill, const float* sh, float lam, int64_t w,
+                       int64_t y0, int64_t y1) {
+  for (int64_t x = 1; x < w; ++x)
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t p = y * w + x;
+      const float t = dist[p - 1] + (1.0f + lam * sh[p]);
+      if (t < dist[p]) {
+        dist[p] = t;
+        fill[p] = fill[p - 1];
+      }
+    }
+  for (int64_t x = w - 2; x >= 0; --x)
+    for (int64_t y = y0; y < y1; ++y) {
+      const int64_t p = y * w + x;
+      const float t = dist[p + 1] + (1.0f + lam * sh[p + 1]);
+      if (t < dist[p]) {
+        dist[p] = t;
+        fill[p] = fill[p + 1];
+      }
+    }
+}
+
+// Recursive filter along rows y0..y1 (at most kDtRowBlock) on value and confidence: left to
+// right, then right to left (wh[p]: weight of the pair (x, x + 1)); the rows' previous values
+// are carried in registers so that their dependency chains interleave.
+constexpr int64_t kDtRowBlock = 8;
+PSD_DT_FN void DtFilterRows(float* v, float* c, const float* wh, int64_t w, int64_t y0,
+                            int64_t y1) {
+  float pv[kDtRowBlock], pc[kDtRowBlock];
+  const int64_t nr = y1 - y0;
+  for (int64_t r = 0; r < nr; ++r) {
+    pv[r] = v[(y0 + r) * w];
+    pc[r] = c[(y0 + r) * w];
+  }
+  for (int64_t x = 1; x < w; ++x)
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t p = (y0 + r) * w + x;
+      const float k = wh[p - 1];
+      const float a = v[p] + k * (pv[r] - v[p]), b = c[p] + k * (pc[r] - c[p]);
+      v[p] = pv[r] = a;
+      c[p] = pc[r] = b;
+    }
+  for (int64_t r = 0; r < nr; ++r) {
+    pv[r] = v[(y0 + r) * w + w - 1];
+    pc[r] = c[(y0 + r) * w + w - 1];
+  }
+  for (int64_t x = w - 2; x >= 0; --x)
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t p = (y0 + r) * w + x;
+      const float k = wh[p];
+      const float a = v[p] + k * (pv[r] - v[p]), b = c[p] + k * (pc[r] - c[p]);
+      v[p] = pv[r] = a;
+      c[p] = pc[r] = b;
+    }
+}
+
+// exp(x) for x <= 0 (0 below -87): 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by
+// its degree-6 Taylor polynomial (relative error < 2e-7); no library call, so loops vectorise.
+PSD_DT_FN float DtExp(float x) {
+  const float xc = x > -87.0f ? x : -87.0f;
+  const float t = xc * 1.44269504f;
+  const int32_t ni = static_cast<int32_t>(t - 0.5f);  // t <= 0: truncation rounds to nearest
+  const float n = static_cast<float>(ni);
+  const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (ni + 127) << 23;
+  float scale;
+#if defined(__CUDA_ARCH__)
+  scale = __int_as_float(bits);
+#else
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+#endif
+  return x > -87.0f ? p * scale : 0.0f;
+}
+
+// The same down then up columns x0..x1 (wv[p]: weight of the pair (y, y + 1)); row-major order
+// within a pass so that the CPU vectorises across columns.
+PSD_DT_FN void DtFilterColumns(float* v, float* c, const float* wv, int64_t h, int64_t w,
+                               int64_t x0, int64_t x1) {
+  for (int64_t y = 1; y < h; ++y) {
+    float* a = v + y * w;
+    float* b = c + y * w;
+    const float* k = wv + (y - 1) * w;
+    for (int64_t x = x0; x < x1; ++x) {
+      a[x] = a[x] + k[x] * (a[x - w] - a[x]);
+      b[x] = b[x] + k[x] * (b[x - w] - b[x]);
+    }
+  }
+  for (int64_t y = h - 2; y >= 0; --y) {
+    float* a = v + y * w;
+    float* b = c + y * w;
+    const float* k = wv + y * w;
+    for (int64_t x = x0; x < x1; ++x) {
+      a[x] = a[x] + k[x] * (a[x + w] - a[x]);
+      b[x] = b[x] + k[x] * (b[x + w] - b[x]);
+    }
+  }
+}
+
+// Calls f(y0, y1) over row blocks: one row per GPU thread, kDtRowBlock rows per CPU call.
+template <Device D, typename F>
+void DtRowBlocks(int64_t h, Stream s, const F& f) {
+  const int64_t rb = D == Device::kCpu ? kDtRowBlock : 1;
+  ParallelFor<D>((h + rb - 1) / rb, s, [=] PSD_HOST_DEVICE(int64_t b) {
+    const int64_t y0 = b * rb, y1 = y0 + rb < h ? y0 + rb : h;
+    f(y0, y1);
+  });
+}
+
+PSD_DT_FN float DtSadPlanar(const float* r, const float* g, const float* b, int64_t i,
+                            int64_t j) {
+  return (fabsf(r[i] - r[j]) + fabsf(g[i] - g[j])) + fabsf(b[i] - b[j]);
+}
+
+// Filter weight of a pair with colour SAD `sad` and log fills l1, l0.
+PSD_DT_FN float DtWeight(float m0, float kc, float beta, float sad, float l1, float l0) {
+  return DtExp(m0 * ((1.0f + kc * sad) + beta * fabsf(l1 - l0)));
+}
+
+// Calls f(y, x0, x1) over the columns x0..x1 of row y for every row: whole rows on the CPU
+// (one call per row, inner loops over x), one pixel per call on the GPU.
+template <Device D, typename F>
+void DtRows(int64_t h, int64_t w, Stream s, const F& f) {
+  if constexpr (D == Device::kCpu) {
+    ParallelFor<D>(h, s, [=](int64_t y) { f(y, int64_t{0}, w); });
+  } else {
+    ParallelFor<D>(h * w, s, [=] PSD_HOST_DEVICE(int64_t i) { f(i / w, i % w, i % w + 1); });
+  }
+}
+
+template <Device D>
+void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
+              const float* sparse, float* out, Stream s) {
+  const int64_t h = P.h, w = P.w, n = h * w;
+  int64_t* counts = P.counts;
+  int32_t* scan = P.scan;
+  float* range = P.range;
+  float *sp = P.sp, *dist = P.dist, *fill = P.fill;
+  float *sv = P.sv, *sh = P.sh, *cl = P.cl, *cr = P.cr, *wh = P.wh, *wv = P.wv;
+  float *v = P.v, *c = P.c;
+  const GuidedDtArgs A = a;
+
+  // kind: points with a horizontal / vertical neighbour (chunked, deterministic)
+  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t k) {
+    int64_t cn = 0, chz = 0, cvt = 0;
+    for (int64_t i = ChunkBegin(n, k), e = ChunkBegin(n, k + 1); i < e; ++i) {
+      if (!DtValid(sparse[i])) continue;
+      const int64_t y = i / w, x = i % w;
+      ++cn;
+      if ((x > 0 && DtValid(sparse[i - 1])) || (x + 1 < w && DtValid(sparse[i + 1]))) ++chz;
+      if ((y > 0 && DtValid(sparse[i - w])) || (y + 1 < h && DtValid(sparse[i + w]))) ++cvt;
+    }
+    counts[3 * k] = cn;
+    counts[3 * k + 1] = chz;
+    counts[3 * k + 2] = cvt;
+  });
+  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
+    int64_t cn = 0, chz = 0, cvt = 0;
+    for (int64_t k = 0; k < kChunks; ++k) {
+      cn += counts[3 * k];
+      chz += counts[3 * k + 1];
+      cvt += counts[3 * k + 2];
+    }
+    *scan = A.kind == kGuidedKindScan ||
+            (A.kind == kGuidedKindAuto && 20 * chz > 80 * cvt + cn);
+  });
+  // parallax (scan input), missing pixels to 0
+  ForPixelsBalanced<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    const float d = sparse[i];
+    sp[i] = *scan ? OcclusionValue(sparse, h, w, A.occl, i) : (DtValid(d) ? d : 0.0f);
+  });
+  // range of the points that remain
+  float* part = range + 3;
+  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t k) {
+    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
+    for (int64_t i = ChunkBegin(n, k), e = ChunkBegin(n, k + 1); i < e; ++i) {
+      const float d = sp[i];
+      if (!(d > 0.0f)) continue;
+      lo = d < lo ? d : lo;
+      hi = d > hi ? d : hi;
+      any = 1.0f;
+    }
+    part[3 * k] = lo;
+    part[3 * k + 1] = hi;
+    part[3 * k + 2] = any;
+  });
+  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
+    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
+    for (int64_t k = 0; k < kChunks; ++k) {
+      lo = part[3 * k] < lo ? part[3 * k] : lo;
+      hi = part[3 * k + 1] > hi ? part[3 * k + 1] : hi;
+      any = part[3 * k + 2] > any ? part[3 * k + 2] : any;
+    }
+    range[0] = lo;
+    range[1] = hi;
+    range[2] = any;
+  });
+  // step costs and the fill's start, from the colour as three float planes (staged in v, c, wh,
+  // which the filter fills later): |a - b| and their sums are exact, so the SADs are the
+  // integers DtSad gives
+  float *pr = v, *pg = c, *pb = wh;
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    pr[i] = static_cast<float>(rgb[3 * i]);
+    pg[i] = static_cast<float>(rgb[3 * i + 1]);
+    pb[i] = static_cast<float>(rgb[3 * i + 2]);
+  });
+  const float lam = A.lambda, sq2 = 1.41421356f;
+  DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
+    for (int64_t x = x0; x < x1; ++x) {
+      const int64_t i = y * w + x;
+      const bool valid = sp[i] > 0.0f;
+      dist[i] = valid ? 0.0f : INFINITY;
+      fill[i] = valid ? sp[i] : 0.0f;
+      sh[i] = x > 0 ? DtSadPlanar(pr, pg, pb, i, i - 1) : 0.0f;
+    }
+    if (y == 0) {
+      for (int64_t x = x0; x < x1; ++x) sv[x] = cl[x] = cr[x] = 0.0f;
+      return;
+    }
+    const int64_t o = y * w;
+    for (int64_t x = x0; x < x1; ++x) sv[o + x] = DtSadPlanar(pr, pg, pb, o + x, o + x - w);
+    // diagonal pairs: the interior without bounds tests, the two edge columns apart
+    const int64_t a = x0 > 1 ? x0 : 1, b = x1 < w - 1 ? x1 : w - 1;
+    for (int64_t x = a; x < b; ++x) {
+      cl[o + x] = sq2 + lam * DtSadPlanar(pr, pg, pb, o + x, o + x - w - 1);
+      cr[o + x] = sq2 + lam * DtSadPlanar(pr, pg, pb, o + x, o + x - w + 1);
+    }
+    for (int32_t edge = 0; edge < 2; ++edge) {
+      const int64_t x = edge ? w - 1 : 0;
+      if (x < x0 || x >= x1) continue;
+      cl[o + x] = x > 0 ? sq2 + lam * DtSadPlanar(pr, pg, pb, o + x, o + x - w - 1) : 0.0f;
+      cr[o + x] = x + 1 < w ? sq2 + lam * DtSadPlanar(pr, pg, pb, o + x, o + x - w + 1) : 0.0f;
+    }
+  });
+  for (int32_t r = 0; r < A.rounds; ++r) {
+    for (int32_t dir = 0; dir < 2; ++dir) {
+      const bool down = dir == 0;
+      for (int64_t j = 1; j < h; ++j) {
+        const int64_t y = down ? j : h - 1 - j, q = down ? y - 1 : y + 1;
+        if constexpr (D == Device::kCpu) {
+          DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, 0);
+          DtVInterior(dist, fill, sv, cl, cr, lam, w, y, q, down);
+          if (w > 1) DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, w - 1);
+        } else {
+          ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
+            DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, x);
+          });
+        }
+      }
+    }
+    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtHRows(dist, fill, sh, lam, w, y0, y1); });
+  }
+  // edge weights of iteration 0 (ln fill staged in c), then value and confidence
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { c[i] = logf(fill[i]); });
+  DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
+    const int32_t kd = *scan ? 1 : 0;
+    const float kc = A.kc[kd], m0 = A.m0[kd], beta = A.beta;
+    const int64_t o = y * w;
+    const int64_t e = x1 < w - 1 ? x1 : w - 1;  // pairs (x, x + 1) exist for x < w - 1
+    for (int64_t x = x0; x < e; ++x)
+      wh[o + x] = DtWeight(m0, kc, beta, sh[o + x + 1], c[o + x + 1], c[o + x]);
+    if (x1 == w) wh[o + w - 1] = 0.0f;
+    if (y + 1 < h) {
+      for (int64_t x = x0; x < x1; ++x)
+        wv[o + x] = DtWeight(m0, kc, beta, sv[o + x + w], c[o + x + w], c[o + x]);
+    } else {
+      for (int64_t x = x0; x < x1; ++x) wv[o + x] = 0.0f;
+    }
+    for (int64_t x = x0; x < x1; ++x) v[o + x] = sp[o + x] > 0.0f ? sp[o + x] : 0.0f;
+  });
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { c[i] = sp[i] > 0.0f ? 1.0f : 0.0f; });
+  for (int32_t it = 0; it < A.iterations; ++it) {
+    if (it > 0)
+      ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+        wh[i] = wh[i] * wh[i];
+        wv[i] = wv[i] * wv[i];
+      });
+    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
+    if constexpr (D == Device::kCpu) {
+      CpuParallelRanges(w, 64, [=](int64_t x0, int64_t x1, int64_t) {
+        DtFilterColumns(v, c, wv, h, w, x0, x1);
+      });
+    } else {
+      ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) { DtFilterColumns(v, c, wv, h, w, x, x + 1); });
+    }
+  }
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    if (!(range[2] > 0.0f)) {
+      out[i] = 0.0f;
+      return;
+    }
+    const float r = (v[i] + kGuidedDtEps * fill[i]) / (c[i] + kGuidedDtEps);
+    const float lo = range[0], hi = range[1];
+    out[i] = r < lo ? lo : (r > hi ? hi : r);
+  });
+}
+
+#define PSD_INSTANTIATE_GUIDED_DT(D)                                                            \
+  template void GuidedDt<D>(const GuidedDtPlan&, const GuidedDtArgs&, const uint8_t*,          \
+                            const float*, float*, Stream);
+
+}  // namespace kernels
+}  // namespace psd
