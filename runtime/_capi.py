@@ -735,8 +735,9 @@ class KernelLibrary:
 
     # ---------------------------------------------------------------- guided mode
     @staticmethod
-    def _guided_params(params, projection, flags: int):
-        """(psd_guided_params, keep-alive) from a GuidedParams and an optional (W, b)."""
+    def _guided_params(params, projection, flags: int, features: bool = False):
+        """(psd_guided_params, keep-alive) from a GuidedParams and an optional (W, b); the
+        projection is passed for the CSPN method and for the features."""
         from .guided import GuidedParams, rff_projection
 
         params = GuidedParams() if params is None else params
@@ -744,7 +745,7 @@ class KernelLibrary:
             raise InputError(f"params must be a psdrt.runtime.guided.GuidedParams, got {type(params).__name__}")
         from .guided import KINDS, METHODS
 
-        if params.method == "cspn" or projection is not None:
+        if params.method == "cspn" or projection is not None or features:
             w, b = rff_projection(params) if projection is None else projection
             w = np.ascontiguousarray(w, dtype=np.float32)
             b = np.ascontiguousarray(b, dtype=np.float32)
@@ -818,7 +819,7 @@ class KernelLibrary:
         """(C, H, W) guidance features of ``guided`` (psd_guided_features; runtime.guided.guided_features)."""
         a = self._arg(rgb, "rgb", dtype=np.uint8, stream=stream)
         h, w = self._rgb_hw(a)
-        prm, _keep = self._guided_params(params, projection, 0)
+        prm, _keep = self._guided_params(params, projection, 0, features=True)
         o = self._out(out, (prm.channels, h, w), a.device, stream=stream)
         self._check(self._lib.psd_guided_features(a.device, h, w, C.byref(prm), a.ptr, int(bool(bgr)),
                                                   self._stream(stream), o.ptr))

@@ -72,7 +72,8 @@ class SessionOptions(C.Structure):
                 ("preset", C.c_char_p), ("preset_override", C.POINTER(Preset)),
                 ("guided_levels", _i32), ("guided_iterations", _i32), ("guided_colour_scale", _f64),
                 ("guided_channels", _i32), ("artifact_flags", _u32),
-                ("guided_projection_w", C.POINTER(C.c_float)), ("guided_projection_b", C.POINTER(C.c_float))]
+                ("guided_projection_w", C.POINTER(C.c_float)), ("guided_projection_b", C.POINTER(C.c_float)),
+                ("guided_params", C.POINTER(_capi.GuidedParamsC))]
 
 
 class SessionInfo(C.Structure):
@@ -306,16 +307,12 @@ class CSession:
         if preset is not None:
             self._keep.append(str(preset).encode())
             o.preset = self._keep[-1]
-        o.guided_levels, o.guided_iterations = int(guided.levels), int(guided.iterations)
-        o.guided_colour_scale = float(guided.colour_scale)
-        if (guided.channels, guided.seed) != (GuidedParams().channels, GuidedParams().seed):
-            from .guided import rff_projection
-
-            w, b = (np.ascontiguousarray(a, np.float32) for a in rff_projection(guided))
-            self._keep += [w, b]
-            o.guided_channels = int(guided.channels)
-            o.guided_projection_w = w.ctypes.data_as(C.POINTER(C.c_float))
-            o.guided_projection_b = b.ctypes.data_as(C.POINTER(C.c_float))
+        if not isinstance(guided, GuidedParams):
+            raise InputError(f"guided must be a psdrt.runtime.guided.GuidedParams, got {type(guided).__name__}")
+        # the kernel binding's one translation of GuidedParams to psd_guided_params
+        prm, keep = _capi.KernelLibrary._guided_params(guided, None, 0)
+        self._keep += [prm, keep]
+        o.guided_params = C.pointer(prm)
         handle = _vp()
         d = None if artifact_dir is None else str(artifact_dir).encode()
         _raise(self._lib, self._lib.psd_session_create(d, C.byref(o), C.byref(handle)))

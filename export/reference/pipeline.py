@@ -4,8 +4,10 @@
   head (3 stages) -> dataset post-processing. Needs a PSD checkpoint.
 * ``propagate``: foundation model -> alignment -> dual-space propagation; no head, so it runs
   from a Depth Anything V2 checkpoint alone (e.g. the Apache-2.0 ViT-S weights).
-* ``guided``: no foundation model and no weights: nearest-neighbour fill for geometry, random
-  Fourier colour features for the affinities, coarse-to-fine CSPN (``psdrt.runtime.guided``).
+* ``guided``: no foundation model and no weights (``psdrt.runtime.guided``): by default the
+  ``dt`` method (colour-geodesic fill + edge-aware domain-transform filter; its NumPy
+  reference, ``reference_guided_dt``); ``method="cspn"``: nearest-neighbour fill, random Fourier
+  colour features for the affinities, coarse-to-fine CSPN (torch, ``reference/guided.py``).
 
 Every optimised path (kernels, ONNX, TensorRT) is checked against this. It uses the official
 arithmetic with the ``safe`` fallbacks of ``propagation.py``, so its output never contains NaN.
@@ -30,7 +32,7 @@ import torch
 
 from ...runtime.classical import ip_basic_fill, nearest_fill
 from ...runtime.errors import InputError, PsdError
-from ...runtime.guided import GuidedParams, guided_features
+from ...runtime.guided import GuidedParams, guided_features, reference_guided_dt
 from ...runtime.inputs import validate_frame
 from ...runtime.preprocess import DEFAULT_PREPROCESS, PREPROCESS_METHODS, fm_input_size, preprocess_rgb
 from ...runtime.presets import PropagationPreset, get_preset
@@ -190,7 +192,9 @@ class ReferencePipeline:
         }
         S = _t(frame.sparse)
         stages = {}
-        if self.mode == "guided":
+        if self.mode == "guided" and self.guided.method == "dt":
+            depth = _t(reference_guided_dt(frame.rgb, frame.sparse, self.guided))
+        elif self.mode == "guided":
             init = _t(nearest_fill(frame.sparse))
             feat = torch.from_numpy(guided_features(frame.rgb, self.guided))[None]
             depth = guided_propagation(S, init, feat, self.guided)

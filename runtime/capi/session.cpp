@@ -872,12 +872,31 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "options.guided_projection_w has NaN/Inf");
     for (float v : s->guided_b)
       if (!std::isfinite(v)) Throw(PSD_E_INVALID_ARGUMENT, "options.guided_projection_b has NaN/Inf");
-    s->guided = psd_guided_params{};
-    s->guided.struct_size = sizeof(psd_guided_params);
-    s->guided.channels = static_cast<int32_t>(s->guided_b.size());
-    s->guided.colour_scale = static_cast<float>(s->guided_colour_scale);
-    s->guided.levels = s->guided_levels;
-    s->guided.iterations = s->guided_iterations;
+    if (o.guided_params) {
+      const psd_guided_params& g = *o.guided_params;
+      if (o.guided_levels || o.guided_iterations || o.guided_colour_scale > 0 || o.guided_channels ||
+          o.guided_projection_w)
+        Throw(PSD_E_INVALID_ARGUMENT, "options.guided_params replaces options.guided_levels, _iterations, "
+                                      "_colour_scale, _channels and _projection_*: leave those 0 / NULL");
+      if (g.struct_size < sizeof(psd_guided_params))
+        Throw(PSD_E_INVALID_ARGUMENT, "options.guided_params->struct_size must be sizeof(psd_guided_params) "
+                                      "(psd_guided_params_init)");
+      s->guided = g;
+      s->guided.struct_size = sizeof(psd_guided_params);
+      if (g.method == PSD_GUIDED_METHOD_CSPN) {
+        if (!g.projection_w || !g.projection_b || g.channels < 2 || g.channels > 64)
+          Throw(PSD_E_NULL_POINTER, "options.guided_params with METHOD_CSPN needs channels 2..64 and "
+                                    "projection_w/_b (psdrt.runtime.guided.rff_projection)");
+        s->guided_w.assign(g.projection_w, g.projection_w + 3 * g.channels);
+        s->guided_b.assign(g.projection_b, g.projection_b + g.channels);
+      }
+    } else {
+      KernelOk(psd_guided_params_init(&s->guided), "guided mode");
+      s->guided.channels = static_cast<int32_t>(s->guided_b.size());
+      s->guided.colour_scale = static_cast<float>(s->guided_colour_scale);
+      s->guided.levels = s->guided_levels;
+      s->guided.iterations = s->guided_iterations;
+    }
     s->guided.flags = 0;
     s->guided.projection_w = s->guided_w.data();
     s->guided.projection_b = s->guided_b.data();

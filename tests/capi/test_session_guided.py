@@ -58,9 +58,13 @@ def test_guided_equals_pipeline(capi_lib, middlebury_full):
     np.testing.assert_array_equal(sess(rgb, sparse, K).depth, want.depth)
 
 
-def test_guided_custom_parameters(capi_lib, middlebury_full):
+@pytest.mark.parametrize("g", [
+    GuidedParams(kind="scan", sigma_s_scan=3.0, lam=0.3, dt_iterations=2, rounds=1, occl_rx=2),
+    GuidedParams(sigma_s=7.0, sigma_r=40.0, beta=2.0),
+    GuidedParams(method="cspn", channels=16, seed=3, levels=3, iterations=20, colour_scale=7.0),
+], ids=["dt-scan", "dt-scattered", "cspn"])
+def test_guided_custom_parameters(capi_lib, middlebury_full, g):
     rgb, sparse, K = middlebury_full
-    g = GuidedParams(channels=16, seed=3, levels=3, iterations=20, colour_scale=7.0)
     got = CSession.guided(g)(rgb, sparse, K).depth
     np.testing.assert_array_equal(got, Pipeline("guided", guided=g)(rgb, sparse, K).depth)
     assert np.abs(got - CSession.guided()(rgb, sparse, K).depth).max() > 1e-3  # the parameters matter

@@ -1,4 +1,4 @@
-"""The weight-free guided mode as one kernel call (psd_guided, kernels/guided) vs the readable
+"""The guided mode's CSPN method as one kernel call (psd_guided, kernels/guided) vs the readable
 references: NumPy features (runtime.guided.guided_features), scipy's nearest fill and the PyTorch
 coarse-to-fine CSPN (export.reference.guided); the CPU schedules against each other; the C ABI's
 error paths through ctypes, as a C embedder calls them.
@@ -25,6 +25,9 @@ from psdrt.runtime import _capi
 from psdrt.runtime.classical import nearest_fill
 from psdrt.runtime.errors import InputError, ShapeError
 from psdrt.runtime.guided import GuidedParams, guided_features, projection_json, rff_projection
+
+#: these tests cover the CSPN method (tests/kernels/test_guided_dt.py: the default DT method)
+CSPN = GuidedParams(method="cspn")
 from psdrt.runtime.io import load_middlebury, load_shared_frame
 from psdrt.runtime.patterns import make_sparse
 
@@ -47,7 +50,7 @@ def random_frame(h, w, n, seed=0, smooth=True):
     return rgb, s
 
 
-def reference(rgb, sparse, params=GuidedParams()):
+def reference(rgb, sparse, params=GuidedParams(method="cspn")):
     """The FP32 reference of the guided mode: NumPy features + scipy fill + PyTorch CSPN."""
     feat = torch.from_numpy(guided_features(rgb, params))[None]
     init = t4(nearest_fill(sparse))
@@ -66,7 +69,7 @@ def test_features_match_numpy_reference(lib, bgr):
     rgb, _ = random_frame(37, 61, 1, seed=1, smooth=False)
     # the float32 phase error grows with |z| and the amplitude sqrt(2 / C): colour scale 3 about
     # triples the phases and C = 5 raises the amplitude 2.5x (measured 1.7e-5 there)
-    for params, atol in ((GuidedParams(), FEAT_ATOL), (GuidedParams(channels=5, colour_scale=3.0, seed=7), 4e-5)):
+    for params, atol in ((GuidedParams(method="cspn"), FEAT_ATOL), (GuidedParams(method="cspn", channels=5, colour_scale=3.0, seed=7), 4e-5)):
         out = lib.guided_features(rgb, params, bgr=bgr)
         ref = guided_features(rgb, params, bgr=bgr)
         assert out.shape == ref.shape == (params.channels, 37, 61)
@@ -85,7 +88,7 @@ def test_features_cover_every_colour_cube_corner_and_middlebury(lib):
 def test_projection_json_round_trips_to_the_same_float32_and_output(lib):
     import json
 
-    params = GuidedParams(channels=12, seed=5)
+    params = GuidedParams(method="cspn", channels=12, seed=5)
     doc = json.loads(projection_json(params))
     w, b = np.array(doc["w"], np.float32), np.array(doc["b"], np.float32)
     rw, rb = rff_projection(params)
@@ -98,7 +101,7 @@ def test_projection_json_round_trips_to_the_same_float32_and_output(lib):
 # ------------------------------------------------------------------------------------ nearest fill
 def _fill_only(lib, rgb, sparse):
     # one level, no sweep: the output is the nearest fill clamped to its own range
-    return lib.guided(rgb, sparse, GuidedParams(levels=1, iterations=0))
+    return lib.guided(rgb, sparse, GuidedParams(method="cspn", levels=1, iterations=0))
 
 
 @pytest.mark.parametrize("pattern", ["random", "grid", "two", "edges", "column"])
@@ -120,20 +123,20 @@ def test_nearest_fill_matches_scipy_including_ties(lib, pattern):
         s[::4, 20] = np.arange(1, s[::4, 20].size + 1, dtype=np.float32)
     out = _fill_only(lib, rgb, s)
     np.testing.assert_array_equal(out, nearest_fill(s))
-    np.testing.assert_array_equal(lib.guided(rgb, s, GuidedParams(levels=1, iterations=0), flags=GENERIC), out)
+    np.testing.assert_array_equal(lib.guided(rgb, s, GuidedParams(method="cspn", levels=1, iterations=0), flags=GENERIC), out)
 
 
 # ------------------------------------------------------------------------------------ depth
 @pytest.mark.parametrize("h,w,n,params", [
-    (64, 90, 60, GuidedParams()),
-    (37, 53, 25, GuidedParams(levels=3, iterations=7, channels=5, colour_scale=4.0, seed=3)),
-    (33, 70, 200, GuidedParams(levels=1, iterations=3)),
-    (40, 41, 10, GuidedParams(levels=9, iterations=2)),  # levels capped by the size
-    (5, 7, 3, GuidedParams()),                            # below 4 px per side: one level
-    (1, 1, 1, GuidedParams()),
-    (3, 200, 9, GuidedParams(iterations=0)),
-    (20, 30, 10, GuidedParams(channels=64, iterations=4)),          # the largest channel count
-    (180, 200, 300, GuidedParams(channels=8, iterations=9)),        # threaded, passes of 8 + 1
+    (64, 90, 60, GuidedParams(method="cspn")),
+    (37, 53, 25, GuidedParams(method="cspn", levels=3, iterations=7, channels=5, colour_scale=4.0, seed=3)),
+    (33, 70, 200, GuidedParams(method="cspn", levels=1, iterations=3)),
+    (40, 41, 10, GuidedParams(method="cspn", levels=9, iterations=2)),  # levels capped by the size
+    (5, 7, 3, GuidedParams(method="cspn")),                            # below 4 px per side: one level
+    (1, 1, 1, GuidedParams(method="cspn")),
+    (3, 200, 9, GuidedParams(method="cspn", iterations=0)),
+    (20, 30, 10, GuidedParams(method="cspn", channels=64, iterations=4)),          # the largest channel count
+    (180, 200, 300, GuidedParams(method="cspn", channels=8, iterations=9)),        # threaded, passes of 8 + 1
 ])
 def test_guided_matches_reference_on_random_frames(lib, h, w, n, params):
     rgb, s = random_frame(h, w, n, seed=h + w)
@@ -146,22 +149,22 @@ def test_guided_matches_reference_on_random_frames(lib, h, w, n, params):
 def test_guided_matches_reference_on_middlebury_and_bgr(lib):
     f = load_middlebury()
     sparse = make_sparse("random1", f.rgb, f.depth, 0)
-    out = lib.guided(f.rgb, sparse)
-    np.testing.assert_array_equal(lib.guided(np.ascontiguousarray(f.rgb[..., ::-1]), sparse, bgr=True), out)
+    out = lib.guided(f.rgb, sparse, CSPN)
+    np.testing.assert_array_equal(lib.guided(np.ascontiguousarray(f.rgb[..., ::-1]), sparse, CSPN, bgr=True), out)
     # the PyTorch reference on a 240 x 360 crop keeps the test fast (the full frame: same bound)
     rgb, sp = np.ascontiguousarray(f.rgb[130:370, 190:550]), np.ascontiguousarray(sparse[130:370, 190:550])
-    assert_depth_close(lib.guided(rgb, sp), reference(rgb, sp))
+    assert_depth_close(lib.guided(rgb, sp, CSPN), reference(rgb, sp))
 
 
 def test_cpu_schedules_agree_bit_for_bit(lib):
     f = load_middlebury()
     rgb = np.ascontiguousarray(f.rgb[100:340, 150:510])  # 86k pixels: the threaded path
     sparse = make_sparse("random0.1", rgb, np.ascontiguousarray(f.depth[100:340, 150:510]), 1)
-    fast = lib.guided(rgb, sparse)
-    np.testing.assert_array_equal(lib.guided(rgb, sparse, flags=BASELINE), fast)
-    np.testing.assert_array_equal(lib.guided(rgb, sparse, flags=GENERIC), fast)
+    fast = lib.guided(rgb, sparse, CSPN)
+    np.testing.assert_array_equal(lib.guided(rgb, sparse, CSPN, flags=BASELINE), fast)
+    np.testing.assert_array_equal(lib.guided(rgb, sparse, CSPN, flags=GENERIC), fast)
     rgb, s = random_frame(29, 83, 40, seed=5, smooth=False)  # odd sizes, 3 levels, tails
-    p = GuidedParams(levels=3, iterations=5, channels=7)
+    p = GuidedParams(method="cspn", levels=3, iterations=5, channels=7)
     fast = lib.guided(rgb, s, p)
     for flags in (BASELINE, GENERIC, GENERIC | BASELINE):
         np.testing.assert_array_equal(lib.guided(rgb, s, p, flags=flags), fast)
@@ -176,7 +179,7 @@ lib = _capi.load("cpu")
 rng = np.random.default_rng(0)
 rgb = rng.integers(0, 256, (203, 187, 3), dtype=np.uint8)
 s = np.where(rng.random((203, 187)) < 0.02, rng.uniform(1, 9, (203, 187)), 0).astype(np.float32)
-for p in (GuidedParams(levels=3, iterations=19), GuidedParams(iterations=3)):
+for p in (GuidedParams(method="cspn", levels=3, iterations=19), GuidedParams(method="cspn", iterations=3)):
     a, b = lib.guided(rgb, s, p), lib.guided(rgb, s, p, flags=_capi.GUIDED_FLAG_GENERIC)
     assert np.array_equal(a, b), (p, float(np.abs(a - b).max()))
 print("ok")
@@ -200,7 +203,7 @@ def test_guided_matches_reference_on_a_kitti_crop(lib):
     f = load_shared_frame(SHARED_DATA, "KITTI", "0000000005")
     rgb, depth = f.rgb[-128:, 300:700], f.depth[-128:, 300:700]  # a LiDAR crop keeps this fast
     sparse = make_sparse("random1", np.ascontiguousarray(rgb), np.ascontiguousarray(depth), 0)
-    out = lib.guided(np.ascontiguousarray(rgb), sparse)
+    out = lib.guided(np.ascontiguousarray(rgb), sparse, CSPN)
     assert_depth_close(out, reference(np.ascontiguousarray(rgb), sparse))
 
 
@@ -209,15 +212,15 @@ def test_one_point_and_equal_points_give_that_value(lib):
     rgb, _ = random_frame(30, 40, 1, seed=2)
     s = np.zeros((30, 40), np.float32)
     s[7, 9] = 3.25
-    np.testing.assert_array_equal(lib.guided(rgb, s), np.full((30, 40), 3.25, np.float32))
+    np.testing.assert_array_equal(lib.guided(rgb, s, CSPN), np.full((30, 40), 3.25, np.float32))
     s[20, 30] = s[1, 1] = 3.25
-    np.testing.assert_array_equal(lib.guided(rgb, s), np.full((30, 40), 3.25, np.float32))
+    np.testing.assert_array_equal(lib.guided(rgb, s, CSPN), np.full((30, 40), 3.25, np.float32))
 
 
 def test_uniform_image_and_zero_iterations_stay_finite(lib):
     rgb = np.full((24, 32, 3), 77, np.uint8)  # every affinity equal
     _, s = random_frame(24, 32, 12, seed=4)
-    out = lib.guided(rgb, s)
+    out = lib.guided(rgb, s, CSPN)
     assert_depth_close(out, reference(rgb, s))
 
 
@@ -227,17 +230,17 @@ def test_nan_and_inf_sparse_values_are_missing(lib):
     bad[0, 0], bad[5, 5], bad[9, 9] = np.nan, np.inf, -3.0
     ref = s.copy()
     ref[0, 0] = ref[5, 5] = ref[9, 9] = 0.0
-    np.testing.assert_array_equal(lib.guided(rgb, bad), lib.guided(rgb, ref))
+    np.testing.assert_array_equal(lib.guided(rgb, bad, CSPN), lib.guided(rgb, ref, CSPN))
 
 
 def test_no_valid_point_is_a_typed_error_in_python_and_zeros_in_c(lib):
     rgb, _ = random_frame(16, 16, 1)
     s = np.zeros((16, 16), np.float32)
     with pytest.raises(InputError, match="no valid"):
-        lib.guided(rgb, s)
+        lib.guided(rgb, s, CSPN)
     out = np.full((16, 16), 5.0, np.float32)
     prm, keep = _params(lib)
-    ws = np.empty(lib.guided_workspace_size(16, 16), np.uint8)
+    ws = np.empty(lib.guided_workspace_size(16, 16, CSPN), np.uint8)
     st = lib._lib.psd_guided(0, 16, 16, C.byref(prm), rgb.ctypes.data, 0, s.ctypes.data, ws.ctypes.data,
                              ws.nbytes, None, out.ctypes.data)
     assert st == 0
@@ -246,7 +249,7 @@ def test_no_valid_point_is_a_typed_error_in_python_and_zeros_in_c(lib):
 
 # ------------------------------------------------------------------------------------ bad arguments
 def _params(lib, **kw):
-    prm, keep = lib._guided_params(GuidedParams(), None, 0)
+    prm, keep = lib._guided_params(GuidedParams(method="cspn"), None, 0)
     for k, v in kw.items():
         setattr(prm, k, v)
     return prm, keep
@@ -255,7 +258,7 @@ def _params(lib, **kw):
 def _call(lib, prm, h=16, w=16, rgb=True, sparse=True, ws=True, out=True, ws_bytes=None, device=0, out_is_sparse=False):
     img, s = random_frame(16, 16, 5)
     o = np.empty((16, 16), np.float32)
-    buf = np.empty(lib.guided_workspace_size(16, 16) + 4096, np.uint8)
+    buf = np.empty(lib.guided_workspace_size(16, 16, CSPN) + 4096, np.uint8)
     return lib._lib.psd_guided(
         device, h, w, C.byref(prm) if prm is not None else None, img.ctypes.data if rgb else None, 0,
         s.ctypes.data if sparse else None, buf.ctypes.data if ws else None,
@@ -284,7 +287,7 @@ def test_c_abi_rejects_bad_arguments_with_a_status(lib):
                {"colour_scale": float("nan")}, {"levels": 0}, {"iterations": -1}, {"flags": 8}):
         prm, keep2 = _params(lib, **kw)
         assert _call(lib, prm) == 1, kw
-    w = np.array(rff_projection(GuidedParams())[0])
+    w = np.array(rff_projection(GuidedParams(method="cspn"))[0])
     w[1, 3] = np.nan
     prm, keep3 = _params(lib, projection_w=w.ctypes.data_as(C.POINTER(C.c_float)))
     assert _call(lib, prm) == 1 and "non-finite" in lib.last_error()
@@ -308,7 +311,7 @@ def test_python_binding_rejects_bad_inputs_with_typed_errors(lib):
     with pytest.raises(ShapeError, match="projection"):
         lib.guided(rgb, s, projection=(np.zeros((3, 4), np.float32), np.zeros(4, np.float32)))
     with pytest.raises(InputError, match="channels"):
-        lib.guided(rgb, s, GuidedParams(channels=65))
+        lib.guided(rgb, s, GuidedParams(method="cspn", channels=65))
     with pytest.raises(InputError):
         lib.guided(rgb, s, params={"channels": 32})
 

@@ -622,6 +622,10 @@ typedef struct psd_session_options {
                                  PSD_ARTIFACTS_ALLOW_UNGATED: a latency-only session (was reserved) */
   const float* guided_projection_w; /* 3 x C row-major and C values (copied at create); NULL = */
   const float* guided_projection_b; /* the built-in rff_projection(GuidedParams()): seed 0, C 32 */
+  /* The guided mode's full parameters (psd_guided_params, copied at create with the CSPN
+   * projection it points to); NULL = psd_guided_params_init's defaults (method DT, kind auto)
+   * with the guided_* fields above. When set, those fields must be 0 / NULL. */
+  const psd_guided_params* guided_params;
 } psd_session_options;
 
 /* Fills *options with the defaults (CPU, FP32, AUTO mode, ORT, seed 0) and struct_size.
