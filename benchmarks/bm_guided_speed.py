@@ -1,20 +1,20 @@
-"""Speed of the weight-free ``guided`` mode on the CPU: the one-call kernel vs the NumPy path it replaced.
+"""Speed of the weight-free ``guided`` mode on the CPU: the DT method (the default) and the CSPN
+method side by side, in one run, on the same frames.
 
-* ``kernel``: ``Pipeline('guided')`` end to end (input validation + ``psd_guided``: colour
-  features, nearest fill, coarse-to-fine CSPN, clamp), the library's cached workspace;
-* ``numpy``: the pre-kernel ``Pipeline._guided`` (NumPy features ``runtime.guided.guided_features``,
-  scipy nearest fill, NumPy pooling, ``kernels.cspn`` and ``kernels.resize`` per level, NumPy
-  clamp), kept here as the comparison point.
+Both rows are ``Pipeline('guided')`` end to end (input validation + one ``psd_guided`` call,
+the library's cached workspace), with ``GuidedParams()`` (DT, input kind detected per frame) and
+``GuidedParams(method='cspn')``.
 
-Frames: the shared KITTI frame 0000000005 at its full 375x1242 (the size
-``bm_guided_accuracy`` evaluates), its bottom-centre 256x1216 crop (the KITTI depth-completion
-size) and the shared NYU frame 00000 (480x640), 1 % random sparse depth (seed 0); synthetic
-frames of the same sizes when the shared data is absent. Latency: p50 / p90 (linear
-interpolation) over ``--frames`` timed calls after warm-up; the load average before and after is
-recorded because other processes on the machine inflate every number. Writes
-``benchmarks/results/guided_speed_cpu.{json,md}``.
+Frames: the shared KITTI frame 0000000005 at its full 375x1242 and its bottom-centre 256x1216
+crop (the KITTI depth-completion size), and the shared NYU frame 00000 (480x640), 1 % random
+sparse depth (seed 0, scattered input); and, when ``../shared/data/lidar`` is there, the real
+Velodyne scan of kittiraw_a projected at 375x1242 (scan input: the detector, the parallax filter
+and the scan bandwidth run too). Synthetic frames of the KITTI/NYU sizes when the shared data is
+absent. Latency: p50 / p90 (linear interpolation) over ``--frames`` timed calls after warm-up;
+the load average before and after is recorded because other processes inflate every number.
+Writes ``benchmarks/results/guided_speed_cpu.{json,md}``.
 
-    python -m psdrt.benchmarks.bm_guided_speed [--frames 60] [--numpy-frames 8]
+    python -m psdrt.benchmarks.bm_guided_speed [--frames 60]
 """
 
 from __future__ import annotations
@@ -29,37 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from psdrt.runtime import _capi, config
-from psdrt.runtime.classical import nearest_fill
-from psdrt.runtime.guided import GuidedParams, guided_features
+from psdrt.runtime.guided import GuidedParams, input_kind
 from psdrt.runtime.io import intrinsics_matrix, list_shared_frames, load_shared_frame
 from psdrt.runtime.patterns import make_sparse
 from psdrt.runtime.pipeline import Pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def numpy_path(kernels, rgb: np.ndarray, sparse: np.ndarray, params: GuidedParams = GuidedParams()) -> np.ndarray:
-    """The guided mode as ``Pipeline._guided`` computed it before ``psd_guided`` (for comparison)."""
-    h, w = sparse.shape
-    feat = guided_features(rgb, params)
-    d = nearest_fill(sparse)
-    levels = max(1, min(params.levels, int(np.log2(max(min(h, w), 1))) - 1))
-    for lev in reversed(range(levels)):
-        f = 2**lev
-        hl, wl = h // f, w // f
-        if f > 1:
-            crop = (slice(0, hl * f), slice(0, wl * f))
-            s = sparse[crop].reshape(hl, f, wl, f)
-            s_l = (s.sum((1, 3)) / ((s > 0).sum((1, 3)) + np.float32(1e-5))).astype(np.float32)
-            f_l = feat[:, : hl * f, : wl * f].reshape(-1, hl, f, wl, f).mean((2, 4), dtype=np.float32)
-            d0 = d[crop].reshape(hl, f, wl, f).mean((1, 3), dtype=np.float32) if lev == levels - 1 else \
-                kernels.resize(d, (hl, wl), mode="bilinear")
-        else:
-            s_l, f_l = sparse, feat
-            d0 = d if levels == 1 else kernels.resize(d, (h, w), mode="bilinear")
-        d = kernels.cspn(s_l, np.ascontiguousarray(d0, np.float32), np.ascontiguousarray(f_l), params.iterations)
-    vals = sparse[sparse > 0]
-    return np.clip(d, vals.min(), vals.max())
 
 
 def frames(data_dir):
@@ -88,7 +63,17 @@ def frames(data_dir):
             items.append((name, rgb, depth, intrinsics_matrix(500.0, 500.0, w / 2, h / 2)))
     for name, rgb, depth, K in items:
         rgb, depth = np.ascontiguousarray(rgb), np.ascontiguousarray(depth)
-        out.append((name, rgb, make_sparse("random1", rgb, depth, 0), K))
+        out.append((name + ", random 1 %", rgb, make_sparse("random1", rgb, depth, 0), K))
+    lidar = Path(data_dir) / "lidar" if data_dir is not None else None
+    if lidar is not None and (lidar / "kittiraw_a_velodyne.bin").is_file():
+        from psdrt.runtime.io import read_rgb
+        from psdrt.runtime.points import project_points, read_kitti_calib, read_points
+
+        rgb = read_rgb(lidar / "kittiraw_a_rgb.png")
+        calib = read_kitti_calib(lidar / "kittiraw_a_calib.txt")
+        sparse = project_points(read_points(lidar / "kittiraw_a_velodyne.bin"), calib.K, rgb.shape[:2], T=calib.T)
+        h, w = sparse.shape
+        out.append((f"KITTI raw {h}x{w}, Velodyne scan", rgb, sparse, calib.K))
     return out
 
 
@@ -104,18 +89,20 @@ def _summary(ts: list) -> dict:
             "min_ms": float(a.min()), "mean_ms": float(a.mean())}
 
 
-def measure(data_dir=None, n_kernel: int = 60, n_numpy: int = 8) -> dict:
+METHODS = {"dt": GuidedParams(), "cspn": GuidedParams(method="cspn")}
+
+
+def measure(data_dir=None, n: int = 60) -> dict:
     kernels = _capi.load()
     rows = []
     for name, rgb, sparse, K in frames(data_dir):
-        pipe = Pipeline("guided", kernels=kernels)
-        k = _summary(_times(lambda: pipe(rgb, sparse, K), n_kernel, warmup=5))
-        ref = numpy_path(kernels, rgb, sparse)
-        depth = pipe(rgb, sparse, K).depth
-        npy = _summary(_times(lambda: numpy_path(kernels, rgb, sparse), n_numpy, warmup=1))
-        rows.append({"frame": name, "size": list(sparse.shape), "points": int((sparse > 0).sum()),
-                     "kernel": k, "numpy": npy, "speedup_p50": npy["p50_ms"] / k["p50_ms"],
-                     "max_abs_diff_m": float(np.abs(depth - ref).max())})
+        row = {"frame": name, "size": list(sparse.shape), "points": int((sparse > 0).sum()),
+               "kind": input_kind(sparse)}
+        for method, params in METHODS.items():
+            pipe = Pipeline("guided", kernels=kernels, guided=params)
+            row[method] = _summary(_times(lambda: pipe(rgb, sparse, K), n, warmup=5))
+        row["dt_over_cspn_p50"] = row["dt"]["p50_ms"] / row["cspn"]["p50_ms"]
+        rows.append(row)
     return {"rows": rows, "library": str(kernels.path)}
 
 
@@ -133,20 +120,17 @@ def to_markdown(doc: dict) -> str:
         f"Measured {m['date']} on {m['machine']} ({m['threads']} OpenMP threads, AVX2 "
         f"{'available' if m['cpu_avx2'] else 'absent'}), load average "
         f"{m['load_before']} before / {m['load_after']} after (other processes inflate every number). "
-        f"`kernel` = `Pipeline('guided')` end to end (validation + one `psd_guided` call); `numpy` = the "
-        "pre-kernel `Pipeline._guided` (NumPy features, scipy fill, `kernels.cspn` per level). 1 % random "
-        "sparse depth, seed 0, default `GuidedParams` (32 channels, 2 levels, 40 sweeps). p50 / p90 by linear "
-        "interpolation; the max difference is between the two paths' outputs (float32 rounding of features "
-        "and CSPN).",
+        "Both columns are `Pipeline('guided')` end to end (validation + one `psd_guided` call) in the same run: "
+        "`dt` = `GuidedParams()` (the default; input kind detected per frame), `cspn` = "
+        "`GuidedParams(method='cspn')`. p50 / p90 by linear interpolation.",
         "",
-        "| frame | points | kernel p50 / p90 ms | numpy p50 / p90 ms | speed-up (p50) | max diff m |",
+        "| frame | points | kind | dt p50 / p90 ms | cspn p50 / p90 ms | dt / cspn (p50) |",
         "|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
-        k, n = r["kernel"], r["numpy"]
-        lines.append(f"| {r['frame']} | {r['points']} | {k['p50_ms']:.1f} / {k['p90_ms']:.1f} ({k['frames']} frames) | "
-                     f"{n['p50_ms']:.0f} / {n['p90_ms']:.0f} ({n['frames']} frames) | {r['speedup_p50']:.0f}x | "
-                     f"{r['max_abs_diff_m']:.1e} |")
+        d, c = r["dt"], r["cspn"]
+        lines.append(f"| {r['frame']} | {r['points']} | {r['kind']} | {d['p50_ms']:.1f} / {d['p90_ms']:.1f} "
+                     f"({d['frames']} frames) | {c['p50_ms']:.1f} / {c['p90_ms']:.1f} | {r['dt_over_cspn_p50']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,12 +138,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="shared KITTI/NYU frames (default: $PSD_SHARED_DATA or ../shared/data)")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--frames", type=int, default=60, help="timed kernel frames per size (default 60)")
-    ap.add_argument("--numpy-frames", type=int, default=8, help="timed NumPy-path frames per size (default 8)")
+    ap.add_argument("--frames", type=int, default=60, help="timed frames per size and method (default 60)")
     args = ap.parse_args(argv)
     data = Path(args.data) if args.data else config.shared_data_dir()
     load_before = os.getloadavg()
-    doc = measure(data if data and Path(data).is_dir() else None, args.frames, args.numpy_frames)
+    doc = measure(data if data and Path(data).is_dir() else None, args.frames)
     doc["meta"] = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

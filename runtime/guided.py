@@ -1,38 +1,73 @@
-"""Guidance features and parameters of the ``guided`` mode (no foundation model, no weights).
+"""Parameters, references and design record of the ``guided`` mode (no foundation model, no weights).
 
-The ``guided`` mode keeps PSD's structure, a classical geometry estimate refined by CSPN with
-fixed cosine affinities, but takes both ingredients from the frame itself:
+Two methods; ``dt`` is the default.
 
-* **geometry**: the nearest-neighbour fill of the sparse depth (on random patterns the stronger
-  of the two classical fills; IP-Basic is tuned for LiDAR scan lines);
+**dt** (``kernels/guided/dt.h`` states it exactly; :func:`reference_guided_dt` is its NumPy
+reference):
+
+1. *input kind*: scan-line LiDAR or scattered points (random samples, SLAM points, corner
+   clusters), detected per frame by :func:`input_kind` or given (``kind``);
+2. *parallax*, scan input only: the occlusion filter of ``runtime.points.filter_occluded``
+   drops background returns that a LiDAR mounted apart from the camera sees past foreground
+   edges;
+3. *geodesic fill*: each pixel takes the depth of the point nearest along a path whose steps
+   cost 1 (or sqrt 2) plus ``lam`` times the colour difference, so the fill stops at colour
+   edges where the Euclidean nearest fill crosses them (:func:`reference_geodesic_fill`);
+4. *edge-aware filter*: normalised convolution (value and confidence) with the recursive
+   domain-transform filter of Gastal & Oliveira (2011), whose edge distance adds the colour
+   difference (``sigma_s / sigma_r`` per unit) and ``beta`` times the geodesic fill's log-depth
+   step, so depth edges stay sharp where the fill has them; far from every point the geodesic
+   fill takes over;
+5. the result is clamped to the range of the points.
+
+Design record (``benchmarks/bm_guided_accuracy.py`` inputs: 7 frames (Middlebury, 3 KITTI,
+3 NYU) x {random 1 %, random 0.1 %, Harris clusters} + 2 real KITTI LiDAR inputs; score = the
+method's RMSE / MAE / edge-band RMSE divided by the better of IP-Basic and nearest fill, mean
+over inputs; the NumPy reference):
+
+* the CSPN method below: loses to nearest fill on KITTI random 1 % and to IP-Basic on LiDAR
+  (RMSE +5-7 %, MAE +27-40 %), and its edges are feathered over 5-10 px;
+* geodesic fill alone: 0.902 / 0.898 / 0.943 on the scattered inputs, better on 56 of 63
+  (colour-bounded cells instead of Voronoi cells);
+* geodesic fill + domain-transform filter, lam 0.1, sigma_s 20, sigma_r 100, beta 10,
+  3 iterations, 2 rounds: scattered 0.852 / 0.866 / 0.885, better than both baselines on 62 of
+  63 (input, metric) pairs (the exception: NYU 00100 random 1 % MAE, 1.08 against nearest fill);
+* the same on the real LiDAR inputs with sigma_s 20: edges smeared across scan-line gaps;
+  with the occlusion filter and sigma_s 5 (the scan defaults): 1.037 / 1.005 / 1.018, i.e.
+  still 2-8 % behind IP-Basic in RMSE on kittidc_a, ahead on kittiraw_a's held-out points;
+  sigma_s 3 / 8, beta 5 / 20, lam 0.3, sigma_r 50, re-inserting the points: 1.02-1.05 RMSE, none
+  better on both frames, so the defaults stay (two frames are too few to tune on);
+* the fill's right/left passes use one neighbour (rows stay independent, one GPU launch per
+  pass); making the down/up passes one-neighbour too cost 4 wins on the Harris inputs (58 / 63).
+
+**cspn** (the earlier method; ``kernels/guided/guided.h``): PSD's structure, a classical geometry
+estimate refined by CSPN with fixed cosine affinities, both ingredients taken from the frame:
+
+* **geometry**: the nearest-neighbour fill of the sparse depth;
 * **affinities**: cosine similarity of *random Fourier features* of the CIELAB colour. For
   z = lab / colour_scale and phi(z) = sqrt(2/C) * cos(W z + b) with W ~ N(0, I), b ~ U(0, 2 pi),
   <phi(z1), phi(z2)> approximates exp(-|z1 - z2|^2 / 2) (Rahimi & Recht, 2007), so the fixed
   CSPN of §4.3 becomes an edge-aware (bilateral-like) diffusion without any learned weight;
 * **reach**: CSPN runs coarse to fine over a short pyramid (features and sparse depth
-  average-pooled by 2^l); the nearest fill already bridges the gaps between points, so the
-  diffusion only has to move depth edges onto colour edges, locally.
+  average-pooled by 2^l).
 
-Design measurements (random sparse, seed 0, RMSE in mm, reference implementation; nearest fill
-in brackets). 5 levels, colour scale 6: Middlebury 1 % 174 (247), but KITTI 0000000005 1 % 1695
-(1420): long-range diffusion blends foreground and background across LiDAR-scale depth ranges.
-Diffusing inverse depth instead was worse everywhere. Two levels with colour scale 10 was the only
-setting of the sweep that beat the nearest fill on every frame tried (KITTI 0000000005, NYU 00000,
-Middlebury; 1 % and 0.1 %): 1374 (1420) / 2663 (3447) on KITTI, 145 (183) / 289 (352) on NYU,
-186 (247) / 322 (383) on Middlebury. Those are the defaults below;
-``benchmarks/bm_guided_accuracy.py`` measures them on all frames.
+Its design measurements (random sparse, seed 0, RMSE in mm; nearest fill in brackets): 5 levels,
+colour scale 6: Middlebury 1 % 174 (247), but KITTI 0000000005 1 % 1695 (1420). Two levels with
+colour scale 10 was the best setting of that sweep: 1374 (1420) / 2663 (3447) on KITTI,
+145 (183) / 289 (352) on NYU, 186 (247) / 322 (383) on Middlebury (OpenCV's 8-bit Lab then;
+:func:`srgb_to_lab` is now the one colour definition, unrounded).
 
-(Those design numbers were taken with OpenCV's 8-bit Lab, which rounds to integers and
-approximates the curves; :func:`srgb_to_lab` is now the one colour definition, unrounded, and moved
-the benchmark RMSEs by a few mm: ``benchmarks/results/guided_accuracy.md``.)
+Presets: the dataset presets do not choose the guided variant: one dataset arrives both as
+LiDAR scans and as random samples (KITTI in the benchmark), so the input-kind detector does,
+per frame; ``kind`` overrides it.
 
 Execution: ``Pipeline('guided')`` runs the whole mode in one kernel call, ``psd_guided``
-(``kernels/guided``; ``KernelLibrary.guided``), which computes the same definitions in float32:
-this file's :func:`guided_features` (to 5e-6 with the defaults), scipy's nearest fill exactly
-(``nearest_fill``, ties included) and the PyTorch reference's coarse-to-fine CSPN
-(``psdrt.export.reference.guided``, to 1e-4 relative; tests/kernels/test_guided.py). The random
-projection (W, b) is data passed to the kernel: :func:`rff_projection` draws it and
-:func:`projection_json` exports it for C/C++ embedders.
+(``kernels/guided``; ``KernelLibrary.guided``). For ``dt`` it equals :func:`reference_guided_dt`
+up to the rounding of exp and log (2e-5 relative; tests/kernels/test_guided_dt.py). For
+``cspn`` it computes this file's :func:`guided_features` (to 5e-6), scipy's nearest fill exactly
+and the PyTorch reference's coarse-to-fine CSPN (``psdrt.export.reference.guided``, to 1e-4
+relative; tests/kernels/test_guided.py); the random projection (W, b) is data passed to the
+kernel: :func:`rff_projection` draws it and :func:`projection_json` exports it.
 
 NumPy only: the reference (``psdrt.export.reference.guided``) and the runtime share this file.
 """

@@ -52,11 +52,11 @@ PSD_DT_FN void DtVPixel(float* dist, float* fill, const float* sv, const float* 
   fill[p] = val;
 }
 
-// DtVPixel for the interior columns 1..w-2 of a row, without the bounds tests (the CPU path:
+// DtVPixel for interior columns x0..x1 (within 1..w-2) of a row, without the bounds tests (the CPU path:
 // branch-free selects that vectorise across columns; the same operations per pixel).
 inline void DtVInterior(float* __restrict dist, float* __restrict fill, const float* sv,
                         const float* cl, const float* cr, float lam, int64_t w, int64_t y,
-                        int64_t q, bool down) {
+                        int64_t q, bool down, int64_t x0, int64_t x1) {
   float* __restrict d = dist + y * w;
   float* __restrict f = fill + y * w;
   const float* __restrict dq = dist + q * w;
@@ -64,7 +64,7 @@ inline void DtVInterior(float* __restrict dist, float* __restrict fill, const fl
   const float* __restrict k0 = sv + (down ? y : q) * w;
   const float* __restrict kl = down ? cl + y * w : cr + q * w - 1;  // pair with (q, x - 1)
   const float* __restrict kr = down ? cr + y * w : cl + q * w + 1;  // pair with (q, x + 1)
-  for (int64_t x = 1; x + 1 < w; ++x) {
+  for (int64_t x = x0; x < x1; ++x) {
     // every load unconditional, so that the selects vectorise
     const float t0 = dq[x] + (1.0f + lam * k0[x]), t1 = dq[x - 1] + kl[x], t2 = dq[x + 1] + kr[x];
     const float f0 = fq[x], f1 = fq[x - 1], f2 = fq[x + 1];
@@ -81,6 +81,39 @@ inline void DtVInterior(float* __restrict dist, float* __restrict fill, const fl
     d[x] = best;
     f[x] = val;
   }
+}
+
+// A whole down or up pass on the CPU: the threads split the columns and meet at a barrier after
+// each row (row y reads only row q, complete by then).
+inline void DtVPassCpu(float* dist, float* fill, const float* sv, const float* cl, const float* cr,
+                       float lam, int64_t h, int64_t w, bool down) {
+  auto rows = [=](int64_t x0, int64_t x1, bool sync) {
+    const int64_t a = x0 > 1 ? x0 : 1, b = x1 < w - 1 ? x1 : w - 1;
+    for (int64_t j = 1; j < h; ++j) {
+      const int64_t y = down ? j : h - 1 - j, q = down ? y - 1 : y + 1;
+      if (x0 == 0) DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, 0);
+      DtVInterior(dist, fill, sv, cl, cr, lam, w, y, q, down, a, b);
+      if (x1 == w && w > 1) DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, w - 1);
+      if (sync) {
+#if defined(_OPENMP)
+#pragma omp barrier
+#endif
+      }
+    }
+  };
+  int64_t parts = CpuThreads();
+  parts = parts < w / 256 ? parts : w / 256;  // at least 256 columns per thread
+  if (parts <= 1) {
+    rows(0, w, false);
+    return;
+  }
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(static_cast<int>(parts))
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    rows(w * t / nt, w * (t + 1) / nt, nt > 1);
+  }
+#endif
 }
 
 // The right then the left pass along rows y0..y1 (sh[p]: SAD of the pair (x - 1, x)). Rows are
@@ -142,14 +175,15 @@ PSD_DT_FN void DtFilterRows(float* v, float* c, const float* wh, int64_t w, int6
     }
 }
 
-// exp(x) for x <= 0 (0 below -87): 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by
-// its degree-6 Taylor polynomial (relative error < 2e-7); no library call, so loops vectorise.
+// exp(x) for x <= 0: 2^n * e^r with n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its degree-6
+// Taylor polynomial (relative error < 2e-7); 0 once n < -126 (x below about -87.3, where 2^n
+// would not be a normal float). No library call and no float select, so loops vectorise.
 PSD_DT_FN float DtExp(float x) {
-  const float xc = x > -87.0f ? x : -87.0f;
-  const float t = xc * 1.44269504f;
-  const int32_t ni = static_cast<int32_t>(t - 0.5f);  // t <= 0: truncation rounds to nearest
+  const float t = x * 1.44269504f;
+  int32_t ni = static_cast<int32_t>(t - 0.5f);  // t <= 0: truncation rounds to nearest
+  ni = ni < -127 ? -127 : ni;                   // 2^-127 -> bits 0 -> a zero scale
   const float n = static_cast<float>(ni);
-  const float r = (xc - n * 0.693145752f) - n * 1.42860677e-6f;
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
   float p = 1.38888889e-3f;
   p = p * r + 8.33333333e-3f;
   p = p * r + 4.16666667e-2f;
@@ -158,13 +192,12 @@ PSD_DT_FN float DtExp(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const int32_t bits = (ni + 127) << 23;
-  float scale;
 #if defined(__CUDA_ARCH__)
-  scale = __int_as_float(bits);
+  const float scale = __int_as_float(bits);
 #else
-  __builtin_memcpy(&scale, &bits, sizeof scale);
+  const float scale = __builtin_bit_cast(float, bits);  // vectorises (a memcpy does not)
 #endif
-  return x > -87.0f ? p * scale : 0.0f;
+  return p * scale;
 }
 
 // The same down then up columns x0..x1 (wv[p]: weight of the pair (y, y + 1)); row-major order
@@ -329,13 +362,11 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
   for (int32_t r = 0; r < A.rounds; ++r) {
     for (int32_t dir = 0; dir < 2; ++dir) {
       const bool down = dir == 0;
-      for (int64_t j = 1; j < h; ++j) {
-        const int64_t y = down ? j : h - 1 - j, q = down ? y - 1 : y + 1;
-        if constexpr (D == Device::kCpu) {
-          DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, 0);
-          DtVInterior(dist, fill, sv, cl, cr, lam, w, y, q, down);
-          if (w > 1) DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, w - 1);
-        } else {
+      if constexpr (D == Device::kCpu) {
+        DtVPassCpu(dist, fill, sv, cl, cr, lam, h, w, down);
+      } else {
+        for (int64_t j = 1; j < h; ++j) {
+          const int64_t y = down ? j : h - 1 - j, q = down ? y - 1 : y + 1;
           ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
             DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, x);
           });

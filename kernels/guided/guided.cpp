@@ -114,8 +114,8 @@ GuidedPlan PlanGuided(Workspace& ws, int64_t h, int64_t w, const GuidedConfig& c
 size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& cfg) {
   PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
               "guided: method must be 0 (DT, the default) or 1 (CSPN)");
+  ValidateScalars(h, w, cfg);  // every field is checked, also those the method does not read
   if (cfg.method == kGuidedMethodDt) return GuidedDtWorkspaceBytes(h, w, cfg.dt);
-  ValidateScalars(h, w, cfg);
   Workspace ws(nullptr, 0);
   PlanGuided(ws, h, w, cfg, d);
   return ws.used();
@@ -127,6 +127,7 @@ void GuidedChecked(Device d, int64_t h, int64_t w, const GuidedConfig& cfg, cons
   PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
               "guided: method must be 0 (DT, the default) or 1 (CSPN)");
   if (cfg.method == kGuidedMethodDt) {
+    ValidateScalars(h, w, cfg);
     GuidedDtChecked(d, h, w, cfg.dt, rgb, sparse, workspace, workspace_bytes, out, s);
     return;
   }

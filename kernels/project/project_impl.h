@@ -102,21 +102,27 @@ PSD_HOST_DEVICE PSD_INLINE float OcclusionValue(const float* sparse, int64_t h, 
   const int64_t y = i / w, x = i % w;
   const float thr = d * p.keep;
   const int64_t x0 = x - p.rx < 0 ? 0 : x - p.rx, x1 = x + p.rx >= w ? w - 1 : x + p.rx;
+  // the rows above first: most returns have no nearer return above them (the scene recedes
+  // upwards), and then the rows below need no look
   bool above = false, below = false, left = false, right = false;
-  for (int64_t dy = -p.ry; dy <= p.ry; ++dy) {
-    const int64_t yy = y + dy;
-    if (dy == 0 || yy < 0 || yy >= h) continue;
-    const float* row = sparse + yy * w;
-    // nearer returns at columns <= x and >= x of this row (q > 0 && q < thr is OcclValid(q) &&
-    // q < thr: thr is finite); branch-free, so the short loops vectorise
-    bool l = false, r = false;
-    for (int64_t xx = x0; xx <= x; ++xx) l |= (row[xx] > 0.0f) & (row[xx] < thr);
-    for (int64_t xx = x; xx <= x1; ++xx) r |= (row[xx] > 0.0f) & (row[xx] < thr);
-    left |= l;
-    right |= r;
-    if (dy < 0) above |= l | r;
-    else below |= l | r;
-    if (above && below && left && right) return 0.0f;  // enclosed: no need to look further
+  for (int64_t k = 0; k < 2; ++k) {
+    const int64_t first = k == 0 ? -1 : 1, step = k == 0 ? -1 : 1;
+    for (int64_t dy = first; dy >= -p.ry && dy <= p.ry; dy += step) {
+      const int64_t yy = y + dy;
+      if (yy < 0 || yy >= h) break;
+      const float* row = sparse + yy * w;
+      // nearer returns at columns <= x and >= x of this row (q > 0 && q < thr is OcclValid(q)
+      // && q < thr: thr is finite); branch-free, so the short loops vectorise
+      bool l = false, r = false;
+      for (int64_t xx = x0; xx <= x; ++xx) l |= (row[xx] > 0.0f) & (row[xx] < thr);
+      for (int64_t xx = x; xx <= x1; ++xx) r |= (row[xx] > 0.0f) & (row[xx] < thr);
+      left |= l;
+      right |= r;
+      if (k == 0) above |= l | r;
+      else below |= l | r;
+      if (above && below && left && right) return 0.0f;  // enclosed: no need to look further
+    }
+    if (!above) return d;
   }
   return d;
 }
