@@ -1,9 +1,10 @@
 """Accuracy of the weight-free ``guided`` mode vs the classical baselines on real frames.
 
-Runs the FP32 reference of the ``guided`` mode, IP-Basic and nearest-neighbour fill on the
-Middlebury Motorcycle frame (always available) and on the shared KITTI/NYU frames (when present),
-at random 1 % and 0.1 % sparse depth (seed 0), and on the **real LiDAR inputs** of
-``../shared/data/lidar`` (when present):
+Runs the reference of the ``guided`` mode (its default DT method, ``reference_guided_dt``),
+IP-Basic and nearest-neighbour fill, and the kernel of the earlier CSPN method (``cspn``, for the
+record), on the Middlebury Motorcycle frame (always available) and on the shared KITTI/NYU frames
+(when present), at random 1 % and 0.1 % sparse depth and Harris-corner clusters (seed 0), and on
+the **real LiDAR inputs** of ``../shared/data/lidar`` (when present):
 
 * ``kittidc_a``: a KITTI depth-completion frame with its own raw LiDAR map as the sparse input and
   KITTI's semi-dense ground truth (pattern ``lidar``);
@@ -17,7 +18,9 @@ Each real-LiDAR input is scored twice: as it is, and after the occlusion (parall
 ``lidar+occl`` and ``lidar-holdout+occl``), so that the stage's effect on every method is measured.
 
 Per frame and mean metrics (official definitions, mm), plus the RMSE in a band of 3 px around the
-ground truth's depth edges (``runtime.metrics.edge_band_rmse``, not an official metric), go to
+ground truth's depth edges (``runtime.metrics.edge_band_rmse``, not an official metric), and the
+design score (per input kind, the mean over inputs of guided's metric divided by the better
+baseline's, and the number of (input, metric) pairs guided wins) go to
 ``benchmarks/results/guided_accuracy.{json,md}``. The shipped path,
 ``Pipeline('guided')`` (one ``psd_guided`` kernel call), runs on the same inputs: each guided row
 records its largest difference from the reference (``kernel_max_abs_mm``) and the kernel's own
@@ -40,14 +43,15 @@ import numpy as np
 from psdrt.export.reference.pipeline import ReferencePipeline
 from psdrt.runtime import config
 from psdrt.runtime.classical import ip_basic_fill, nearest_fill
+from psdrt.runtime.guided import GuidedParams, input_kind
 from psdrt.runtime.io import (intrinsics_matrix, list_shared_frames, load_middlebury, load_shared_frame, read_depth,
                               read_rgb)
 from psdrt.runtime.metrics import depth_metrics, edge_band_rmse, eval_mask, mean_metrics
 from psdrt.runtime.patterns import make_sparse
 from psdrt.runtime.pipeline import Pipeline
 
-METHODS = ("guided", "ip_basic", "nearest")
-PATTERNS = ("random1", "random0.1")
+METHODS = ("guided", "ip_basic", "nearest", "cspn")
+PATTERNS = ("random1", "random0.1", "harris")
 #: share of the projected Velodyne pixels held back as ground truth (kittiraw_a)
 HOLDOUT = 0.1
 
@@ -91,7 +95,8 @@ def _score(rows, dataset, name, pattern, rgb, sparse, gt, K, edges=True):
     guided = pipe(rgb, sparse, K).depth
     secs = time.perf_counter() - t0
     fast = kernel(rgb, sparse, K).depth
-    preds = {"guided": guided, "ip_basic": ip_basic_fill(sparse), "nearest": nearest_fill(sparse)}
+    cspn = Pipeline("guided", preset=dataset, guided=GuidedParams(method="cspn"))(rgb, sparse, K).depth
+    preds = {"guided": guided, "ip_basic": ip_basic_fill(sparse), "nearest": nearest_fill(sparse), "cspn": cspn}
     for method, pred in preds.items():
         m = depth_metrics(pred, gt, mask)
         m["edge_rmse"] = edge_band_rmse(pred, gt) if edges else float("nan")
@@ -100,7 +105,7 @@ def _score(rows, dataset, name, pattern, rgb, sparse, gt, K, edges=True):
             extra = {"kernel_max_abs_mm": float(np.abs(fast - guided).max() * 1000.0),
                      "kernel_rmse": depth_metrics(fast, gt, mask)["rmse"]}
         rows.append({"dataset": dataset, "frame": name, "pattern": pattern, "points": int((sparse > 0).sum()),
-                     "method": method, "seconds": secs if method == "guided" else None, **m, **extra})
+                     "kind": input_kind(sparse), "method": method, "seconds": secs if method == "guided" else None, **m, **extra})
 
 
 def evaluate(data_dir=None, seed=0):
@@ -128,10 +133,33 @@ def summarise(rows):
     return out
 
 
+def design_scores(rows):
+    """Per input kind: mean of guided / min(IP-Basic, nearest) over inputs for RMSE, MAE and the
+    edge-band RMSE (inputs without edges skipped), and the (input, metric) pairs guided wins."""
+    keys = sorted({(r["dataset"], r["frame"], r["pattern"]) for r in rows})
+    by = {(r["dataset"], r["frame"], r["pattern"], r["method"]): r for r in rows}
+    out = {}
+    for key in keys:
+        g, ip, nn = (by[key + (m,)] for m in ("guided", "ip_basic", "nearest"))
+        d = out.setdefault(g["kind"], {"inputs": 0, "ratios": {"rmse": [], "mae": [], "edge_rmse": []}, "wins": 0,
+                                       "pairs": 0})
+        d["inputs"] += 1
+        for m in ("rmse", "mae", "edge_rmse"):
+            best = min(ip[m], nn[m])
+            if np.isnan(g[m]) or np.isnan(best):
+                continue
+            d["ratios"][m].append(g[m] / best)
+            d["pairs"] += 1
+            d["wins"] += int(g[m] < best)
+    return {k: {"inputs": v["inputs"], "wins": v["wins"], "pairs": v["pairs"],
+                **{f"{m}_ratio": float(np.mean(r)) for m, r in v["ratios"].items()}} for k, v in out.items()}
+
+
 def to_markdown(summary, meta):
     lines = [
-        f"Measured {meta['date']} on {meta['machine']} (CPU, FP32 PyTorch reference), seed {meta['seed']}; "
-        "mean over frames of per-frame metrics (official definitions).",
+        f"Measured {meta['date']} on {meta['machine']} (CPU; guided = the NumPy reference of the DT method, cspn = "
+        f"the kernel of the earlier CSPN method), seed {meta['seed']}; mean over frames of per-frame metrics "
+        "(official definitions).",
         "",
         "| dataset | pattern | frames | method | RMSE mm | MAE mm | REL % | delta1 % | edge-band RMSE mm |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -140,6 +168,13 @@ def to_markdown(summary, meta):
         edge = "-" if np.isnan(r["edge_rmse"]) else f"{r['edge_rmse']:.1f}"
         lines.append(f"| {r['dataset']} | {r['pattern']} | {r['frames']} | {r['method']} | {r['rmse']:.1f} | "
                      f"{r['mae']:.1f} | {r['rel']:.2f} | {r['d1']:.2f} | {edge} |")
+    if meta.get("scores"):
+        lines += ["", "Design score of `guided` (per input kind, mean over inputs of guided's value / the better of "
+                  "IP-Basic and nearest fill; below 1 = better; wins = (input, metric) pairs where guided is lower):",
+                  "", "| input kind | inputs | RMSE ratio | MAE ratio | edge-band RMSE ratio | wins |", "|---|---|---|---|---|---|"]
+        for kind, v in sorted(meta["scores"].items()):
+            lines.append(f"| {kind} | {v['inputs']} | {v['rmse_ratio']:.3f} | {v['mae_ratio']:.3f} | "
+                         f"{v['edge_rmse_ratio']:.3f} | {v['wins']} / {v['pairs']} |")
     if meta.get("kernel_max_abs_mm") is not None:
         lines += ["", f"`Pipeline('guided')` (the `psd_guided` kernel) on the same inputs: largest difference from "
                   f"the reference {meta['kernel_max_abs_mm']:.3f} mm over all frames; largest RMSE difference "
@@ -159,6 +194,7 @@ def main(argv=None):
     summary = summarise(rows)
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
             f"{__import__('os').cpu_count()} cores", "seed": args.seed}
+    meta["scores"] = design_scores(rows)
     guided_rows = [r for r in rows if r["method"] == "guided"]
     meta["kernel_max_abs_mm"] = max(r["kernel_max_abs_mm"] for r in guided_rows)
     meta["kernel_rmse_diff_mm"] = max(abs(r["kernel_rmse"] - r["rmse"]) for r in guided_rows)

@@ -133,6 +133,9 @@ def add_parser(sub) -> None:
                    "(Pipeline.from_artifacts: manifest, checksums and gate checked)")
     m.add_argument("--precision", default="fp32",
                    help="with --artifacts: fp32, fp16 or int8 (or ENC+HEAD such as int8+fp32); default fp32")
+    m.add_argument("--guided-kind", choices=("auto", "scattered", "scan"), default="auto",
+                   help="guided mode: the input kind, detected per frame by default (auto); scan = scan-line LiDAR "
+                   "(parallax filter, sharper filter), scattered = random, SLAM or corner points")
     m.add_argument("--engine", choices=("python", "c"), default="python",
                    help="with --artifacts: python (the Pipeline) or c (the same pipeline in the C session "
                    "library); default python")
@@ -223,7 +226,9 @@ def build_pipeline(args, convention=None):
     if args.mode == "guided" or (args.mode is None and not sources):
         if sources or args.head:
             log.warning("--mode guided uses no weights; ignoring %s", ", ".join(sources + ["--head"] * bool(args.head)))
-        return Pipeline("guided", preset=preset or "NYUv2")
+        from ..guided import GuidedParams
+
+        return Pipeline("guided", preset=preset or "NYUv2", guided=GuidedParams(kind=getattr(args, "guided_kind", "auto")))
     if len(sources) > 1:
         raise InputError(f"give one source of weights, not {' and '.join(sources)}: --artifacts DIR (psdrt build), "
                          "--checkpoint CKPT (PyTorch reference) or --encoder ENC.onnx [--head HEAD.onnx]")

@@ -360,7 +360,7 @@ def test_launch_error_names_the_kernel(slib, emulated):
         assert slib.psd_session_run(h, C.byref(fin), C.byref(fout)) == 7
         msg = last_error(slib)
         assert msg.startswith("guided mode: ") and "CUDA kernel launch in Guided" in msg, msg
-        assert "guided_impl.h:" in msg and "cudaErrorLaunchOutOfResources" in msg, msg
+        assert "dt_impl.h:" in msg and "cudaErrorLaunchOutOfResources" in msg, msg
         assert slib.psd_session_run(h, C.byref(fin), C.byref(fout)) == 0, last_error(slib)  # not sticky
     finally:
         slib.psd_session_destroy(h)
