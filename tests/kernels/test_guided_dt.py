@@ -20,6 +20,7 @@ from psdrt.runtime import _capi
 from psdrt.runtime.classical import nearest_fill
 from psdrt.runtime.errors import InputError
 from psdrt.runtime.guided import (GuidedParams, input_kind, reference_geodesic_fill, reference_guided_dt)
+from psdrt.runtime.points import filter_occluded
 
 RTOL = 2e-5
 
@@ -77,6 +78,12 @@ def test_scan_input_matches_reference_and_is_detected(lib):
     np.testing.assert_array_equal(out, lib.guided(rgb, s, GuidedParams(kind="scan")))
     assert np.abs(out - lib.guided(rgb, s, GuidedParams(kind="scattered"))).max() > 0.1  # the kind matters
     assert_close(out, reference_guided_dt(rgb, s))
+    # the filter inside is the kernel library's psd_occlusion_filter, and it is idempotent, so
+    # filtering first (psdrt run --points) changes nothing
+    f = filter_occluded(s)
+    assert 0 < int((f > 0).sum()) < int((s > 0).sum())
+    np.testing.assert_array_equal(filter_occluded(f), f)
+    np.testing.assert_array_equal(lib.guided(rgb, f), out)
 
 
 @pytest.mark.parametrize("pattern,kind", [("random", "scattered"), ("scan", "scan"), ("clusters", "scattered")])
