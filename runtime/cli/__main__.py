@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "calibrate": "calibrate",
     "build": "build_cmd",
     "run": "run_cmd",
+    "batch": "batch_cmd",
     "bench": "bench_cmd",
     "eval": "eval_cmd",
 }
