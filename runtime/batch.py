@@ -330,10 +330,11 @@ def execute(args, progress: Optional[Callable[[str], None]] = None) -> dict:
                 remote = {"num_cpus": threads}
                 actors = args.actors or max(1, int(res.get("CPU", 1)) // threads)
                 placement = f"CPU, {threads} thread(s) per actor"
-            actors = max(1, min(actors, len(todo)))
+            blocks = -(-len(todo) // args.batch_size)
+            actors = max(1, min(actors, blocks))  # an actor without a block would only start up
             say(f"psdrt batch: {len(rows)} frame(s), {skipped} already done, {len(todo)} to do; {what}; "
                 f"{actors} Ray actor(s) ({placement}), batches of {args.batch_size}; outputs in {out}")
-            ds = rd.from_items(todo, override_num_blocks=max(1, -(-len(todo) // args.batch_size))) \
+            ds = rd.from_items(todo, override_num_blocks=blocks) \
                 if _has_param(rd.from_items, "override_num_blocks") else rd.from_items(todo)
             # compute=ActorPoolStrategy(size=n): `concurrency=n` is deprecated from Ray 2.51 on
             ds = ds.map_batches(FrameWorker, fn_constructor_args=(spec,), batch_size=args.batch_size,
