@@ -225,3 +225,23 @@ def test_options_are_checked_before_ray_work(ray_cluster, tmp_path):
         batch.run_batch(tmp_path, dataset="middlebury", pattern="random1", rgb=str(tmp_path))
     with pytest.raises(InputError, match="give the frames"):
         batch.run_batch(tmp_path)
+
+
+def test_point_cloud_folder_equals_psdrt_run(ray_cluster, tmp_path):
+    rng = np.random.default_rng(4)
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "pts").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(tmp_path / "rgb" / f"p{i}.png")
+        z = rng.uniform(1.0, 6.0, 300)
+        xyz = np.stack([rng.uniform(-0.5, 0.5, 300) * z, rng.uniform(-0.4, 0.4, 300) * z, z], 1)
+        np.save(tmp_path / "pts" / f"p{i}.npy", xyz.astype(np.float32))
+    (tmp_path / "K.txt").write_text("32 32 16 12\n")
+    flags = ["--rgb", str(tmp_path / "rgb"), "--points", str(tmp_path / "pts"), "--extrinsics", "identity",
+             "--intrinsics", str(tmp_path / "K.txt"), "--formats", "npy,ply"]
+    assert main(["batch", *flags, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(["run", *flags, "--out", str(tmp_path / "ref")]) == 0
+    for i in range(5):
+        for a, b in zip(batch.frame_outputs(tmp_path / "ref", f"p{i}", ["npy", "ply"]),
+                        batch.frame_outputs(tmp_path / "out", f"p{i}", ["npy", "ply"])):
+            assert a.read_bytes() == b.read_bytes(), b
