@@ -194,6 +194,12 @@ def _rows_and_spec(args, formats):
     """(rows, spec, unmatched, what) from the parsed ``psdrt batch`` arguments, checked before Ray starts."""
     from .cli import run_cmd
 
+    # absolute paths: a Ray worker's working directory is not the driver's (on a cluster, not even its machine)
+    args = copy.copy(args)
+    for name in ("out", "rgb", "sparse", "points", "intrinsics", "root", "list_file", "sparse_dir", "artifacts",
+                 "checkpoint", "encoder", "head"):
+        if getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     pipeline = {k: getattr(args, k) for k in PIPELINE_FLAGS}
     source = f"the build directory {args.artifacts}" if args.artifacts else "the pipeline"
     common = dict(out=str(args.out), formats=tuple(formats), ply_stride=int(args.ply_stride), fit=args.fit,
@@ -289,7 +295,7 @@ def execute(args, progress: Optional[Callable[[str], None]] = None) -> dict:
     if args.gpus not in ("auto", "0", "1"):
         raise InputError(f"--gpus {args.gpus!r}: use auto (one GPU per actor where the cluster has GPUs), 1 or 0")
     rows, spec, unmatched, what = _rows_and_spec(args, formats)
-    out = Path(args.out)
+    out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)  # what a killed job left (one job per --out)
     todo = [r for r in rows if not _is_done(out, r["stem"], formats)]
@@ -306,15 +312,19 @@ def execute(args, progress: Optional[Callable[[str], None]] = None) -> dict:
     if todo:
         r, started = _init_ray(args)
         t_run = time.perf_counter()
+        restore: list = []
         try:
             import ray.data as rd
 
             ctx = rd.DataContext.get_current()
-            if not args.ray_progress:
-                logging.getLogger("ray.data").setLevel(logging.WARNING)
-                ctx.enable_progress_bars = False
-                if hasattr(ctx, "enable_operator_progress_bars"):
-                    ctx.enable_operator_progress_bars = False
+            if not args.ray_progress:  # restored below: a caller's own Ray Data keeps its settings
+                data_log = logging.getLogger("ray.data")
+                restore.append((data_log.setLevel, data_log.level))
+                data_log.setLevel(logging.WARNING)
+                for name in ("enable_progress_bars", "enable_operator_progress_bars"):
+                    if hasattr(ctx, name):
+                        restore.append((lambda v, n=name: setattr(ctx, n, v), getattr(ctx, name)))
+                        setattr(ctx, name, False)
             res = r.cluster_resources()
             gpus = int(res.get("GPU", 0))
             use_gpu = args.gpus == "1" or (args.gpus == "auto" and gpus > 0)
@@ -372,6 +382,8 @@ def execute(args, progress: Optional[Callable[[str], None]] = None) -> dict:
                 raise type(cause)(f"a Ray actor failed: {cause}") from exc
             raise PsdError(f"the Ray job failed: {type(cause).__name__}: {cause}") from exc
         finally:
+            for undo, value in restore:
+                undo(value)
             if started:
                 r.shutdown()
     else:

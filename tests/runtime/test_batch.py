@@ -147,13 +147,14 @@ def test_sigkill_then_restart_resumes_without_redoing(ray_cluster, tmp_path):
     assert f"{s['done']} frame(s) completed, {s['skipped']} skipped" in res.stdout
 
 
-def test_corrupt_frame_is_recorded_and_the_rest_complete(ray_cluster, tmp_path):
+def test_corrupt_frame_is_recorded_and_the_rest_complete(ray_cluster, tmp_path, monkeypatch):
     d = _frames(tmp_path / "in", 6, seed=2)
     png = d / "rgb" / "0003.png"
     png.write_bytes(png.read_bytes()[:60])  # truncated
     out = tmp_path / "out"
-    rc = main(["batch", "--rgb", str(d / "rgb"), "--sparse", str(d / "sparse"), "--intrinsics", str(d / "K.txt"),
-               "--out", str(out), "--quiet"])
+    monkeypatch.chdir(tmp_path)  # relative paths: the Ray workers' working directory is another one
+    rc = main(["batch", "--rgb", "in/rgb", "--sparse", "in/sparse", "--intrinsics", "in/K.txt", "--out", "out",
+               "--quiet"])
     assert rc == InputError.exit_code  # the first failed frame's code, as psdrt run over a folder
     s = json.loads((out / "summary.json").read_text())
     assert (s["done"], s["failed"], s["skipped"], s["exit_code"]) == (5, 1, 0, InputError.exit_code)
