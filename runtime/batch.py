@@ -285,7 +285,10 @@ def execute(args, progress: Optional[Callable[[str], None]] = None) -> dict:
     from .cli import run_cmd
 
     say = progress or (lambda line: None)
+    from .cli.common import check_out_dir
+
     formats = run_cmd.check_common(args)
+    check_out_dir(args.out)
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads} must be at least 1")
     if args.batch_size < 1:

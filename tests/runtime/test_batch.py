@@ -226,6 +226,9 @@ def test_options_are_checked_before_ray_work(ray_cluster, tmp_path):
         batch.run_batch(tmp_path, dataset="middlebury", pattern="random1", rgb=str(tmp_path))
     with pytest.raises(InputError, match="give the frames"):
         batch.run_batch(tmp_path)
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(InputError, match="is an existing file, not a folder"):
+        batch.run_batch(tmp_path / "taken", dataset="middlebury", pattern="random1")
 
 
 def test_point_cloud_folder_equals_psdrt_run(ray_cluster, tmp_path):
