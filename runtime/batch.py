@@ -61,7 +61,7 @@ SUMMARY = "summary.json"
 TMP_DIR = ".psdrt-batch-tmp"
 
 #: the model flags ``run_cmd.build_pipeline`` reads (what a Ray actor receives to build its pipeline)
-PIPELINE_FLAGS = ("mode", "artifacts", "precision", "engine", "checkpoint", "encoder", "head", "preset")
+PIPELINE_FLAGS = ("mode", "artifacts", "precision", "engine", "checkpoint", "encoder", "head", "preset", "guided_kind")
 
 
 @dataclass

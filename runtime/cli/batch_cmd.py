@@ -52,6 +52,8 @@ def _add_arguments(p) -> None:
     m.add_argument("--artifacts", metavar="DIR", help="a `psdrt build` directory (visible to every Ray node)")
     m.add_argument("--precision", default="fp32", help="with --artifacts: fp32, fp16, int8 or ENC+HEAD")
     m.add_argument("--engine", choices=("python", "c"), default="python", help="with --artifacts: python or c")
+    m.add_argument("--guided-kind", choices=("auto", "scattered", "scan"), default="auto",
+                   help="guided mode: the input kind (default auto: detected per frame), as in `psdrt run`")
     m.add_argument("--checkpoint", help="PSD checkpoint (PyTorch reference backends)")
     m.add_argument("--encoder", help="exported encoder ONNX file")
     m.add_argument("--head", help="exported correction-head ONNX file (mode psd)")

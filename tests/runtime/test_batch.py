@@ -242,7 +242,7 @@ def test_point_cloud_folder_equals_psdrt_run(ray_cluster, tmp_path):
         np.save(tmp_path / "pts" / f"p{i}.npy", xyz.astype(np.float32))
     (tmp_path / "K.txt").write_text("32 32 16 12\n")
     flags = ["--rgb", str(tmp_path / "rgb"), "--points", str(tmp_path / "pts"), "--extrinsics", "identity",
-             "--intrinsics", str(tmp_path / "K.txt"), "--formats", "npy,ply"]
+             "--intrinsics", str(tmp_path / "K.txt"), "--formats", "npy,ply", "--guided-kind", "scan"]
     assert main(["batch", *flags, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert main(["run", *flags, "--out", str(tmp_path / "ref")]) == 0
     for i in range(5):
