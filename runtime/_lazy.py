@@ -34,6 +34,7 @@ EXTRAS = {
     "rosbags": "ros",
     "mcap": "ros",
     "mcap_ros2": "ros",
+    "ray": "ray",
 }
 
 

@@ -59,3 +59,19 @@ def test_bags_without_the_ros_extra_name_the_install(tmp_path):
     res = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True)
     assert res.returncode == 4, res.stderr
     assert "pip install 'psdrt[ros]'" in res.stderr
+
+
+def test_batch_without_the_ray_extra_names_the_install(tmp_path):
+    # runtime.batch imports without ray (test_runtime_modules_import_without_torch walks it too);
+    # psdrt batch then exits 4 naming the extra, before reading any frame
+    block = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.")', 'name.split(".")[0] in ("torch", "ray")')
+    code = ("import psdrt.runtime.batch\nfrom psdrt.runtime.cli.__main__ import main\n"
+            f"raise SystemExit(main(['batch', '--rgb', {str(tmp_path)!r}, '--sparse', {str(tmp_path)!r}, "
+            f"'--out', {str(tmp_path / 'o')!r}]))")
+    res = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True)
+    assert res.returncode == 4, res.stderr
+    assert "pip install 'psdrt[ray]'" in res.stderr
+    assert not (tmp_path / "o").exists()
+    res = subprocess.run([sys.executable, "-c", block + "from psdrt.runtime.batch import run_batch\n"
+                          f"run_batch({str(tmp_path / 'o')!r}, rgb='x', sparse='y')"], capture_output=True, text=True)
+    assert res.returncode == 1 and "BackendUnavailable" in res.stderr and "pip install 'psdrt[ray]'" in res.stderr

@@ -20,6 +20,6 @@ def test_readme_python_blocks_run():
 def test_readme_commands_match_ci():
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci" / "run").read_text()
-    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[cpu,test,points,ros]"', "build.py --no-cuda --cuda-emulation", "pytest -q"):
+    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[cpu,test,points,ros,ray]"', "build.py --no-cuda --cuda-emulation", "pytest -q"):
         assert step in ci
         assert step.replace(" -q", "", 1) in readme or step in readme, step

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "calibrate": "calibrate",
     "build": "build_cmd",
     "run": "run_cmd",
+    "batch": "batch_cmd",
     "bench": "bench_cmd",
     "eval": "eval_cmd",
 }
@@ -67,7 +68,8 @@ def _epilog() -> str:
     lines = ["exit codes:"]
     for code, text in exit_code_table():
         lines += textwrap.wrap(text, 96, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
-    lines += ["  `psdrt run` over a folder continues past bad frames and exits with the first failed frame's code.",
+    lines += ["  `psdrt run` over a folder continues past bad frames and exits with the first failed frame's code;",
+              "  `psdrt batch` too, and lists them in <out>/failures.jsonl.",
               "", "Sizes are written HxW everywhere (height x width, e.g. 228x304)."]
     return "\n".join(lines)
 

@@ -500,23 +500,14 @@ def complete_frame(pipe, rgb, sparse, K, stem: str, *, convention=None, fit: Opt
     return result, rgb, K, seconds, notes
 
 
-def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1, *, convention=None,
-              fit: Optional[str] = None, source: str = "the pipeline",
-              projection: Optional[Projection] = None) -> tuple[dict, float, list]:
-    """Read, complete and write one frame.
-
-    Args:
-        sparse_scale (float | None): ``--sparse-scale`` (``sparse_scale_for``).
-        convention (Convention | None): ``runtime.datasets`` convention applied first.
-        fit (str | None): ``"resize"``/``"crop"`` to the pipeline's ``working_size`` (``fit_frame``).
-        projection (Projection | None): ``job.sparse`` is a point cloud, projected into the RGB
-            frame with K and this transform (``sparse_from_points``).
+def read_frame(job: FrameJob, K, sparse_scale, *, convention=None, projection: Optional[Projection] = None):
+    """Read one frame's files as ``psdrt run`` does: the RGB, the sparse depth (or the projected
+    point cloud) and K (the frame's own file where ``job.intrinsics`` is set, else ``K``).
 
     Returns:
-        tuple: (files, pipeline seconds, notes for the per-frame line).
+        tuple: (rgb, sparse, K, notes for the per-frame line).
     """
     from ..io import read_depth, read_intrinsics, read_rgb
-    from ..outputs import FORMATS, png16_saturation, save_outputs, saturation_note
 
     rgb = read_rgb(job.rgb)
     if job.intrinsics is not None:
@@ -528,17 +519,49 @@ def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride
         sparse, notes = sparse_from_points(read_points(job.sparse), K, rgb.shape[:2], projection)
     else:
         sparse = read_depth(job.sparse, sparse_scale_for(job.sparse, sparse_scale, convention))
-    result, rgb, K, seconds, more = complete_frame(pipe, rgb, sparse, K, job.stem, convention=convention, fit=fit,
-                                                   source=source)
-    notes += more
-    files = save_outputs(result, out_dir, job.stem, rgb, K, formats=formats, ply_stride=ply_stride)
+    return rgb, sparse, K, notes
+
+
+def write_frame(result, out_dir, stem: str, rgb, K, formats, ply_stride=1) -> tuple[dict, list]:
+    """Write one completed frame in ``formats`` (``runtime.outputs.save_outputs``) as ``psdrt run``
+    does, with its note about clipped 16-bit PNG pixels.
+
+    Returns:
+        tuple: (files by format, notes for the per-frame line).
+    """
+    from ..outputs import FORMATS, png16_saturation, save_outputs, saturation_note
+
+    notes = []
+    files = save_outputs(result, out_dir, stem, rgb, K, formats=formats, ply_stride=ply_stride)
     if "png16" in formats:
         clipped, total = png16_saturation(result.depth)
         if clipped:
-            lossless = [FORMATS[f].format(stem=job.stem) for f in ("npy", "tiff") if f in formats]
+            lossless = [FORMATS[f].format(stem=stem) for f in ("npy", "tiff") if f in formats]
             notes.append("WARNING png16: " + saturation_note(
                 clipped, total, " and ".join(lossless) if lossless else "npy (add it to --formats)"))
-    return files, seconds, notes
+    return files, notes
+
+
+def run_frame(pipe, job: FrameJob, K, sparse_scale, out_dir, formats, ply_stride=1, *, convention=None,
+              fit: Optional[str] = None, source: str = "the pipeline",
+              projection: Optional[Projection] = None) -> tuple[dict, float, list]:
+    """Read, complete and write one frame (``read_frame``, ``complete_frame``, ``write_frame``).
+
+    Args:
+        sparse_scale (float | None): ``--sparse-scale`` (``sparse_scale_for``).
+        convention (Convention | None): ``runtime.datasets`` convention applied first.
+        fit (str | None): ``"resize"``/``"crop"`` to the pipeline's ``working_size`` (``fit_frame``).
+        projection (Projection | None): ``job.sparse`` is a point cloud, projected into the RGB
+            frame with K and this transform (``sparse_from_points``).
+
+    Returns:
+        tuple: (files, pipeline seconds, notes for the per-frame line).
+    """
+    rgb, sparse, K, notes = read_frame(job, K, sparse_scale, convention=convention, projection=projection)
+    result, rgb, K, seconds, more = complete_frame(pipe, rgb, sparse, K, job.stem, convention=convention, fit=fit,
+                                                   source=source)
+    files, written = write_frame(result, out_dir, job.stem, rgb, K, formats, ply_stride)
+    return files, seconds, notes + more + written
 
 
 def _summary(times: list) -> str:
@@ -559,9 +582,9 @@ def _scale_text(jobs, sparse_scale, convention, projection=None) -> str:
     return f"sparse PNGs / {convention.depth_scale:g} (--convention {convention.name})"
 
 
-def run(args) -> int:
-    import sys
-
+def check_common(args) -> list:
+    """The checks of ``--formats``, ``--sparse-scale``, ``--precision``/``--engine`` (``psdrt run``
+    and ``psdrt batch``). Returns the formats."""
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     from ..outputs import FORMATS
 
@@ -574,13 +597,16 @@ def run(args) -> int:
     if not args.artifacts and (args.precision != "fp32" or args.engine != "python"):
         raise InputError("--precision and --engine choose how a build directory runs: pass --artifacts DIR too "
                          "(or drop them)")
-    if getattr(args, "bag", None):
-        return run_bag(args)
-    if getattr(args, "list", False) or any(getattr(args, n, None) for n in BAG_ONLY):
-        raise InputError("--list, --image-topic, --camera-info-topic, --points-topic, --depth-topic, --out-topic and "
-                         "--out-points read or write ROS bags: pass --bag PATH (or drop them)")
-    if not args.rgb:
-        raise InputError("--rgb is required: an RGB image or a folder of them (or --bag PATH for a ROS bag)")
+    return formats
+
+
+def prepare_frames(args):
+    """The frames of ``--rgb`` + ``--sparse``/``--points`` and how to read them, checked before any
+    model is loaded (``psdrt run`` and ``psdrt batch``).
+
+    Returns:
+        tuple: (convention or None, fixed K or None, Projection or None, jobs, unmatched-file messages).
+    """
     convention = None
     if args.convention:
         from ..datasets import get_convention
@@ -594,6 +620,21 @@ def run(args) -> int:
         pngs = [j.sparse for j in jobs if j.sparse.suffix.lower() == ".png"]
         if pngs:
             raise png_scale_error(pngs[0] if len(pngs) == 1 else f"{pngs[0]} (and {len(pngs) - 1} more)")
+    return convention, K, projection, jobs, unmatched
+
+
+def run(args) -> int:
+    import sys
+
+    formats = check_common(args)
+    if getattr(args, "bag", None):
+        return run_bag(args)
+    if getattr(args, "list", False) or any(getattr(args, n, None) for n in BAG_ONLY):
+        raise InputError("--list, --image-topic, --camera-info-topic, --points-topic, --depth-topic, --out-topic and "
+                         "--out-points read or write ROS bags: pass --bag PATH (or drop them)")
+    if not args.rgb:
+        raise InputError("--rgb is required: an RGB image or a folder of them (or --bag PATH for a ROS bag)")
+    convention, K, projection, jobs, unmatched = prepare_frames(args)
     pipe = build_pipeline(args, convention)
     working = getattr(pipe, "working_size", None)
     if args.fit and working is None:
