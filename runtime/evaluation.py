@@ -48,7 +48,7 @@ import numpy as np
 from .datasets import DatasetReader, parse_patterns, sample_sparse
 from .errors import InputError, PsdError
 from .manifest import PRECISIONS, precision_parts
-from .metrics import METRIC_KEYS, METRIC_UNITS, depth_metrics, edge_band_rmse, mean_metrics
+from .metrics import METRIC_KEYS, METRIC_UNITS, band_rmse, depth_edge_band, depth_metrics, mean_metrics
 
 __all__ = [
     "BASELINES",
@@ -283,7 +283,9 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
                     progress(f"[{i}/{n}] {sample.name} {pattern}: skipped ({reason})")
                 continue
             kind = input_kind(sparse)
+            # edge_band_rmse(pred, edge_gt), its band computed once for every configuration
             edge_gt = np.where(mask, sample.gt, np.float32(0))  # edges among the evaluated pixels only
+            band = depth_edge_band(edge_gt)
             parts = []
             for c in configs:
                 t0 = time.perf_counter()
@@ -293,7 +295,7 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
                     raise type(exc)(f"{sample.name} ({pattern}, {c.label}): {exc}") from exc
                 sec = time.perf_counter() - t0
                 m = depth_metrics(pred, sample.gt, mask)
-                m[EDGE_KEY] = edge_band_rmse(pred, edge_gt)
+                m[EDGE_KEY] = band_rmse(pred, edge_gt, band)
                 rows.append({"frame": sample.name, "pattern": pattern, "config": c.label, "points": points,
                              "kind": kind, "seconds": sec, **m})
                 parts.append(f"{c.label} {format_metric('rmse', m['rmse'])} mm")
