@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from _eval_layout import decode, write_frame, write_list
+from _support import SHARED_LIDAR, requires_shared_lidar
 from psdrt.runtime.classical import ip_basic_fill, nearest_fill
 from psdrt.runtime.cli.__main__ import main
 from psdrt.runtime.datasets import DATASETS, open_dataset, sample_sparse
 from psdrt.runtime.errors import InputError
 from psdrt.runtime.evaluation import evaluate, parse_config, parse_configs, read_result, write_outputs
 from psdrt.runtime.guided import input_kind
-from psdrt.runtime.metrics import METRIC_KEYS, depth_edge_band, depth_metrics, edge_band_rmse
+from psdrt.runtime.io import read_depth
+from psdrt.runtime.metrics import METRIC_KEYS, depth_edge_band, depth_metrics, edge_band_rmse, eval_mask
 from psdrt.runtime.pipeline import Pipeline
 from psdrt.runtime.visualize import write_png
 
@@ -269,6 +271,33 @@ def test_cli_kitti_layout_end_to_end(tmp_path, capsys):
     assert data_json["meta"]["dataset"]["working_size"] == [256, 1216]
     (g,) = [s for s in data_json["summary"] if s["config"] == "g"]
     assert g["mae"] == pytest.approx(np.mean([float(r["mae"]) for r in rows if r["config"] == "g"]), rel=1e-12)
+
+
+@requires_shared_lidar
+def test_cli_kitti_lidar_shared_scores_the_real_lidar_input(tmp_path, capsys):
+    """The shared real-LiDAR frame out of the box (no --root): one frame, scan input, and the
+    baselines' numbers are the metrics of the baselines on the stored LiDAR map, computed here."""
+    rc = main(["eval", "--dataset", "kitti-lidar-shared", "--baselines", "--out", str(tmp_path), "--no-plot"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "[1/1] kittidc_a stored (" in err and "scan)" in err
+    rows = _csv_rows(tmp_path / "eval_kitti-lidar-shared.csv")
+    assert [(r["frame"], r["pattern"], r["config"], r["kind"]) for r in rows] == [
+        ("kittidc_a", "stored", c, "scan") for c in ("guided", "ip_basic", "nearest")]
+    sparse = read_depth(SHARED_LIDAR / "kittidc_a_lidar.png", 256.0)
+    gt = read_depth(SHARED_LIDAR / "kittidc_a_gt.png", 256.0)
+    row = {r["config"]: r for r in rows}
+    for name, fill in (("nearest", nearest_fill), ("ip_basic", ip_basic_fill)):
+        pred = fill(sparse)
+        m = depth_metrics(pred, gt, eval_mask("KITTI", gt))
+        assert float(row[name]["rmse"]) == m["rmse"] and float(row[name]["mae"]) == m["mae"], name
+        assert float(row[name]["d1"]) == m["d1"] and float(row[name]["edge_rmse"]) == edge_band_rmse(pred, gt), name
+    assert int(row["nearest"]["points"]) == np.count_nonzero(sparse)
+    assert 2000 < float(row["nearest"]["rmse"]) < 3500  # a real KITTI error level, not a degenerate 0
+    result = read_result(tmp_path / "eval_kitti-lidar-shared.json")
+    meta = result["meta"]
+    assert meta["patterns"] == ["stored"] and meta["shapes"] == [[352, 1216]]
+    assert (meta["dataset"]["frames"], meta["dataset"]["sparse"], meta["dataset"]["working_size"]) == (1, "raw", None)
+    assert all(s["frames"] == 1 and s["kinds"] == {"scan": 1} and s["edge_frames"] == 1 for s in result["summary"])
 
 
 @pytest.mark.parametrize("argv, code, msg", [
