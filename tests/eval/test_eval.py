@@ -348,3 +348,15 @@ def test_cli_model_configs_report_their_own_errors(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert main(["eval", "--dataset", "middlebury", "--config", f"ref:{bad}", "--out", str(tmp_path)]) == 3
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_edge_rmse_bar_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    from psdrt.benchmarks.plots import plot_eval_metric
+
+    _step_frames(tmp_path)
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    fig = plot_eval_metric(result, tmp_path / "edge.png", metric="edge_rmse")
+    (bars,) = fig.axes[0].containers
+    assert [b.get_height() for b in bars] == [result["summary"][0]["edge_rmse"]]
+    assert fig.axes[0].get_ylabel() == "edge-band RMSE (mm), mean over frames with a depth edge"
