@@ -186,9 +186,10 @@ def plot_precision_comparison(runs: Sequence[Mapping[str, Any]], path, title: st
 
 
 #: units of the ``psdrt eval`` metrics on the plots (``runtime.metrics.METRIC_UNITS``)
-_EVAL_UNITS = {"mae": "mm", "rmse": "mm", "imae": "1/km", "irmse": "1/km", "rel": "%", "d1": "%", "d2": "%", "d3": "%"}
+_EVAL_UNITS = {"mae": "mm", "rmse": "mm", "imae": "1/km", "irmse": "1/km", "rel": "%", "d1": "%", "d2": "%", "d3": "%",
+               "edge_rmse": "mm"}
 _EVAL_NAMES = {"mae": "MAE", "rmse": "RMSE", "imae": "iMAE", "irmse": "iRMSE", "rel": "REL", "d1": "δ1", "d2": "δ2",
-               "d3": "δ3"}
+               "d3": "δ3", "edge_rmse": "edge-band RMSE"}
 
 
 def plot_eval_metric(result: Mapping[str, Any], path, metric: str = "rmse", title: Optional[str] = None):
@@ -217,14 +218,15 @@ def plot_eval_metric(result: Mapping[str, Any], path, metric: str = "rmse", titl
         bars = ax.bar(xs, hs, width=width * 0.95, label=cfg, color=_EXTRA[j % len(_EXTRA)] if j >= 3 else
                       ("#4c72b0", "#dd8452", "#55a868")[j])
         for b, v in zip(bars, vals):
-            text = (f"{v:.1f}" if metric in ("rmse", "mae") else f"{v:.2f}") if math.isfinite(v) else \
+            text = (f"{v:.1f}" if metric in ("rmse", "mae", "edge_rmse") else f"{v:.2f}") if math.isfinite(v) else \
                 ("nan" if math.isnan(v) else "inf")
             ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=6,
                         textcoords="offset points", xytext=(0, 1))
     ax.set_xticks(range(len(patterns)))
     ax.set_xticklabels(patterns, fontsize=8)
     unit = _EVAL_UNITS.get(metric, "")
-    ax.set_ylabel(f"{_EVAL_NAMES.get(metric, metric)}" + (f" ({unit})" if unit else "") + ", mean over frames")
+    ax.set_ylabel(f"{_EVAL_NAMES.get(metric, metric)}" + (f" ({unit})" if unit else "")
+                  + (", mean over frames with a depth edge" if metric == "edge_rmse" else ", mean over frames"))
     ds = result.get("meta", {}).get("dataset", {})
     better = "higher" if metric.startswith("d") else "lower"
     ax.set_title(title or f"{_EVAL_NAMES.get(metric, metric)} on {ds.get('title', ds.get('dataset', '?'))} "

@@ -77,6 +77,8 @@ __all__ = [
     "RGB_EXTS",
     "K_NYU",
     "K_NYU_FULL",
+    "K_KITTIDC_LIDAR",
+    "KITTI_NOMINAL_K",
     "KITTI_WORKING_SIZE",
     "NYU_WORKING_SIZE",
     "PSD_VAL_DEPTH_SCALE",
@@ -1129,6 +1131,8 @@ class _SharedReader(DatasetReader):
     """Base of the readers of the shared development frames (``../shared/data``)."""
 
     shared_key = ""
+    #: what ``root`` must hold, for the error message
+    shared_holds = "kitti/ and nyu/"
 
     def __init__(self, root=None, list_file=None, limit=None, crop=True, sparse_dir=None) -> None:
         if list_file is not None or sparse_dir is not None:
@@ -1138,14 +1142,18 @@ class _SharedReader(DatasetReader):
         base = Path(root) if root is not None else config.shared_data_dir()
         if base is None or not base.is_dir():
             raise MissingFileError(f"shared data folder not found ({base}); set PSD_SHARED_DATA or pass --root with "
-                                   "the folder holding kitti/ and nyu/")
+                                   f"the folder holding {self.shared_holds}")
         self.root, self.crop, self.limit, self.list_path = base, bool(crop), limit, None
         self._dirs = {"sparse": None}
+        ids = self._frame_ids(base)
+        self._all = len(ids)
+        self.entries = [_Entry(fid, base, None, None, None) for fid in ids][: self.limit]
+
+    def _frame_ids(self, base: Path) -> list[str]:
         ids = [fid for ds, fid in list_shared_frames(base) if ds == self.shared_key]
         if not ids:
             raise InputError(f"{base} has no {self.shared_key} frames (<id>_rgb.* and <id>_depth.png); check --root")
-        self._all = len(ids)
-        self.entries = [_Entry(fid, base, None, None, None) for fid in ids][: self.limit]
+        return ids
 
     def load(self, entry):
         f = load_shared_frame(self.root, self.shared_key, entry.name)
@@ -1173,6 +1181,86 @@ class NyuSharedReader(_SharedReader, NYUv2Reader):
         return _SharedReader.load(self, entry)
 
 
+#: frame size of the shared KITTI depth-completion crops (``lidar/kittidc_*``): KITTI's official
+#: val_selection_cropped size
+KITTIDC_CROP_SIZE = (352, 1216)
+#: KITTI's nominal full-frame size and left-colour-camera intrinsics (fx, fy, cx, cy), before any crop
+KITTI_NOMINAL_SIZE = (375, 1242)
+KITTI_NOMINAL_K = (721.5377, 721.5377, 609.5593, 172.854)
+#: intrinsics of the shared real-LiDAR crop ``lidar/kittidc_a``: its crop offset is not published, so
+#: KITTI's nominal K shifted as a bottom-centre crop of the nominal frame (x0 = (1242 - 1216) // 2 = 13,
+#: y0 = 375 - 352 = 23). Approximate: only the psd/propagate modes use K beyond validating it.
+K_KITTIDC_LIDAR = (KITTI_NOMINAL_K[0], KITTI_NOMINAL_K[1],
+                   KITTI_NOMINAL_K[2] - (KITTI_NOMINAL_SIZE[1] - KITTIDC_CROP_SIZE[1]) // 2,
+                   KITTI_NOMINAL_K[3] - (KITTI_NOMINAL_SIZE[0] - KITTIDC_CROP_SIZE[0]))
+
+
+class KittiLidarSharedReader(_SharedReader, KittiReader):
+    """The shared real-LiDAR KITTI depth-completion frames (``lidar/<id>_{rgb,lidar,gt}.png``, today
+    ``kittidc_a``): 352x1216, the frame's own raw LiDAR map as the stored sparse input (pattern
+    ``stored``, ``sparse`` = ``"raw"``; uint16/256, about 4.7 % of pixels, with the usual
+    LiDAR-camera parallax errors) and KITTI's semi-dense ground truth (uint16/256). Generated
+    patterns (``--pattern random1`` ...) sample that ground truth as for any dataset.
+
+    ``root`` is the shared data folder (holding ``lidar/``) or the ``lidar/`` folder itself.
+
+    Intrinsics: ``K_KITTIDC_LIDAR`` (the crop offset is not published; KITTI's nominal K shifted as a
+    bottom-centre crop). Evaluation mask and propagation preset: KITTI's (``"KITTI"``: gt > 0).
+
+    Decision: evaluated at the stored 352x1216 size, with no working-size crop, whatever ``crop``
+    says. 352x1216 is the size at which KITTI's official depth-completion benchmark evaluates its
+    cropped validation frames, and PSD's 256-row bottom crop would only drop rows 0-95, where this
+    frame has neither ground truth nor LiDAR points (measured: both start at row 96 or below), so
+    the evaluated pixels are the same; the stored size keeps the image the guided mode sees and the
+    numbers comparable with ``benchmarks/bm_guided_accuracy`` (which scores the same frame at this
+    size).
+    """
+
+    name, title, shared_key = "kitti-lidar-shared", "KITTI real-LiDAR shared frame", "KITTI"
+    shared_holds = "lidar/ (<id>_rgb.png, <id>_lidar.png, <id>_gt.png)"
+    working_size = None
+
+    @staticmethod
+    def lidar_dir(base: Path) -> Path:
+        """``base/lidar`` when it exists, else ``base`` (the lidar folder itself)."""
+        return base / "lidar" if (base / "lidar").is_dir() else base
+
+    def _frame_ids(self, base: Path) -> list[str]:
+        folder = self.lidar_dir(base)
+        ids = [p.name[: -len("_lidar.png")] for p in sorted(folder.glob("*_lidar.png"))
+               if (folder / p.name.replace("_lidar.png", "_gt.png")).is_file()
+               and (folder / p.name.replace("_lidar.png", "_rgb.png")).is_file()]
+        if not ids:
+            raise InputError(f"{folder} has no real-LiDAR frame (<id>_lidar.png with <id>_gt.png and <id>_rgb.png); "
+                             "pass --root with the shared data folder holding lidar/")
+        self._dirs = {"sparse": folder, "sparse_source": "raw"}
+        return ids
+
+    def _transform(self, rgb, gt, sparse, K, name):
+        return rgb, gt, sparse, K
+
+    def load(self, entry):
+        folder = self.lidar_dir(self.root)
+        rgb = read_rgb(folder / f"{entry.name}_rgb.png")
+        gt = self._read_depth_file(folder / f"{entry.name}_gt.png")
+        sparse = self._read_depth_file(folder / f"{entry.name}_lidar.png")
+        for what, arr in (("ground truth", gt), ("LiDAR map", sparse)):
+            if arr.shape != rgb.shape[:2]:
+                raise ShapeError(f"{entry.name}: the {what} is {arr.shape[0]}x{arr.shape[1]} but the RGB is "
+                                 f"{rgb.shape[0]}x{rgb.shape[1]}; restore the original files")
+        if rgb.shape[:2] != KITTIDC_CROP_SIZE:
+            raise ShapeError(f"{entry.name} is {rgb.shape[0]}x{rgb.shape[1]}, not the {KITTIDC_CROP_SIZE[0]}x"
+                             f"{KITTIDC_CROP_SIZE[1]} KITTI crop that K_KITTIDC_LIDAR describes; restore the "
+                             "original files")
+        K = self._check_K(_K(K_KITTIDC_LIDAR), rgb.shape[:2])
+        return Sample(rgb=np.ascontiguousarray(rgb), gt=gt, sparse=sparse, K=K, name=entry.name, dataset=self.key)
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out["crop"] = False  # always the stored size (see the class docstring)
+        return out
+
+
 # ---------------------------------------------------------------------- registry
 
 #: registry name -> reader class (the 18 PSD evaluation sets, then the shared development frames)
@@ -1183,7 +1271,7 @@ DATASETS: dict[str, type[DatasetReader]] = {
         ArgoverseReader, CityscapesReader, DimlIndoorReader, DiodeIndoorReader, DiodeOutdoorReader,
         DrivingStereoReader, Eth3dReader, HypersimReader, Kitti360Reader, MiddleburyReader, ScanNetReader,
         StanfordReader, SunRgbdReader, TofdcReader, Vkitti2Reader, VoidReader,
-        KittiSharedReader, NyuSharedReader,
+        KittiSharedReader, NyuSharedReader, KittiLidarSharedReader,
     )
 }
 

@@ -22,6 +22,14 @@ For every frame and sparse pattern, each configuration's prediction is scored wi
 ``runtime.metrics.depth_metrics`` over the dataset's evaluation mask; the dataset score is the mean
 of the per-image values (as the official trainer computes it). A frame whose sparse input or
 evaluation mask is empty is skipped and reported (the official code would average a NaN).
+
+Each row also holds ``edge_rmse`` (not an official metric): ``runtime.metrics.edge_band_rmse`` of
+the prediction against the ground truth restricted to the evaluation mask, i.e. the RMSE in mm over
+the evaluated pixels within 3 px of a depth edge (a 10 % jump between valid 4-neighbours; for
+datasets whose mask is gt > 0 this is exactly ``edge_band_rmse(pred, gt)``). It is NaN for a frame
+whose ground truth has no depth edge, and the dataset mean skips those frames (``edge_frames``
+counts the others). And ``kind``: ``runtime.guided.input_kind`` of the frame's sparse input
+(``"scan"``: scan-line LiDAR-like, ``"scattered"``: random, SLAM or corner points).
 """
 
 from __future__ import annotations
@@ -40,10 +48,11 @@ import numpy as np
 from .datasets import DatasetReader, parse_patterns, sample_sparse
 from .errors import InputError, PsdError
 from .manifest import PRECISIONS, precision_parts
-from .metrics import METRIC_KEYS, METRIC_UNITS, depth_metrics, mean_metrics
+from .metrics import METRIC_KEYS, METRIC_UNITS, band_rmse, depth_edge_band, depth_metrics, mean_metrics
 
 __all__ = [
     "BASELINES",
+    "EDGE_KEY",
     "KINDS",
     "TABLE_KEYS",
     "EvalConfig",
@@ -64,10 +73,14 @@ log = logging.getLogger(__name__)
 BASELINES = ("ip_basic", "nearest")
 #: configuration kinds
 KINDS = ("guided", "ref-guided", "psd", "onnx", "ref", "ckpt") + BASELINES
+#: the edge-band RMSE (mm, not an official metric; NaN for a frame without a ground-truth depth edge)
+EDGE_KEY = "edge_rmse"
 #: metrics shown in the markdown summaries, in order
-TABLE_KEYS = ("rmse", "mae", "irmse", "imae", "rel", "d1")
+TABLE_KEYS = ("rmse", "mae", "irmse", "imae", "rel", "d1", EDGE_KEY)
 _LABELS = {"rmse": "RMSE", "mae": "MAE", "irmse": "iRMSE", "imae": "iMAE", "rel": "REL", "d1": "δ1",
-           "d2": "δ2", "d3": "δ3"}
+           "d2": "δ2", "d3": "δ3", EDGE_KEY: "edge RMSE"}
+#: units of every per-row metric (``METRIC_UNITS`` plus the edge-band RMSE)
+_UNITS = {**METRIC_UNITS, EDGE_KEY: "mm"}
 _MODES = ("psd", "propagate")
 _KIND_ALIASES = {"ip-basic": "ip_basic", "ipbasic": "ip_basic", "ip": "ip_basic", "nn": "nearest",
                  "ref_guided": "ref-guided"}
@@ -238,8 +251,9 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
 
     Returns:
         dict: ``meta`` (dataset, patterns, seed, frame shapes, configs, environment), ``rows`` (one per frame,
-        pattern and configuration: points, seconds and ``METRIC_KEYS``), ``summary`` (per pattern
-        and configuration: frames and the mean of each metric), ``skipped`` (frame, pattern, reason).
+        pattern and configuration: points, input ``kind``, seconds, ``METRIC_KEYS`` and ``edge_rmse``),
+        ``summary`` (per pattern and configuration: frames, input kinds and the mean of each metric,
+        see ``summarise``), ``skipped`` (frame, pattern, reason).
 
     Raises:
         InputError: bad patterns; PsdError subclasses from a configuration (the message names the
@@ -247,6 +261,8 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
     """
     if not configs:
         raise InputError("no configuration to evaluate; pass at least one --config")
+    from .guided import input_kind
+
     patterns = parse_patterns(patterns, reader.has_sparse)
     predictors = {c.label: c.build(reader.key) for c in configs}
     rows, skipped, shapes = [], [], []
@@ -266,6 +282,10 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
                 if progress:
                     progress(f"[{i}/{n}] {sample.name} {pattern}: skipped ({reason})")
                 continue
+            kind = input_kind(sparse)
+            # edge_band_rmse(pred, edge_gt), its band computed once for every configuration
+            edge_gt = np.where(mask, sample.gt, np.float32(0))  # edges among the evaluated pixels only
+            band = depth_edge_band(edge_gt)
             parts = []
             for c in configs:
                 t0 = time.perf_counter()
@@ -275,11 +295,12 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
                     raise type(exc)(f"{sample.name} ({pattern}, {c.label}): {exc}") from exc
                 sec = time.perf_counter() - t0
                 m = depth_metrics(pred, sample.gt, mask)
+                m[EDGE_KEY] = band_rmse(pred, edge_gt, band)
                 rows.append({"frame": sample.name, "pattern": pattern, "config": c.label, "points": points,
-                             "seconds": sec, **m})
+                             "kind": kind, "seconds": sec, **m})
                 parts.append(f"{c.label} {format_metric('rmse', m['rmse'])} mm")
             if progress:
-                progress(f"[{i}/{n}] {sample.name} {pattern} ({points} pts): RMSE " + ", ".join(parts))
+                progress(f"[{i}/{n}] {sample.name} {pattern} ({points} pts, {kind}): RMSE " + ", ".join(parts))
     labels = [c.label for c in configs]
     meta = {
         "dataset": reader.describe(),
@@ -289,13 +310,28 @@ def evaluate(reader: DatasetReader, configs: Sequence[EvalConfig], patterns=None
         "configs": [c.describe() for c in configs],
         "environment": env if env is not None else environment(),
         "wall_seconds": time.perf_counter() - t_start,
-        "metric_units": dict(METRIC_UNITS),
+        "metric_units": dict(_UNITS),
     }
     return {"meta": meta, "rows": rows, "summary": summarise(rows, patterns, labels), "skipped": skipped}
 
 
+def _kinds(sel: Sequence[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in sel:
+        if r.get("kind"):
+            out[r["kind"]] = out.get(r["kind"], 0) + 1
+    return dict(sorted(out.items()))
+
+
 def summarise(rows: Sequence[dict], patterns: Sequence[str], labels: Sequence[str]) -> list[dict]:
-    """Per pattern and configuration: frames, mean points, mean seconds and the mean of each metric."""
+    """Per pattern and configuration: frames, mean points, mean seconds, the mean of each metric
+    (``mean_metrics``: NaN and inf propagate) and the edge-band RMSE.
+
+    ``edge_rmse`` is the mean over the frames whose value is not NaN (frames without a ground-truth
+    depth edge are left out; NaN if no frame has one), ``edge_frames`` the number of those frames,
+    and ``kinds`` the frames per input kind (``{"scan": 1}``). Rows without ``edge_rmse`` or
+    ``kind`` (results written before they existed) give no such keys.
+    """
     out = []
     for pattern in patterns:
         for label in labels:
@@ -303,9 +339,17 @@ def summarise(rows: Sequence[dict], patterns: Sequence[str], labels: Sequence[st
             if not sel:
                 continue
             m = mean_metrics([{k: r[k] for k in METRIC_KEYS} for r in sel])
-            out.append({"pattern": pattern, "config": label, "frames": len(sel),
-                        "points": float(np.mean([r["points"] for r in sel])),
-                        "seconds": float(np.mean([r["seconds"] for r in sel])), **m})
+            entry = {"pattern": pattern, "config": label, "frames": len(sel),
+                     "points": float(np.mean([r["points"] for r in sel])),
+                     "seconds": float(np.mean([r["seconds"] for r in sel])), **m}
+            if all(EDGE_KEY in r for r in sel):
+                edges = [float(r[EDGE_KEY]) for r in sel if not math.isnan(float(r[EDGE_KEY]))]
+                entry[EDGE_KEY] = float(np.mean(edges)) if edges else math.nan
+                entry["edge_frames"] = len(edges)
+            kinds = _kinds(sel)
+            if kinds:
+                entry["kinds"] = kinds
+            out.append(entry)
     return out
 
 
@@ -314,7 +358,7 @@ def format_metric(key: str, value) -> str:
     v = float(value)
     if not math.isfinite(v):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return f"{v:.1f}" if key in ("rmse", "mae") else f"{v:.2f}"
+    return f"{v:.1f}" if key in ("rmse", "mae", EDGE_KEY) else f"{v:.2f}"
 
 
 def _best(values: list[float], higher: bool) -> Optional[float]:
@@ -339,22 +383,33 @@ def summary_markdown(result: dict) -> str:
         + f"Generated patterns are seeded per frame from seed {meta['seed']}.",
         f"Measured {env.get('timestamp', '?')} on {env.get('cpu_model', '?')} ({env.get('cpu_cores', '?')} cores). "
         "Mean over frames of the per-frame metrics (official definitions): RMSE, MAE in mm; iRMSE, iMAE "
-        "in 1/km; REL, δ1 in %; s/frame is the configuration's own time. Best value per pattern in bold.",
+        "in 1/km; REL, δ1 in %; s/frame is the configuration's own time. Edge RMSE (mm, not an official "
+        "metric): the RMSE over the evaluated pixels within 3 px of a ground-truth depth edge (a 10 % depth "
+        "jump between valid neighbours); frames whose ground truth has no depth edge (NaN) are left out "
+        "of its mean, the frames with one are counted in parentheses. Input: the frames per input kind "
+        "of the sparse input (scan: scan-line LiDAR-like; scattered: random, SLAM or corner points). "
+        "Best value per pattern in bold.",
         "",
-        "| pattern | config | frames | " + " | ".join(_LABELS[k] for k in TABLE_KEYS) + " | s/frame |",
-        "|---|---|---|" + "---|" * len(TABLE_KEYS) + "---|",
+        "| pattern | config | frames | " + " | ".join(_LABELS[k] for k in TABLE_KEYS) + " | s/frame | input |",
+        "|---|---|---|" + "---|" * len(TABLE_KEYS) + "---|---|",
     ]
     summary = result["summary"]
     for pattern in meta["patterns"]:
         sel = [r for r in summary if r["pattern"] == pattern]
-        best = {k: _best([float(r[k]) for r in sel], k.startswith("d")) for k in TABLE_KEYS}
+        best = {k: _best([float(r[k]) for r in sel if k in r], k.startswith("d")) for k in TABLE_KEYS}
         for r in sel:
             cells = []
             for k in TABLE_KEYS:
+                if k not in r:  # a result written before the metric existed
+                    cells.append("–")
+                    continue
                 s = format_metric(k, r[k])
+                if k == EDGE_KEY and "edge_frames" in r and r["edge_frames"] != r["frames"]:
+                    s += f" ({r['edge_frames']})"
                 cells.append(f"**{s}**" if best[k] is not None and float(r[k]) == best[k] else s)
+            kinds = ", ".join(f"{k} {n}" if len(r.get("kinds", {})) > 1 else k for k, n in r.get("kinds", {}).items())
             lines.append(f"| {pattern} | {r['config']} | {r['frames']} | " + " | ".join(cells)
-                         + f" | {float(r['seconds']):.3f} |")
+                         + f" | {float(r['seconds']):.3f} | {kinds or '–'} |")
     if result.get("skipped"):
         lines += ["", f"Skipped {len(result['skipped'])} frame/pattern pair(s): "
                   + "; ".join(f"{s['frame']} {s['pattern']} ({s['reason']})" for s in result["skipped"][:10])]
@@ -373,13 +428,16 @@ def _jsonable(v):
     return v
 
 
-_CSV_FIELDS = ("dataset", "frame", "pattern", "config", "points", "seconds") + METRIC_KEYS
+_CSV_FIELDS = ("dataset", "frame", "pattern", "config", "points", "kind", "seconds") + METRIC_KEYS + (EDGE_KEY,)
+_NUMERIC = set(METRIC_KEYS) | {EDGE_KEY, "seconds"}
 
 
 def write_outputs(result: dict, out_dir, prefix: str) -> dict[str, Path]:
     """Write ``<prefix>.csv`` (one row per frame, pattern and configuration; full precision),
     ``<prefix>.md`` (``summary_markdown``) and ``<prefix>.json`` (everything; non-finite numbers
-    as the strings "inf"/"nan") into ``out_dir``.
+    as the strings "inf"/"nan") into ``out_dir``. CSV columns: dataset, frame, pattern, config,
+    points, kind, seconds, ``METRIC_KEYS``, edge_rmse ("nan": no depth edge in the frame's ground
+    truth); a row without kind or edge_rmse (an older result) leaves the cell empty.
 
     Returns:
         dict[str, Path]: ``{"csv": ..., "md": ..., "json": ...}``.
@@ -395,8 +453,8 @@ def write_outputs(result: dict, out_dir, prefix: str) -> dict[str, Path]:
         w = csv.DictWriter(f, fieldnames=_CSV_FIELDS)
         w.writeheader()
         for r in result["rows"]:
-            w.writerow({"dataset": name, **{k: (repr(float(r[k])) if k == "seconds" or k in METRIC_KEYS else r[k])
-                                            for k in _CSV_FIELDS if k != "dataset"}})
+            w.writerow({"dataset": name, **{k: (repr(float(r[k])) if k in _NUMERIC else r[k])
+                                            for k in _CSV_FIELDS if k != "dataset" and k in r}})
     paths["md"].write_text(summary_markdown(result))
     paths["json"].write_text(json.dumps(_jsonable(result), indent=1) + "\n")
     return paths
@@ -404,7 +462,7 @@ def write_outputs(result: dict, out_dir, prefix: str) -> dict[str, Path]:
 
 def read_result(path) -> dict:
     """Load a result JSON written by ``write_outputs`` (the strings "inf"/"nan" back to floats)."""
-    numeric = set(METRIC_KEYS) | {"seconds", "points"}
+    numeric = _NUMERIC | {"points"}
 
     def fix(v, key=None):
         if key in numeric and isinstance(v, str) and v in ("inf", "-inf", "nan"):

@@ -36,7 +36,7 @@ import numpy as np
 from psdrt.runtime.errors import InputError, ShapeError
 
 __all__ = ["METRIC_KEYS", "METRIC_UNITS", "EVAL_MASK_RANGES", "eval_mask", "depth_metrics", "mean_metrics",
-           "depth_edge_band", "edge_band_rmse"]
+           "depth_edge_band", "edge_band_rmse", "band_rmse"]
 
 #: metric names in the order the PSD trainer writes them
 METRIC_KEYS = ("mae", "rmse", "imae", "irmse", "rel", "d1", "d2", "d3")
@@ -201,10 +201,18 @@ def depth_edge_band(gt: np.ndarray, band: int = 3, jump: float = 0.1) -> np.ndar
 
 def edge_band_rmse(pred: np.ndarray, gt: np.ndarray, band: int = 3, jump: float = 0.1) -> float:
     """RMSE in millimetres over :func:`depth_edge_band` (NaN when the ground truth has no edge)."""
-    mask = depth_edge_band(gt, band, jump)
+    return band_rmse(pred, gt, depth_edge_band(gt, band, jump))
+
+
+def band_rmse(pred: np.ndarray, gt: np.ndarray, band_mask: np.ndarray) -> float:
+    """RMSE in millimetres over ``band_mask`` (NaN when it is empty): :func:`edge_band_rmse` with the
+    band computed once (``depth_edge_band(gt)``) for several predictions of one frame."""
+    mask = np.asarray(band_mask, dtype=bool)
     pred, gt = _as_depth(pred, "pred"), _as_depth(gt, "gt")
     if pred.shape != gt.shape:
         raise ShapeError(f"pred {pred.shape} and gt {gt.shape} differ; resize the prediction to the GT size")
+    if mask.shape != gt.shape:
+        raise ShapeError(f"band mask {mask.shape} and gt {gt.shape} differ; build it with depth_edge_band(gt)")
     if not mask.any():
         return math.nan
     e = 1000.0 * (pred[mask] - gt[mask])

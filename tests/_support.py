@@ -25,6 +25,16 @@ requires_shared_data = pytest.mark.skipif(
 )
 
 
+#: the shared real-LiDAR frame (KITTI depth completion crop with its raw LiDAR map), or None when absent
+SHARED_LIDAR = (SHARED_DATA / "lidar"
+                if SHARED_DATA is not None and (SHARED_DATA / "lidar" / "kittidc_a_lidar.png").is_file() else None)
+
+#: skip marker for tests that read the shared real-LiDAR frame
+requires_shared_lidar = pytest.mark.skipif(
+    SHARED_LIDAR is None, reason="shared real-LiDAR frame lidar/kittidc_a_lidar.png not found (set PSD_SHARED_DATA)"
+)
+
+
 #: where the official code snapshots sit beside a checkout (CI has them; a user's clone does not)
 OFFICIAL_SNAPSHOTS = REPO_ROOT.parent / "shared" / "official"
 

@@ -2,10 +2,10 @@
 
 Reads a dataset (``runtime.datasets``), completes every frame for each sparse pattern with each
 configuration (``runtime.evaluation``), scores it with the official metrics and writes
-``<out>/<name>.csv`` (per image), ``<out>/<name>.md`` (summary, configurations side by side) and
-``<out>/<name>.json`` and ``<out>/<name>_rmse.png`` (RMSE per pattern and configuration; needs
-matplotlib, the ``bench`` extra: without it the plot is skipped with a logged note). Progress goes to
-stderr, the summary to stdout.
+``<out>/<name>.csv`` (per image, with the input ``kind`` and ``edge_rmse``), ``<out>/<name>.md``
+(summary, configurations side by side), ``<out>/<name>.json`` and ``<out>/<name>_rmse.png`` (RMSE
+per pattern and configuration; needs matplotlib, the ``bench`` extra: without it the plot is
+skipped with a logged note). Progress goes to stderr, the summary to stdout.
 """
 
 from __future__ import annotations
@@ -28,17 +28,21 @@ def _datasets_help() -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="accuracy (RMSE, MAE, iRMSE, iMAE, REL, delta1) of guided / psd / ONNX / reference "
+        help="accuracy (RMSE, MAE, iRMSE, iMAE, REL, delta1, edge-band RMSE) of guided / psd / ONNX / reference "
         "configurations and the classical baselines on PSD's evaluation datasets",
         description="Evaluates completion configurations on a dataset with the official PSD metrics "
-        "(per image over the dataset's evaluation mask, then the mean over images). Datasets: "
+        "(per image over the dataset's evaluation mask, then the mean over images), plus the RMSE in a "
+        "3 px band around the ground truth's depth edges (edge_rmse, not official; its mean skips frames "
+        "without a depth edge) and the input kind of each frame's sparse input (scan or scattered). Datasets: "
         f"{_datasets_help()}. 'middlebury' without --root is the built-in scikit-image frame; "
-        "'kitti-shared'/'nyu-shared' read ../shared/data (or $PSD_SHARED_DATA). Other datasets read "
+        "'kitti-shared'/'nyu-shared' read ../shared/data (or $PSD_SHARED_DATA), 'kitti-lidar-shared' its "
+        "real-LiDAR frame (lidar/kittidc_a, stored raw LiDAR input, 352x1216). Other datasets read "
         "the PSD-val layout: ROOT/rgb/<F>, ROOT/depth/<F>, ROOT/sparse/{raw,scatter_001}/<F>, "
         "ROOT/intrinsics/<F> (or one dataset's rgb/, depth/, sparse/, intrinsics/ folders).",
     )
     p.add_argument("--dataset", required=True, help="dataset name (e.g. kitti, nyu, void, middlebury, kitti-shared)")
-    p.add_argument("--root", help="data folder (not needed for middlebury, kitti-shared, nyu-shared)")
+    p.add_argument("--root", help="data folder (not needed for middlebury, kitti-shared, nyu-shared, "
+                   "kitti-lidar-shared)")
     p.add_argument("--list", dest="list_file",
                    help="file list: the official val_*.txt format (rgb [sparse depth [intrinsics]]) or one RGB "
                    "path per line (default: ROOT/filename/<official list> if present, else every RGB image)")

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from _eval_layout import decode, min_size, write_frame, write_list
-from _support import SHARED_DATA, requires_shared_data
+from _support import SHARED_DATA, SHARED_LIDAR, requires_shared_data, requires_shared_lidar
 from psdrt.runtime.datasets import (
     DATASETS,
+    K_KITTIDC_LIDAR,
     K_NYU,
     K_NYU_FULL,
     Sample,
@@ -20,7 +21,7 @@ from psdrt.runtime.datasets import (
     sample_sparse,
 )
 from psdrt.runtime.errors import BackendUnavailable, InputError, ShapeError
-from psdrt.runtime.io import MissingFileError, load_shared_frame, write_depth_png16
+from psdrt.runtime.io import MissingFileError, load_shared_frame, read_depth, read_rgb, write_depth_png16
 from psdrt.runtime.patterns import PATTERNS
 from psdrt.runtime.visualize import write_png
 
@@ -307,3 +308,77 @@ def test_shared_reader_without_data_says_where(tmp_path):
     write_depth_png16(tmp_path / "unused.png", np.ones((2, 2)))
     with pytest.raises(MissingFileError, match="PSD_SHARED_DATA"):
         open_dataset("nyu-shared", root=tmp_path / "absent")
+
+
+def _lidar_folder(root, stem="kittidc_a", size=(352, 1216)):
+    """A synthetic real-LiDAR folder: root/lidar/<stem>_{rgb,gt,lidar}.png, exact /256 values."""
+    rng = np.random.default_rng(3)
+    folder = root / "lidar"
+    folder.mkdir(parents=True, exist_ok=True)
+    gt = np.where(rng.random(size) < 0.1, np.rint(rng.uniform(5, 80, size) * 256) / 256, 0.0)
+    lidar = np.zeros(size)
+    lidar[200::4, 10:1200] = 12.5  # scan lines
+    write_depth_png16(folder / f"{stem}_gt.png", gt, scale=256.0)
+    write_depth_png16(folder / f"{stem}_lidar.png", lidar, scale=256.0)
+    write_png(folder / f"{stem}_rgb.png", rng.integers(0, 256, size + (3,), dtype=np.uint8))
+    return folder, gt.astype(np.float32), lidar.astype(np.float32)
+
+
+def test_lidar_shared_reader_reads_the_stored_lidar_at_stored_size(tmp_path):
+    folder, gt, lidar = _lidar_folder(tmp_path)
+    for root in (tmp_path, folder):  # the shared data folder or its lidar/ folder
+        r = open_dataset("kitti-lidar-shared", root=root)
+        assert len(r) == 1 and r.has_sparse and r.key == "KITTI"
+        desc = r.describe()
+        assert (desc["sparse"], desc["working_size"], desc["crop"]) == ("raw", None, False)
+        s = r[0]
+        assert (s.name, s.dataset, s.rgb.shape) == ("kittidc_a", "KITTI", (352, 1216, 3))
+        np.testing.assert_array_equal(s.gt, gt)
+        np.testing.assert_array_equal(s.sparse, lidar)
+        np.testing.assert_array_equal(s.mask, gt > 0)
+        # KITTI's nominal K (721.5377, 609.5593, 172.854) shifted by the bottom-centre crop (13, 23)
+        np.testing.assert_array_equal(s.K, [[721.5377, 0, 609.5593 - 13], [0, 721.5377, 172.854 - 23], [0, 0, 1]])
+    assert open_dataset("kitti-lidar-shared", root=tmp_path, crop=False)[0].rgb.shape == (352, 1216, 3)
+    assert parse_patterns(None, r.has_sparse) == ["stored"]
+    assert parse_patterns("stored,random1", r.has_sparse) == ["stored", "random1"]
+    gen = sample_sparse(s, "random1", seed=0)  # generated patterns sample the ground truth
+    assert np.all(gen[gen > 0] == gt[gen > 0]) and 0 < np.count_nonzero(gen) < np.count_nonzero(gt)
+    assert get_reader("KITTI-LiDAR-shared") is DATASETS["kitti-lidar-shared"]
+
+
+def test_lidar_shared_reader_errors(tmp_path):
+    with pytest.raises(InputError, match="no real-LiDAR frame"):
+        open_dataset("kitti-lidar-shared", root=tmp_path)
+    with pytest.raises(MissingFileError, match="lidar/"):
+        open_dataset("kitti-lidar-shared", root=tmp_path / "absent")
+    _lidar_folder(tmp_path, size=(256, 1216))
+    with pytest.raises(ShapeError, match="not the 352x1216 KITTI crop"):
+        open_dataset("kitti-lidar-shared", root=tmp_path)[0]
+    with pytest.raises(InputError, match="do not apply"):
+        open_dataset("kitti-lidar-shared", root=tmp_path, sparse_dir=tmp_path)
+
+
+@requires_shared_lidar
+def test_lidar_shared_reader_on_the_shared_frame():
+    s = open_dataset("kitti-lidar-shared")[0]  # out of the box: ../shared/data or $PSD_SHARED_DATA
+    np.testing.assert_array_equal(s.sparse, read_depth(SHARED_LIDAR / "kittidc_a_lidar.png", 256.0))
+    np.testing.assert_array_equal(s.gt, read_depth(SHARED_LIDAR / "kittidc_a_gt.png", 256.0))
+    np.testing.assert_array_equal(s.rgb, read_rgb(SHARED_LIDAR / "kittidc_a_rgb.png"))
+    np.testing.assert_array_equal(s.K[[0, 1, 0, 1], [0, 1, 2, 2]], K_KITTIDC_LIDAR)
+    assert 0.04 < np.mean(s.sparse > 0) < 0.055 and 0.09 < np.mean(s.gt > 0) < 0.12
+    # PSD's 256-row bottom crop would drop only rows without ground truth or LiDAR (the reader's decision)
+    assert not s.gt[:96].any() and not s.sparse[:96].any()
+
+
+@requires_shared_lidar
+def test_guided_accuracy_benchmark_uses_the_readers_k():
+    """bm_guided_accuracy scores the same frame; its K must stay the reader's (one definition)."""
+    pytest.importorskip("torch")
+    from psdrt.benchmarks.bm_guided_accuracy import lidar_inputs
+
+    dataset, name, _, rgb, sparse, gt, K = next(lidar_inputs(SHARED_DATA))
+    s = open_dataset("kitti-lidar-shared")[0]
+    assert (dataset, name) == (s.dataset, s.name)
+    np.testing.assert_array_equal(K, s.K)
+    np.testing.assert_array_equal(sparse, s.sparse)
+    np.testing.assert_array_equal(gt, s.gt)

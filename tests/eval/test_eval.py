@@ -10,25 +10,28 @@ import numpy as np
 import pytest
 
 from _eval_layout import decode, write_frame, write_list
+from _support import SHARED_LIDAR, requires_shared_lidar
 from psdrt.runtime.classical import ip_basic_fill, nearest_fill
 from psdrt.runtime.cli.__main__ import main
 from psdrt.runtime.datasets import DATASETS, open_dataset, sample_sparse
 from psdrt.runtime.errors import InputError
 from psdrt.runtime.evaluation import evaluate, parse_config, parse_configs, read_result, write_outputs
-from psdrt.runtime.metrics import METRIC_KEYS, depth_metrics
+from psdrt.runtime.guided import input_kind
+from psdrt.runtime.io import read_depth
+from psdrt.runtime.metrics import METRIC_KEYS, depth_edge_band, depth_metrics, edge_band_rmse, eval_mask
 from psdrt.runtime.pipeline import Pipeline
 from psdrt.runtime.visualize import write_png
 
 
 def _scannet_frame(root, stem, gt, sparse):
-    """A 2x2 ScanNet-layout frame with exact /256 values and an identity-ish K."""
+    """A ScanNet-layout frame (2x2 unless gt is larger) with exact /256 values and an identity-ish K."""
     for kind, arr in (("depth", gt), ("sparse/scatter_001", sparse)):
         p = root / kind / "Scannet" / f"{stem}.png"
         p.parent.mkdir(parents=True, exist_ok=True)
         write_png(p, np.rint(np.asarray(arr) * 256).astype(np.uint16))
     p = root / "rgb" / "Scannet" / f"{stem}.png"
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_png(p, np.full((2, 2, 3), 128, np.uint8))
+    write_png(p, np.full(np.asarray(gt).shape + (3,), 128, np.uint8))
     k = root / "intrinsics" / "Scannet" / f"{stem}.txt"
     k.parent.mkdir(parents=True, exist_ok=True)
     k.write_text("2 0 0.5\n0 2 0.5\n0 0 1\n")
@@ -59,6 +62,81 @@ def test_dataset_score_is_the_mean_of_per_image_values_by_hand(tmp_path):
     assert s["rmse"] != pytest.approx(1500.0, rel=1e-3)
     assert s["irmse"] == pytest.approx((math.sqrt(125000) + 250) / 2, rel=1e-6)
     assert (s["d1"], s["rel"]) == (pytest.approx(25.0), pytest.approx(37.5))
+
+
+def _step_frames(root):
+    """Frame "step": a 12x16 step edge (1 m | 3 m) with four isolated points, two on each side;
+    frame "flat": 2 m everywhere (no depth edge) with one horizontal run of points (a scan line)."""
+    gt = np.ones((12, 16))
+    gt[:, 8:] = 3.0
+    sparse = np.zeros_like(gt)
+    for y, x in ((2, 2), (9, 5), (3, 11), (8, 14)):
+        sparse[y, x] = gt[y, x]
+    _scannet_frame(root, "step", gt, sparse)
+    flat = np.full((12, 16), 2.0)
+    line = np.zeros_like(flat)
+    line[6, 2:14] = 2.0
+    _scannet_frame(root, "flat", flat, line)
+    return gt, sparse, flat, line
+
+
+def test_edge_rmse_is_edge_band_rmse_and_its_mean_skips_edgeless_frames(tmp_path):
+    gt, sparse, flat, line = _step_frames(tmp_path)
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    rows = {r["frame"]: r for r in result["rows"]}
+    pred = nearest_fill(sparse.astype(np.float32))
+    band = depth_edge_band(gt)
+    assert band.sum() == 12 * 8  # columns 4..11 (3 px either side of the step between 7 and 8)
+    want = edge_band_rmse(pred, gt)
+    # nearest fill puts the step where the points' Voronoi cells meet, not at x = 7.5: a real error
+    assert math.isfinite(want) and want > 0
+    assert rows["step"]["edge_rmse"] == want
+    e = 1000.0 * (pred[band] - gt[band])
+    assert want == pytest.approx(math.sqrt(np.mean(e * e)), rel=1e-12)
+    assert rows["step"]["rmse"] == depth_metrics(pred, gt)["rmse"]  # the official metrics are unchanged
+    assert math.isnan(rows["flat"]["edge_rmse"]) and rows["flat"]["rmse"] == 0.0
+    assert (rows["step"]["kind"], rows["flat"]["kind"]) == ("scattered", "scan")
+    assert rows["flat"]["kind"] == input_kind(line.astype(np.float32))
+    (s,) = result["summary"]
+    assert s["frames"] == 2 and s["edge_frames"] == 1 and s["edge_rmse"] == want  # NaN frame ignored
+    assert s["rmse"] == pytest.approx(rows["step"]["rmse"] / 2, rel=1e-12)  # both frames in the official mean
+    assert s["kinds"] == {"scattered": 1, "scan": 1}
+    paths = write_outputs(result, tmp_path / "out", "e")
+    csv_rows = {r["frame"]: r for r in _csv_rows(paths["csv"])}
+    assert float(csv_rows["step"]["edge_rmse"]) == want and csv_rows["flat"]["edge_rmse"] == "nan"
+    assert (csv_rows["step"]["kind"], csv_rows["flat"]["kind"]) == ("scattered", "scan")
+    back = read_result(paths["json"])
+    back_rows = {r["frame"]: r for r in back["rows"]}
+    assert back["summary"][0]["edge_rmse"] == want and math.isnan(back_rows["flat"]["edge_rmse"])
+    md = paths["md"].read_text()
+    assert "| edge RMSE |" in md and f"| {want:.1f} (1) |" in md and "| scan 1, scattered 1 |" in md
+    assert "has no depth edge (NaN) are left out of its mean" in md
+
+
+def test_edge_rmse_of_a_frame_without_any_edge_is_nan_in_the_summary(tmp_path):
+    _step_frames(tmp_path)
+    (tmp_path / "rgb" / "Scannet" / "step.png").unlink()
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    (s,) = result["summary"]
+    assert s["frames"] == 1 and s["edge_frames"] == 0 and math.isnan(s["edge_rmse"]) and s["rmse"] == 0.0
+
+
+def test_edge_band_is_found_among_the_evaluated_pixels_only(tmp_path):
+    """VOID scores 0.2 < gt < 5: a 1 m | 10 m step has no edge inside the mask, so edge_rmse is NaN
+    (edge_band_rmse of the unmasked ground truth would score the 10 m pixels the mask excludes)."""
+    gt = np.ones((6, 8))
+    gt[:, 4:] = 10.0
+    for kind, arr in (("depth", gt), ("sparse/raw", np.where(np.arange(8) == 1, 1.0, 0.0)[None].repeat(6, 0))):
+        p = tmp_path / kind / "VOID1500" / "f.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_png(p, np.rint(arr * 256).astype(np.uint16))
+    (tmp_path / "rgb" / "VOID1500").mkdir(parents=True)
+    write_png(tmp_path / "rgb" / "VOID1500" / "f.png", np.zeros((6, 8, 3), np.uint8))
+    (tmp_path / "intrinsics" / "VOID1500").mkdir(parents=True)
+    (tmp_path / "intrinsics" / "VOID1500" / "f.txt").write_text("3 3 4 3")
+    (row,) = evaluate(open_dataset("void", root=tmp_path), parse_configs(["nearest"]))["rows"]
+    assert math.isnan(row["edge_rmse"]) and row["mae"] == 0.0
+    assert math.isfinite(edge_band_rmse(np.ones((6, 8)), gt))
 
 
 def test_void_mask_bounds_by_hand(tmp_path):
@@ -195,6 +273,33 @@ def test_cli_kitti_layout_end_to_end(tmp_path, capsys):
     assert g["mae"] == pytest.approx(np.mean([float(r["mae"]) for r in rows if r["config"] == "g"]), rel=1e-12)
 
 
+@requires_shared_lidar
+def test_cli_kitti_lidar_shared_scores_the_real_lidar_input(tmp_path, capsys):
+    """The shared real-LiDAR frame out of the box (no --root): one frame, scan input, and the
+    baselines' numbers are the metrics of the baselines on the stored LiDAR map, computed here."""
+    rc = main(["eval", "--dataset", "kitti-lidar-shared", "--baselines", "--out", str(tmp_path), "--no-plot"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "[1/1] kittidc_a stored (" in err and "scan)" in err
+    rows = _csv_rows(tmp_path / "eval_kitti-lidar-shared.csv")
+    assert [(r["frame"], r["pattern"], r["config"], r["kind"]) for r in rows] == [
+        ("kittidc_a", "stored", c, "scan") for c in ("guided", "ip_basic", "nearest")]
+    sparse = read_depth(SHARED_LIDAR / "kittidc_a_lidar.png", 256.0)
+    gt = read_depth(SHARED_LIDAR / "kittidc_a_gt.png", 256.0)
+    row = {r["config"]: r for r in rows}
+    for name, fill in (("nearest", nearest_fill), ("ip_basic", ip_basic_fill)):
+        pred = fill(sparse)
+        m = depth_metrics(pred, gt, eval_mask("KITTI", gt))
+        assert float(row[name]["rmse"]) == m["rmse"] and float(row[name]["mae"]) == m["mae"], name
+        assert float(row[name]["d1"]) == m["d1"] and float(row[name]["edge_rmse"]) == edge_band_rmse(pred, gt), name
+    assert int(row["nearest"]["points"]) == np.count_nonzero(sparse)
+    assert 2000 < float(row["nearest"]["rmse"]) < 3500  # a real KITTI error level, not a degenerate 0
+    result = read_result(tmp_path / "eval_kitti-lidar-shared.json")
+    meta = result["meta"]
+    assert meta["patterns"] == ["stored"] and meta["shapes"] == [[352, 1216]]
+    assert (meta["dataset"]["frames"], meta["dataset"]["sparse"], meta["dataset"]["working_size"]) == (1, "raw", None)
+    assert all(s["frames"] == 1 and s["kinds"] == {"scan": 1} and s["edge_frames"] == 1 for s in result["summary"])
+
+
 @pytest.mark.parametrize("argv, code, msg", [
     (["--dataset", "kitti", "--root", "/no/such/dir"], 2, "data root /no/such/dir does not exist"),
     (["--dataset", "kitti"], 2, "needs --root"),
@@ -243,3 +348,15 @@ def test_cli_model_configs_report_their_own_errors(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     assert main(["eval", "--dataset", "middlebury", "--config", f"ref:{bad}", "--out", str(tmp_path)]) == 3
     assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_edge_rmse_bar_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    from psdrt.benchmarks.plots import plot_eval_metric
+
+    _step_frames(tmp_path)
+    result = evaluate(open_dataset("scannet", root=tmp_path), parse_configs(["nearest"]))
+    fig = plot_eval_metric(result, tmp_path / "edge.png", metric="edge_rmse")
+    (bars,) = fig.axes[0].containers
+    assert [b.get_height() for b in bars] == [result["summary"][0]["edge_rmse"]]
+    assert fig.axes[0].get_ylabel() == "edge-band RMSE (mm), mean over frames with a depth edge"

@@ -106,6 +106,12 @@ def test_edge_band_of_a_step_and_its_rmse():
     # 4 of the 8 band columns are 1000 mm off: RMSE = sqrt(0.5) * 1000 mm
     assert edge_band_rmse(pred, gt, band=3) == pytest.approx(1000.0 * np.sqrt(0.5), rel=1e-12)
     assert edge_band_rmse(gt, gt) == 0.0
+    from psdrt.runtime.metrics import band_rmse
+
+    assert band_rmse(pred, gt, band) == edge_band_rmse(pred, gt, band=3)  # the band precomputed, same value
+    assert np.isnan(band_rmse(pred, gt, np.zeros_like(band)))
+    with pytest.raises(ShapeError, match="band mask"):
+        band_rmse(pred, gt, band[:, :10])
 
 
 def test_edge_band_ignores_slopes_and_invalid_neighbours():
