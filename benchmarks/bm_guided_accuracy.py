@@ -74,9 +74,10 @@ def lidar_inputs(data_dir, seed=0):
         rgb = read_rgb(lidar / "kittidc_a_rgb.png")
         gt = read_depth(lidar / "kittidc_a_gt.png", 256.0)
         sparse = read_depth(lidar / "kittidc_a_lidar.png", 256.0)
-        # the crop's offset is not published: KITTI's nominal K, shifted as a bottom-centre crop (guided
-        # mode only validates K)
-        K = intrinsics_matrix(721.5377, 721.5377, 609.5593 - 13.0, 172.854 - 23.0)
+        # the crop's offset is not published: the eval reader's K (guided mode only validates K)
+        from psdrt.runtime.datasets import K_KITTIDC_LIDAR
+
+        K = intrinsics_matrix(*K_KITTIDC_LIDAR)
         yield "KITTI", "kittidc_a", "lidar", rgb, sparse, gt, K
     if (lidar / "kittiraw_a_velodyne.bin").is_file():
         rgb = read_rgb(lidar / "kittiraw_a_rgb.png")
