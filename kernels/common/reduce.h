@@ -42,6 +42,38 @@ void CompactIndices(int64_t n, const Pred& pred, int64_t* counts, int64_t* out, 
   });
 }
 
+// lo, hi and any (1 or 0) of the valid values of v[0 .. n) (finite and > 0: depth present) ->
+// out[0..2], with per-chunk partials in part (3 * kChunks floats). No valid value: lo = FLT_MAX,
+// hi = 0, any = 0.
+template <Device D>
+void ValidRange(const float* v, int64_t n, float* part, float* out, Stream s) {
+  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t c) {
+    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
+    for (int64_t i = ChunkBegin(n, c), e = ChunkBegin(n, c + 1); i < e; ++i) {
+      const float x = v[i];
+      if (x > 0.0f && x <= 3.40282347e38f) {
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        any = 1.0f;
+      }
+    }
+    part[3 * c] = lo;
+    part[3 * c + 1] = hi;
+    part[3 * c + 2] = any;
+  });
+  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
+    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
+    for (int64_t c = 0; c < kChunks; ++c) {
+      lo = part[3 * c] < lo ? part[3 * c] : lo;
+      hi = part[3 * c + 1] > hi ? part[3 * c + 1] : hi;
+      any = part[3 * c + 2] > any ? part[3 * c + 2] : any;
+    }
+    out[0] = lo;
+    out[1] = hi;
+    out[2] = any;
+  });
+}
+
 // In-place selection: after the call a[kth] is the value a sorted copy would hold there.
 // Serial (one thread on the GPU); used only for medians of sparse samples.
 PSD_HOST_DEVICE inline float SelectKth(float* a, int64_t n, int64_t kth) {

@@ -297,31 +297,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     sp[i] = *scan ? OcclusionValue(sparse, h, w, A.occl, i) : (DtValid(d) ? d : 0.0f);
   });
   // range of the points that remain
-  float* part = range + 3;
-  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t k) {
-    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
-    for (int64_t i = ChunkBegin(n, k), e = ChunkBegin(n, k + 1); i < e; ++i) {
-      const float d = sp[i];
-      if (!(d > 0.0f)) continue;
-      lo = d < lo ? d : lo;
-      hi = d > hi ? d : hi;
-      any = 1.0f;
-    }
-    part[3 * k] = lo;
-    part[3 * k + 1] = hi;
-    part[3 * k + 2] = any;
-  });
-  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
-    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
-    for (int64_t k = 0; k < kChunks; ++k) {
-      lo = part[3 * k] < lo ? part[3 * k] : lo;
-      hi = part[3 * k + 1] > hi ? part[3 * k + 1] : hi;
-      any = part[3 * k + 2] > any ? part[3 * k + 2] : any;
-    }
-    range[0] = lo;
-    range[1] = hi;
-    range[2] = any;
-  });
+  ValidRange<D>(sp, n, range + 3, range, s);
   // step costs and the fill's start, from the colour as three float planes (staged in v, c, wh,
   // which the filter fills later): |a - b| and their sums are exact, so the SADs are the
   // integers DtSad gives

@@ -344,32 +344,7 @@ PSD_GUIDED_FN float SweepPosition(const GuidedLevel& L, const float* src,
 // lo, hi, any of the valid sparse values -> stats[0..2]; deterministic chunked reduction.
 template <Device D>
 void GuidedStats(const float* sparse, int64_t n, float* stats, Stream s) {
-  float* part = stats + 3;
-  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t c) {
-    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
-    for (int64_t i = ChunkBegin(n, c), e = ChunkBegin(n, c + 1); i < e; ++i) {
-      const float v = sparse[i];
-      if (GValid(v)) {
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-        any = 1.0f;
-      }
-    }
-    part[3 * c] = lo;
-    part[3 * c + 1] = hi;
-    part[3 * c + 2] = any;
-  });
-  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
-    float lo = 3.40282347e38f, hi = 0.0f, any = 0.0f;
-    for (int64_t c = 0; c < kChunks; ++c) {
-      lo = part[3 * c] < lo ? part[3 * c] : lo;
-      hi = part[3 * c + 1] > hi ? part[3 * c + 1] : hi;
-      any = part[3 * c + 2] > any ? part[3 * c + 2] : any;
-    }
-    stats[0] = lo;
-    stats[1] = hi;
-    stats[2] = any;
-  });
+  ValidRange<D>(sparse, n, stats + 3, stats, s);
 }
 
 template <Device D>
