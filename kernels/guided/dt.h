@@ -22,7 +22,8 @@
 //              in each later one (m0 = -sqrt(2) / sigma_0, sigma_i = sigma_s sqrt(3) 2^(N-i-1) /
 //              sqrt(4^N - 1), so w_i = exp(-sqrt(2) d / sigma_i)); exp is DtExp (dt_impl.h),
 //              a polynomial within 2e-7 of exp;
-//   output     clamp((v + eps G) / (c + eps), lo, hi) with eps = 1e-6 (far from every point
+//   output     at the points (those the parallax filter kept) their own depth; elsewhere
+//              clamp((v + eps G) / (c + eps), lo, hi) with eps = 1e-6 (far from every point
 //              the geodesic fill takes over); 0 everywhere when no valid point remains.
 //
 // sigma_s depends on the kind (scattered / scan), so both are passed and the kernels pick one

@@ -390,6 +390,10 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
       out[i] = 0.0f;
       return;
     }
+    if (sp[i] > 0.0f) {  // a point (after the parallax filter) keeps its depth
+      out[i] = sp[i];
+      return;
+    }
     const float r = (v[i] + kGuidedDtEps * fill[i]) / (c[i] + kGuidedDtEps);
     const float lo = range[0], hi = range[1];
     out[i] = r < lo ? lo : (r > hi ? hi : r);
