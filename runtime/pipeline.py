@@ -1,13 +1,19 @@
-"""The deployment pipeline: (RGB, sparse depth, K) -> dense metric depth, one call per frame.
+"""The Python pipeline: (RGB, sparse depth, K) -> dense metric depth, one call per frame.
 
 preprocess -> encoder -> alignment + dual-space propagation -> correction head -> post-processing,
 with the networks behind any ``Backend`` (ONNX Runtime, TensorRT, the PyTorch reference) and
 everything else in the kernel library (``psdrt.kernels`` through ``runtime._capi``). This module
 never imports torch.
 
-Current scope (CPU path): host NumPy arrays, the CPU kernel library, per-stage timings in
-``result.info['timings_ms']``. The GPU path (one CUDA stream, device buffers, CUDA graphs) and
-artefact directories come with ``build.py``'s deployable directories.
+Deployment runs the C session (``psdrt.runtime.session.CSession``, ``psd_session_*`` in the kernel
+library): ``Pipeline.from_artifacts(dir)`` returns one, so a build directory is run by the same
+code from Python, C and C++, on the CPU and the GPU. This class's own orchestration stays only
+where C cannot go: the guided mode on NumPy frames, the PyTorch reference backends
+(``from_checkpoint``), single ONNX files (``from_onnx``), custom Python backends and other ONNX
+Runtime providers for experiments (``from_artifacts(..., engine="python")``), and intermediate
+stages (``return_stages=True``). Both use the same kernels, the same preprocessing kernel and the
+C library's artefact checks (``psd_artifacts_read``); their outputs over the same artefacts are
+bit-identical (tests/capi/test_session_parity.py).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from .result import DepthResult
 log = logging.getLogger(__name__)
 
 MODES = ("psd", "propagate", "guided")
+#: how ``Pipeline.from_artifacts`` runs a build directory: the C session (deployment) or this class
+ENGINES = ("c", "python")
 
 
 class Pipeline:
@@ -101,14 +109,21 @@ class Pipeline:
         return cls(mode or ("psd" if hd else "propagate"), enc, hd, **kwargs)
 
     @classmethod
-    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, engine: str = "python",
+    def from_artifacts(cls, directory, precision: str = "fp32", providers=None, engine: str = "auto",
                        latency_only: bool = False, **kwargs):
-        """Pipeline over a deployable directory written by ``psdrt build`` (``build.build_artifacts``).
+        """The deployment pipeline over a directory written by ``psdrt build`` (``build.build_artifacts``).
 
-        Reads and checks ``manifest.json`` (format, files present, SHA-256 of each file, the
-        correctness gate), opens ONNX Runtime sessions of the ``precision`` artefacts and returns a
-        Pipeline with the manifest's mode, preset and encoder input bound. Frames must have the
-        working size the directory was built for (``__call__`` raises ``ShapeError`` otherwise).
+        By default this is the C session (``psdrt.runtime.session.CSession``, ``psd_session_*``): the one
+        orchestrator for deployment, the same code a C/C++ program links, on the CPU and on the GPU.
+        It reads and checks ``manifest.json`` (format, files present, SHA-256 of each file, the
+        correctness gate), opens the ``precision`` artefacts and runs frames with the manifest's mode,
+        preset, encoder input and preprocessing. Frames must have the working size the directory was
+        built for (``__call__`` raises ``ShapeError`` otherwise). Its output equals this class's over
+        the same artefacts bit for bit (tests/capi/test_session_parity.py).
+
+        ``engine="python"`` returns this class instead (ONNX Runtime sessions opened from Python):
+        for experiments only, where C cannot go: other ONNX Runtime ``providers``, intermediate
+        stages (``return_stages=True``), swapping a backend for a custom Python one.
 
         Args:
             directory (path): the directory holding ``manifest.json``.
@@ -116,13 +131,15 @@ class Pipeline:
                 and the head apart, e.g. ``"int8+fp32"`` (an INT8 encoder with the FP32 head: the
                 measured recommendation where the INT8 head does not pass the gate). Defaults to "fp32".
             providers (Sequence, optional): ONNX Runtime providers (``OrtBackend``). Defaults to None.
-            engine (str): ``"python"`` (this class) or ``"c"``: the same pipeline run by the C
-                session API (``psdrt.runtime.session.CSession``, same checks, same outputs;
-                ``providers`` must then be None). Defaults to "python".
+            engine (str): ``"c"`` (the C session), ``"python"`` (this class), or ``"auto"``: ``"c"``
+                unless ``providers`` is given. Defaults to "auto".
             latency_only (bool): load artefacts that failed the correctness gate, to time them only:
                 a warning is logged and every result's ``info['gate_approved']`` is False. Never
                 deploy such a pipeline. Defaults to False.
-            **kwargs: ``threads`` (ORT) and ``Pipeline`` arguments (``seed``, ``kernels``, ``preset``...).
+            **kwargs: ``threads`` (ORT), ``seed``, ``preset``, ``mode`` (``"propagate"`` over a psd
+                directory drops the head), ``kernels`` (the library to use); the C session also takes
+                ``device`` (``"cuda"``), ``ort_library`` and the other ``CSession`` arguments, this class
+                ``preprocess`` and ``fm_lower`` overrides.
 
         The directory's rules are the C library's ``psd_artifacts_read`` (listed in ``psd.h``), the
         ones the C session applies: the manifest, every file inside the directory with its SHA-256,
@@ -132,24 +149,23 @@ class Pipeline:
             ArtifactError: missing/corrupt manifest or files, a file outside the directory, a
                 checksum mismatch, an artefact that failed the gate, or no artefact of ``precision``;
                 the message names the fix.
+            BackendUnavailable: the C session cannot run here (a kernel library built without the
+                session API, or without ONNX Runtime); the message names the rebuild.
         """
+        if engine not in ENGINES + ("auto",):
+            raise InputError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)} (or 'auto')")
+        if engine == "auto":
+            engine = "python" if providers is not None else "c"
         if engine == "c":
-            from .session import CSession
-
-            if providers is not None:
-                raise InputError("engine='c' runs ONNX Runtime's CPU provider through the C API; drop providers=")
-            return CSession.from_artifacts(directory, precision=precision, latency_only=latency_only, **kwargs)
-        if engine != "python":
-            raise InputError(f"unknown engine {engine!r}; use 'python' or 'c'")
+            return _c_session(directory, precision, providers, latency_only, kwargs)
+        mode_override = kwargs.pop("mode", None)
         from .backends.ort import OrtBackend
         from .session import read_artifacts
 
-        # the directory's rules are the C library's (psd_artifacts_read): one implementation
-        sel = read_artifacts(directory, precision, latency_only=latency_only)
+        # the directory's rules are the C library's (psd_artifacts_read): one implementation, the
+        # mode override included (propagate over a psd directory takes the encoder alone)
+        sel = read_artifacts(directory, precision, mode=mode_override, latency_only=latency_only)
         mode = sel["mode"]
-        paths = {"encoder": sel["encoder"]}
-        if mode == "psd":
-            paths["head"] = sel["head"]
         if not sel["gate_approved"]:
             log.warning("LATENCY-ONLY pipeline over %s: artefacts that FAILED the correctness gate are loaded "
                         "(%s); their output is not checked and must not be used", directory, sel["gate_failures"])
@@ -157,8 +173,8 @@ class Pipeline:
         kwargs.setdefault("preset", sel["preset"])
         kwargs.setdefault("fm_lower", sel["fm_lower"])
         kwargs.setdefault("preprocess", sel["preprocess"])
-        enc = OrtBackend(paths["encoder"], providers=providers, threads=threads)
-        hd = OrtBackend(paths["head"], providers=providers, threads=threads) if "head" in paths else None
+        enc = OrtBackend(sel["encoder"], providers=providers, threads=threads) if sel["encoder"] else None
+        hd = OrtBackend(sel["head"], providers=providers, threads=threads) if mode == "psd" else None
         pipe = cls(mode, enc, hd, **kwargs)
         pipe.working_size = sel["size"]
         pipe.gate_approved = sel["gate_approved"]
@@ -242,3 +258,28 @@ class Pipeline:
         return DepthResult(depth=depth, mode=self.mode,
                            stages={k: np.array(v) for k, v in stages.items()} if return_stages else {},
                            info=info)
+
+
+#: Pipeline arguments the C session takes under its own name
+_C_RENAMED = {"kernels": "library"}
+#: Pipeline-only arguments of from_artifacts (the C session takes the manifest's)
+_PYTHON_ONLY = ("preprocess", "guided")
+
+
+def _c_session(directory, precision, providers, latency_only, kwargs):
+    """``Pipeline.from_artifacts(engine="c")``: the C session over ``directory``."""
+    from .session import CSession
+
+    if providers is not None:
+        raise InputError("the C session chooses its ONNX Runtime provider from device= ('cpu' or 'cuda'); drop "
+                         "providers=, or pass engine='python' to open the graphs with other providers from Python")
+    bad = [k for k in _PYTHON_ONLY if k in kwargs]
+    if bad:
+        raise InputError(f"{', '.join(bad)}= is an argument of the Python pipeline; the C session takes the "
+                         "manifest's preprocessing; drop it, or pass engine='python'")
+    kw = {}
+    for k, v in kwargs.items():
+        if k == "kernels":
+            v = v.path if v is not None else None
+        kw[_C_RENAMED.get(k, k)] = v
+    return CSession.from_artifacts(directory, precision=precision, latency_only=latency_only, **kw)

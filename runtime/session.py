@@ -170,8 +170,9 @@ def _raise(lib, status: int, what: str = "") -> None:
     if status == 0:
         return
     msg = (lib.psd_last_error() or b"").decode("utf-8", "replace")
-    name = STATUS_NAMES.get(status, f"status {status}")
-    raise _ERRORS.get(status, PsdError)(f"{what}{name}: {msg}")
+    if status in _ERRORS:  # the exception's type says what the status name would: the message as read_artifacts'
+        raise _ERRORS[status](f"{what}{msg}")
+    raise PsdError(f"{what}{STATUS_NAMES.get(status, f'status {status}')}: {msg}")
 
 
 def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = None, latency_only: bool = False,
@@ -335,6 +336,8 @@ class CSession:
                 "their output is not checked and must not be used", artifact_dir)
         self.backend = (info.backend or b"").decode()
         self.preset_name = info.preset.name.decode()
+        #: seed of the kNN subsets (presets with rate < 1 or a candidate cap)
+        self.seed = int(seed)
         self.fm_size = (int(info.fm_height), int(info.fm_width)) if info.fm_height else None
         #: (H, W) the artefacts were built for; None accepts any frame size (guided)
         self.working_size = (int(info.height), int(info.width)) if info.height else None
@@ -349,6 +352,13 @@ class CSession:
     def guided(cls, params: GuidedParams = GuidedParams(), **kwargs) -> "CSession":
         """Weight-free guided mode, any frame size (``Pipeline('guided')``)."""
         return cls(None, mode="guided", guided=params, **kwargs)
+
+    @property
+    def preset(self):
+        """The session's propagation preset (``psdrt.runtime.presets.PropagationPreset``)."""
+        from .presets import get_preset
+
+        return get_preset(self.preset_name)
 
     def close(self) -> None:
         """Destroy the C session (idempotent)."""
@@ -407,7 +417,8 @@ class CSession:
         if not self._handle:
             raise PsdError("this CSession is closed")
         if return_stages:
-            raise InputError("CSession does not return intermediate stages; use Pipeline(..., return_stages=True)")
+            raise InputError("CSession does not return intermediate stages; open the directory with "
+                             "Pipeline.from_artifacts(dir, engine='python') and call it with return_stages=True")
         im, sp = self._rgb(rgb), self._sparse(sparse)
         try:
             Kd = np.ascontiguousarray(np.asarray(K, dtype=np.float64))

@@ -166,6 +166,13 @@ ArtifactSelection ReadArtifacts(const std::string& dir, const ArtifactRequest& r
   if (sel.fm_lower < 1 || sel.fm_lower > 4096)
     Throw(PSD_E_ARTIFACT, mpath + " is corrupt (fm_lower " + std::to_string(sel.fm_lower) +
                               " is outside 1..4096); " + rebuild);
+  // a psd directory runs in mode propagate (the encoder alone); nothing else can be asked of it
+  if (!req.mode_override.empty() && req.mode_override != sel.mode && req.mode_override != "guided" &&
+      !(req.mode_override == "propagate" && sel.mode == "psd"))
+    Throw(PSD_E_ARTIFACT, "mode " + req.mode_override + ": " + dir + " was built for mode " + sel.mode +
+                              " (its manifest); drop the mode to use it, or build a directory from a checkpoint "
+                              "that has the parts of mode " + req.mode_override +
+                              " (psd needs a PSD checkpoint with the correction head)");
   if (!req.mode_override.empty()) sel.mode = req.mode_override;
   const std::string precision = req.encoder_precision == req.head_precision || sel.mode != "psd"
                                     ? req.encoder_precision

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .run_cmd import DEFAULT_FORMATS, FIT_MODES
+from .run_cmd import DEFAULT_FORMATS, FIT_MODES, add_engine_flag
 
 
 def _add_arguments(p) -> None:
@@ -51,7 +51,7 @@ def _add_arguments(p) -> None:
                    help="default: from the weights, guided without weights")
     m.add_argument("--artifacts", metavar="DIR", help="a `psdrt build` directory (visible to every Ray node)")
     m.add_argument("--precision", default="fp32", help="with --artifacts: fp32, fp16, int8 or ENC+HEAD")
-    m.add_argument("--engine", choices=("python", "c"), default="python", help="with --artifacts: python or c")
+    add_engine_flag(m)
     m.add_argument("--guided-kind", choices=("auto", "scattered", "scan"), default="auto",
                    help="guided mode: the input kind (default auto: detected per frame), as in `psdrt run`")
     m.add_argument("--checkpoint", help="PSD checkpoint (PyTorch reference backends)")

@@ -136,9 +136,7 @@ def add_parser(sub) -> None:
     m.add_argument("--guided-kind", choices=("auto", "scattered", "scan"), default="auto",
                    help="guided mode: the input kind, detected per frame by default (auto); scan = scan-line LiDAR "
                    "(parallax filter, sharper filter), scattered = random, SLAM or corner points")
-    m.add_argument("--engine", choices=("python", "c"), default="python",
-                   help="with --artifacts: python (the Pipeline) or c (the same pipeline in the C session "
-                   "library); default python")
+    add_engine_flag(m)
     m.add_argument("--checkpoint", help="PSD checkpoint for the PyTorch reference backends (needs torch)")
     m.add_argument("--encoder", help="exported encoder ONNX file (ONNX Runtime)")
     m.add_argument("--head", help="exported correction-head ONNX file (mode psd)")
@@ -187,6 +185,13 @@ def _check_onnx_file(path, flag: str) -> None:
                          "--artifacts DIR")
 
 
+def add_engine_flag(group) -> None:
+    """``--engine`` of ``psdrt run`` and ``psdrt batch``: how a build directory runs."""
+    group.add_argument("--engine", choices=("c", "python"), default="c",
+                       help="with --artifacts: c (the C session: the deployment pipeline, the default) or python "
+                       "(the Python Pipeline over the same artefacts, for experiments; identical output)")
+
+
 def _artifacts_pipeline(args, preset):
     from ..pipeline import Pipeline
 
@@ -198,21 +203,9 @@ def _artifacts_pipeline(args, preset):
 
     precision_parts(args.precision)  # the one spelling rule: InputError naming fp32, fp16, int8, ENC+HEAD
     kw = {} if preset is None else {"preset": preset}
-    if args.engine == "c" and args.mode:
-        kw["mode"] = args.mode  # the C session selects the parts itself
-    pipe = Pipeline.from_artifacts(d, precision=args.precision, engine=args.engine, **kw)
-    if args.mode and args.mode != pipe.mode:
-        if args.mode == "propagate" and pipe.mode == "psd" and args.engine == "python":
-            # the same encoder, without the head (propagation only)
-            sub = Pipeline("propagate", pipe.encoder, None, preset=pipe.preset, kernels=pipe.kernels,
-                           fm_lower=pipe.fm_lower, seed=pipe.seed)
-            sub.working_size = pipe.working_size
-            sub.gate_approved = getattr(pipe, "gate_approved", True)
-            return sub
-        raise InputError(f"--mode {args.mode}: {d} was built for mode {pipe.mode} (its manifest); drop --mode to "
-                         "use it, or build a directory from a checkpoint that has the parts of mode "
-                         f"{args.mode} (psd needs a PSD checkpoint with the correction head)")
-    return pipe
+    if args.mode:
+        kw["mode"] = args.mode  # propagate over a psd directory drops the head; other mismatches are refused
+    return Pipeline.from_artifacts(d, precision=args.precision, engine=args.engine, **kw)
 
 
 def build_pipeline(args, convention=None):
@@ -594,7 +587,7 @@ def check_common(args) -> list:
     if args.sparse_scale is not None and not (np.isfinite(args.sparse_scale) and args.sparse_scale > 0):
         raise InputError(f"--sparse-scale {args.sparse_scale:g} must be a positive number of stored units per "
                          "metre: 256 for KITTI-style PNGs, 1000 for millimetres")
-    if not args.artifacts and (args.precision != "fp32" or args.engine != "python"):
+    if not args.artifacts and (args.precision != "fp32" or args.engine != "c"):
         raise InputError("--precision and --engine choose how a build directory runs: pass --artifacts DIR too "
                          "(or drop them)")
     return formats

@@ -96,7 +96,7 @@ def test_qdq_ort_missing_ranges(convnet, tmp_path):
 
 
 def test_quantizable_nodes_skip_activation_matmul(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")

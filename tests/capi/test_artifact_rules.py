@@ -30,9 +30,10 @@ def _both_refuse(lib, d, match, **options):
 
     st, _, c_msg = create(lib, d, **options)
     assert st == ARTIFACT, (st, c_msg)
-    with pytest.raises(ArtifactError) as e:
-        Pipeline.from_artifacts(d, precision=options.get("precision_name", "fp32"))
-    assert str(e.value) == c_msg
+    for engine in ("c", "python"):
+        with pytest.raises(ArtifactError) as e:
+            Pipeline.from_artifacts(d, precision=options.get("precision_name", "fp32"), engine=engine)
+        assert str(e.value).endswith(c_msg), (engine, str(e.value), c_msg)
     assert match in c_msg, c_msg
     return c_msg
 
@@ -117,7 +118,7 @@ def test_latency_only_loads_a_failed_gate_loudly_and_never_by_default(capi_lib, 
     assert "latency-only run" in msg
     rgb, sparse, K, _ = middlebury
     with caplog.at_level("WARNING"):
-        p = Pipeline.from_artifacts(d, latency_only=True)
+        p = Pipeline.from_artifacts(d, latency_only=True, engine="python")
         c = S.CSession.from_artifacts(d, latency_only=True)
     assert p.gate_approved is False and c.gate_approved is False
     assert sum("LATENCY-ONLY" in r.getMessage() for r in caplog.records) == 2
@@ -146,8 +147,8 @@ def test_encoder_and_head_precisions_apart(capi_lib, artifacts, middlebury, tmp_
     assert (sel["encoder_precision"], sel["head_precision"]) == ("fp16", "fp32")
     assert sel["encoder"].name == "encoder.fp16.onnx" and sel["head"].name == "head.fp32.onnx"
     rgb, sparse, K, _ = middlebury
-    mixed = Pipeline.from_artifacts(d, precision="fp16+fp32")(rgb, sparse, K).depth
-    np.testing.assert_array_equal(mixed, Pipeline.from_artifacts(d)(rgb, sparse, K).depth)
+    mixed = Pipeline.from_artifacts(d, precision="fp16+fp32", engine="python")(rgb, sparse, K).depth
+    np.testing.assert_array_equal(mixed, Pipeline.from_artifacts(d, engine="python")(rgb, sparse, K).depth)
     c = S.CSession.from_artifacts(d, precision="fp16+fp32")
     assert c.precision == "fp16+fp32"
     msg = _both_refuse(capi_lib, d, "has no int8 head (built: fp32)", precision_name="fp16+int8")

@@ -25,7 +25,7 @@ lib = _capi.load()
 pipes = {"py-guided": Pipeline("guided"), "c-guided": CSession.guided()}
 if artifacts != "-":
     pipes["c-psd"] = CSession.from_artifacts(artifacts)
-    pipes["py-psd"] = Pipeline.from_artifacts(artifacts)
+    pipes["py-psd"] = Pipeline.from_artifacts(artifacts, engine="python")
 
 def size(pipe):
     fixed = getattr(pipe, "working_size", None)

@@ -301,7 +301,7 @@ def test_artifact_errors_match_python(capi_lib, artifacts, tmp_path):
 
 def test_create_option_errors(capi_lib, artifacts, propagate_artifacts, tmp_path):
     st, _, msg = create(capi_lib, propagate_artifacts, mode=S.MODES["psd"])
-    assert st == ARTIFACT and "has no fp32 head (built: none)" in msg
+    assert st == ARTIFACT and "was built for mode propagate (its manifest)" in msg and "PSD checkpoint" in msg
     st, _, msg = create(capi_lib, None, mode=S.MODES["psd"])
     assert st == NULLP and "artifact_dir" in msg and "guided" in msg
     for field, value, match in (("mode", 9, "psd_session_mode_t"), ("device", 5, "options.device"),

@@ -40,7 +40,7 @@ def engines(capi_lib, artifacts, propagate_artifacts, tmp_path_factory):
     bicubic = _with_preprocess(artifacts, tmp_path_factory.mktemp("capi_bicubic") / "deploy", "bicubic")
     out = {}
     for name, d in (("psd", artifacts), ("propagate", propagate_artifacts), ("psd-bicubic", bicubic)):
-        out[name] = (CSession.from_artifacts(d), Pipeline.from_artifacts(d))
+        out[name] = (CSession.from_artifacts(d), Pipeline.from_artifacts(d, engine="python"))
     return out
 
 

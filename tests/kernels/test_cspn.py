@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from _kernel_reference import cspn_naive, t4
 from psdrt.export.reference import propagation as R

@@ -321,7 +321,7 @@ def test_official_answer_from_raw_rgb(setup, case, tmp_path):
     art = tmp_path / "art"
     build_artifacts(ckpt, art, size=size, precisions=("fp32",), preset=data, golden_shared=False)
     t_build = time.perf_counter() - t0
-    pipe = Pipeline.from_artifacts(art)
+    pipe = Pipeline.from_artifacts(art, engine="python")
     res = pipe(rgb, sparse, K, return_stages=True)
     py = res.depth
     c = CSession.from_artifacts(art)(rgb, sparse, K).depth

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from psdrt.runtime.errors import ArtifactError
 from psdrt.runtime.cli.__main__ import main
 from psdrt.runtime.io import intrinsics_matrix, read_depth, read_intrinsics, read_rgb, write_depth_png16
 from psdrt.runtime.pipeline import Pipeline
@@ -334,7 +335,7 @@ def test_artifacts_size_mismatch_names_fit_and_mode_conflicts(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "frame is 40x70" in err and "28x42" in err and "--fit resize" in err and "--fit crop" in err
     assert "psdrt build --checkpoint CKPT --size 40x70" in err
-    assert main(base + ["--artifacts", str(tiny_artifacts), "--mode", "psd"]) == 2
+    assert main(base + ["--artifacts", str(tiny_artifacts), "--mode", "psd"]) == ArtifactError.exit_code
     assert "built for mode propagate" in capsys.readouterr().err
     # the directory passed as an ONNX file: no nonexistent `psdrt export`, but --artifacts
     assert main(base + ["--encoder", str(tiny_artifacts)]) == 2
