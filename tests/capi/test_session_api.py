@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,13 @@ def test_abi_version_and_status_names(capi_lib):
     for st, name in S.STATUS_NAMES.items():
         assert status_name(capi_lib, st) == name
     assert status_name(capi_lib, 13) == "PSD_E_UNKNOWN"
+
+
+def test_c_preset_table_is_generated_from_the_python_one():
+    from psdrt.runtime.presets import c_table
+
+    header = Path(__file__).resolve().parents[2] / "runtime" / "capi" / "presets_table.h"
+    assert header.read_text() == c_table(), "regenerate runtime/capi/presets_table.h (presets.c_table's docstring)"
 
 
 def test_presets_match_python_table(capi_lib):
