@@ -75,20 +75,8 @@ size_t GuidedDtWorkspaceBytes(int64_t h, int64_t w, const GuidedDtConfig& cfg) {
   return ws.used();
 }
 
-void GuidedDtChecked(Device d, int64_t h, int64_t w, const GuidedDtConfig& cfg, const uint8_t* rgb,
-                     const float* sparse, void* workspace, size_t workspace_bytes, float* out,
-                     Stream s) {
-  ValidateGuidedDt(h, w, cfg);
-  PSD_REQUIRE_PTR(rgb);
-  PSD_REQUIRE_PTR(sparse);
-  PSD_REQUIRE_PTR(out);
-  PSD_REQUIRE(workspace != nullptr, NullPointer, "null pointer: workspace");
-  PSD_REQUIRE(out != sparse, InvalidArgument, "guided: out must not alias sparse");
-  const size_t need = GuidedDtWorkspaceBytes(h, w, cfg);
-  PSD_REQUIRE(workspace_bytes >= need, WorkspaceTooSmall,
-              "workspace too small: need " + std::to_string(need) + " bytes, got " +
-                  std::to_string(workspace_bytes) + "; use psd_guided_workspace_size");
-  Workspace ws(workspace, workspace_bytes);
+void GuidedDtRun(Device d, int64_t h, int64_t w, const GuidedDtConfig& cfg, const uint8_t* rgb,
+                 const float* sparse, Workspace& ws, float* out, Stream s) {
   const GuidedDtPlan plan = PlanGuidedDt(ws, h, w);
   const GuidedDtArgs a = GuidedDtArguments(cfg);
   if (d == Device::kCpu) GuidedDt<Device::kCpu>(plan, a, rgb, sparse, out, s);

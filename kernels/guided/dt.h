@@ -94,9 +94,10 @@ void GuidedDt(const GuidedDtPlan& plan, const GuidedDtArgs& a, const uint8_t* rg
               const float* sparse, float* out, Stream s);
 
 size_t GuidedDtWorkspaceBytes(int64_t h, int64_t w, const GuidedDtConfig& cfg);
-void GuidedDtChecked(Device d, int64_t h, int64_t w, const GuidedDtConfig& cfg, const uint8_t* rgb,
-                     const float* sparse, void* workspace, size_t workspace_bytes, float* out,
-                     Stream s);
+// Plans the DT method in `ws` and runs it. The caller (GuidedChecked, the one entry of psd_guided)
+// has validated every argument and the workspace size.
+void GuidedDtRun(Device d, int64_t h, int64_t w, const GuidedDtConfig& cfg, const uint8_t* rgb,
+                 const float* sparse, Workspace& ws, float* out, Stream s);
 
 }  // namespace kernels
 }  // namespace psd

@@ -111,10 +111,21 @@ GuidedPlan PlanGuided(Workspace& ws, int64_t h, int64_t w, const GuidedConfig& c
   return P;
 }
 
-size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& cfg) {
+namespace {
+
+// Every field of cfg is checked whatever the method: a bad field is an error even where the
+// chosen method does not read it, so a caller's mistake never hides until the method changes.
+void ValidateEveryField(int64_t h, int64_t w, const GuidedConfig& cfg) {
   PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
               "guided: method must be 0 (DT, the default) or 1 (CSPN)");
-  ValidateScalars(h, w, cfg);  // every field is checked, also those the method does not read
+  ValidateScalars(h, w, cfg);
+  ValidateGuidedDt(h, w, cfg.dt);
+}
+
+}  // namespace
+
+size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& cfg) {
+  ValidateEveryField(h, w, cfg);
   if (cfg.method == kGuidedMethodDt) return GuidedDtWorkspaceBytes(h, w, cfg.dt);
   Workspace ws(nullptr, 0);
   PlanGuided(ws, h, w, cfg, d);
@@ -124,14 +135,9 @@ size_t GuidedWorkspaceBytes(Device d, int64_t h, int64_t w, const GuidedConfig& 
 void GuidedChecked(Device d, int64_t h, int64_t w, const GuidedConfig& cfg, const uint8_t* rgb,
                    bool bgr, const float* sparse, void* workspace, size_t workspace_bytes,
                    float* out, Stream s) {
-  PSD_REQUIRE(cfg.method == kGuidedMethodDt || cfg.method == kGuidedMethodCspn, InvalidArgument,
-              "guided: method must be 0 (DT, the default) or 1 (CSPN)");
-  if (cfg.method == kGuidedMethodDt) {
-    ValidateScalars(h, w, cfg);
-    GuidedDtChecked(d, h, w, cfg.dt, rgb, sparse, workspace, workspace_bytes, out, s);
-    return;
-  }
-  ValidateGuided(h, w, cfg);
+  const bool dt = cfg.method == kGuidedMethodDt;
+  ValidateEveryField(h, w, cfg);
+  if (!dt) ValidateGuided(h, w, cfg);  // CSPN: its projection too
   PSD_REQUIRE_PTR(rgb);
   PSD_REQUIRE_PTR(sparse);
   PSD_REQUIRE_PTR(out);
@@ -142,6 +148,12 @@ void GuidedChecked(Device d, int64_t h, int64_t w, const GuidedConfig& cfg, cons
               "workspace too small: need " + std::to_string(need) + " bytes, got " +
                   std::to_string(workspace_bytes) + "; use psd_guided_workspace_size");
   Workspace ws(workspace, workspace_bytes);
+  if (dt) {
+    // DT reads the colour only through the SAD over the three channels, the same in RGB and BGR
+    // order: it needs no bgr
+    GuidedDtRun(d, h, w, cfg.dt, rgb, sparse, ws, out, s);
+    return;
+  }
   const GuidedPlan plan = PlanGuided(ws, h, w, cfg, d);
   const GuidedCoeffs k = GuidedCoefficients(cfg, false);
   if (d == Device::kCpu) {
