@@ -17,7 +17,7 @@ NYU frame 00000 of ../shared/data when present, else the embedded Middlebury fra
 (the psd artefacts' working size), with a new random 1 % sparse pattern per frame (seeded).
 Writes benchmarks/results/logs_throughput_cpu.{json,md}.
 
-    python -m psdrt.benchmarks.bm_logs [--frames 24] [--psd-frames 6] [--repeats 2] [--no-psd]
+    python -m psdrt.benchmarks.bm_logs [--frames 150] [--psd-frames 6] [--repeats 2] [--no-psd]
 
 Needs the ``ros`` and ``ray`` extras (rosbags writes the input bag; ``psdrt batch`` needs Ray),
 and torch for the psd artefacts.
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RESULT_STEM = "logs_throughput_cpu"
 SIZE = (228, 304)
 TOPICS = {"image": "/cam/image_raw", "info": "/cam/camera_info", "depth": "/cam/sparse_depth"}
 STAMP0, DT = 1_700_000_000 * 10**9, 100_000_000
@@ -151,29 +152,36 @@ def measure(mode: str, n: int, repeats: int, tmp: Path, artifacts, threads: int)
 def _psd_artifacts(tmp: Path) -> Path:
     from psdrt.benchmarks.bm_capi_overhead import _artifacts
 
+    tmp.mkdir(parents=True, exist_ok=True)
     return _artifacts(tmp)
 
 
-def render(doc: dict) -> str:
-    env = doc["environment"]
+def render_table(doc: dict) -> str:
+    """The README's many-frames section (``benchmarks.report``) and the body of the .md file."""
     from psdrt.benchmarks.harness import machine_summary
 
-    lines = [f"# {doc['title']}", "", f"Machine: {machine_summary(env)}; commit {doc['commit']}; "
-             f"load average before {env.get('load_avg')}, after {doc['load_after']}.", "",
-             f"Frames: {doc['frame']} at {SIZE[0]}x{SIZE[1]}, random 1 % sparse. Each command is a fresh process, "
-             "timed from start to exit; the median of the repeats.", "",
-             "| mode | command | frames/s (2n frames, start-up included) | frames/s steady | start-up s |",
+    env = doc["environment"]
+    commit = (doc.get("commit") or "?")[:10]
+    lines = [f"Measured by `python -m psdrt.benchmarks.bm_logs` on {machine_summary(env)}, commit {commit}, load "
+             f"average {env.get('load_avg')} before and {doc['load_after']} after. Frames: {doc['frame']} at "
+             f"{SIZE[0]}x{SIZE[1]}, random 1 % sparse. Each command is a fresh process timed from start to exit "
+             "(median of the repeats); steady frames/s cancels the start-up out (runs over n and 2n frames).", "",
+             "| mode | command | frames/s, start-up included | steady frames/s | start-up (s) |",
              "|---|---|---|---|---|"]
     for r in doc["rows"]:
         lines.append(f"| {r['mode']} | {r['command']} | {r['fps_total']:.2f} ({r['frames'][1]} frames) | "
                      f"{r['fps_steady']:.2f} | {r['startup_s']:.1f} |")
-    lines += ["", *[f"- {n}" for n in doc["notes"]], ""]
-    return "\n".join(lines)
+    lines += ["", *[f"- {n}" for n in doc["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def render(doc: dict) -> str:
+    return f"# {doc['title']}\n\n" + render_table(doc)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--frames", type=int, default=24, help="n for the guided mode (runs over n and 2n frames)")
+    ap.add_argument("--frames", type=int, default=150, help="n for the guided mode (runs over n and 2n frames)")
     ap.add_argument("--psd-frames", type=int, default=6, help="n for the psd mode")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="threads per Ray actor (psdrt batch --threads)")
@@ -201,8 +209,8 @@ def main(argv=None) -> int:
                      "write one .npy per frame."]}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "logs_throughput_cpu.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (out / "logs_throughput_cpu.md").write_text(render(doc))
+    (out / f"{RESULT_STEM}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / f"{RESULT_STEM}.md").write_text(render(doc))
     print(render(doc))
     return 0
 

@@ -163,9 +163,19 @@ def _accuracy_renderer() -> Optional[Callable[..., str]]:
     return getattr(importlib.import_module(name), "render_accuracy", None)
 
 
+def render_logs(results_dir=RESULTS) -> str:
+    """Markdown of the many-frames section (``bm_logs``: psdrt run, run --bag, batch)."""
+    from psdrt.benchmarks.bm_logs import RESULT_STEM, render_table
+
+    p = Path(results_dir) / f"{RESULT_STEM}.json"
+    if not p.is_file():
+        return f"No results yet: run `python -m psdrt.benchmarks.bm_logs` (writes `benchmarks/results/{p.name}`)."
+    return render_table(json.loads(p.read_text()))
+
+
 def render_sections(results_dir=RESULTS) -> Dict[str, str]:
     """``{section name: body}`` of every section this module can render."""
-    out = {"performance": render_performance(results_dir)}
+    out = {"performance": render_performance(results_dir), "logs": render_logs(results_dir)}
     acc = _accuracy_renderer()
     if acc is not None:
         out["accuracy"] = acc(results_dir)

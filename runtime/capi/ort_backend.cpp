@@ -398,8 +398,9 @@ std::unique_ptr<InferenceBackend> CreateOrtBackend(const std::string& model_path
   Throw(PSD_E_BACKEND_UNAVAILABLE,
         "this psd library was built without the ONNX Runtime headers, so it cannot run " + model_path +
             "; rebuild with `python build.py` (it fetches them), or pass --ort-include DIR / set "
-            "ORT_INCLUDE_DIR to a folder holding onnxruntime_c_api.h (API version >= 21); guided "
-            "mode needs no ONNX Runtime");
+            "ORT_INCLUDE_DIR to a folder holding onnxruntime_c_api.h (API version >= 21; on JetPack: "
+            "include/ of ONNX Runtime's aarch64 release archive), or run TensorRT engines (backend "
+            "TensorRT, a library built where NvInfer.h is found); guided mode needs no ONNX Runtime");
 }
 
 std::string ProbeOrtLibrary(const std::string& override_path) {

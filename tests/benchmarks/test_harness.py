@@ -456,6 +456,16 @@ def test_readme_performance_section_equals_the_render():
         "README Performance section is stale: run python -m psdrt.benchmarks.report"
 
 
+def test_readme_logs_section_equals_the_render():
+    from psdrt.benchmarks import report
+    from psdrt.benchmarks.readme_sections import section_body
+
+    assert (report.RESULTS / "logs_throughput_cpu.json").is_file(), "run python -m psdrt.benchmarks.bm_logs"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert section_body(readme, "logs") == report.render_logs().strip("\n"), \
+        "README many-frames section is stale: run python -m psdrt.benchmarks.report"
+
+
 def test_bench_guided_runs_without_torch(tmp_path):
     """From a fresh install with no weights and no PyTorch: the harness and `psdrt bench` (guided)."""
     import subprocess
