@@ -304,8 +304,9 @@ class Measurement:
 
 
 def pipeline_stages(result) -> Mapping[str, float]:
-    """Stage timings of a ``DepthResult`` (``result.info['timings_ms']``), for ``measure``."""
-    return result.info.get("timings_ms", {})
+    """Stage timings of a ``DepthResult`` (``result.info['timings_ms']``), for ``measure``; the C
+    session's ``total`` (its whole call, not a stage) is left out so that stages never overlap."""
+    return {k: v for k, v in result.info.get("timings_ms", {}).items() if k != "total"}
 
 
 def _progress_printer(label: str, stream=sys.stderr) -> Callable[[int, int, Sequence[float]], None]:

@@ -31,6 +31,7 @@ ORDER = ("runtime_cpu",)
 WRITERS = {"runtime_cpu": "python -m psdrt.benchmarks.bm_runtime"}
 
 _BACKENDS = {
+    "c-session-cpu": "C session (ONNX Runtime CPU)", "c-session-cuda": "C session (ONNX Runtime CUDA)",
     "ort-cpu": "ONNX Runtime CPU", "ort-cuda": "ONNX Runtime CUDA", "ort-tensorrt": "ONNX Runtime TensorRT",
     "ort-auto": "ONNX Runtime", "kernels-cpu": "CPU kernel library", "torch": "PyTorch backends",
     "torch-reference": "PyTorch reference",

@@ -59,8 +59,12 @@ def add_parser(sub) -> None:
     m.add_argument("--threads", type=int, default=None,
                    help="intra-op threads of ONNX Runtime and PyTorch (default: the libraries' own)")
     m.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="network backend: ONNX Runtime provider cpu/cuda/tensorrt (auto: best available) for "
+                   help="network backend: ONNX Runtime on cpu/cuda (the C session: --engine c, the default), or "
+                   "the provider cpu/cuda/tensorrt with --engine python (auto: the CPU session / the best provider) for "
                    "--artifacts; torch with --checkpoint (default: auto)")
+    from .run_cmd import add_engine_flag
+
+    add_engine_flag(m)
     m.add_argument("--compare-reference", action="store_true",
                    help="also time the FP32 PyTorch reference on the same inputs and report speed-ups (needs torch)")
     m.add_argument("--latency-only", action="store_true",
@@ -195,17 +199,23 @@ def plan(args) -> dict:
                              f"{wrong[0][0]}x{wrong[0][1]}` (or drop --size)")
         mode = args.mode or m.get("model", {}).get("mode")
         preset = args.preset or m.get("preset", "NYUv2")
-        backend = "ort-" + (args.backend if args.backend != "auto" else "auto")
+        if args.engine == "c":
+            if args.backend not in ("auto", "cpu", "cuda"):
+                raise InputError(f"--backend {args.backend} with --engine c: the C session runs ONNX Runtime on "
+                                 "--backend cpu or cuda; use --engine python for the other providers")
+            engine_kw = {"device": "cuda" if args.backend == "cuda" else "cpu"}
+            backend = "c-session-" + engine_kw["device"]
+        else:
+            engine_kw = {"providers": _providers(args.backend)}
+            backend = "ort-" + (args.backend if args.backend != "auto" else "auto")
         for prec in parse_precisions(args.precision):
             def factory(size, prec=prec):
-                pipe = Pipeline.from_artifacts(args.artifacts, precision=prec, providers=_providers(args.backend),
-                                               threads=args.threads, preset=preset, latency_only=args.latency_only)
-                approved = getattr(pipe, "gate_approved", True)
-                pipe = _with_mode(pipe, mode)
-                pipe.gate_approved = approved
-                return pipe
+                return Pipeline.from_artifacts(args.artifacts, precision=prec, engine=args.engine, mode=mode,
+                                               threads=args.threads, preset=preset, latency_only=args.latency_only,
+                                               **engine_kw)
 
-            targets.append((prec, {"mode": mode, "backend": backend, "precision": prec, "preset": preset}, factory))
+            targets.append((prec, {"mode": mode, "backend": backend, "engine": args.engine, "precision": prec,
+                                   "preset": preset}, factory))
         if args.compare_reference:
             if not args.checkpoint:
                 raise InputError("--compare-reference with --artifacts needs --checkpoint CKPT, the checkpoint "
@@ -377,9 +387,9 @@ def write_outputs(doc: dict, out_dir, plots: bool = True) -> dict:
         if len(sizes) > 1:
             P.plot_latency_vs_resolution(runs, out / "bench_resolution.png")
             paths["resolution_png"] = out / "bench_resolution.png"
-        precs = {r["params"].get("precision") for r in runs if r["params"].get("backend", "").startswith("ort")}
+        precs = {r["params"].get("precision") for r in runs if r["params"].get("backend", "").startswith(("ort", "c-session"))}
         if len(precs) > 1:
-            P.plot_precision_comparison([r for r in runs if r["params"].get("backend", "").startswith("ort")],
+            P.plot_precision_comparison([r for r in runs if r["params"].get("backend", "").startswith(("ort", "c-session"))],
                                         out / "bench_precision.png")
             paths["precision_png"] = out / "bench_precision.png"
     return paths

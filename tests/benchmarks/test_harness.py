@@ -437,7 +437,8 @@ def test_report_check_and_update(tmp_path):
     assert "0 of 1 psdrt variants meet it; over: rt 25.0 % (prop 1.0 of 2.0 ms)." in body
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- psdrt:performance:begin -->\nold\n<!-- psdrt:performance:end -->\n"
-                      "<!-- psdrt:accuracy:begin -->\n<!-- psdrt:accuracy:end -->\n")
+                      "<!-- psdrt:accuracy:begin -->\n<!-- psdrt:accuracy:end -->\n"
+                      "<!-- psdrt:logs:begin -->\n<!-- psdrt:logs:end -->\n")
     argv = ["--results", str(tmp_path), "--readme", str(readme)]
     assert report.main(argv + ["--check"]) == 1
     assert report.main(argv) == 0
