@@ -1,4 +1,6 @@
-"""Soak: 1000+ frames through Pipeline("guided") on the CPU path: bit-identical output, bounded memory.
+"""Soak: 1000+ frames through Pipeline("guided") and through the deployment pipeline
+(``Pipeline.from_artifacts``: the C session over a tiny propagate-mode directory, ONNX Runtime
+included) on the CPU path: bit-identical output, bounded memory.
 
 Resident memory is read from /proc/self/statm (current RSS; ru_maxrss only ever grows) after a
 warm-up of 50 frames and again at the end. A per-frame leak of even 8 KB would show as 8 MB here.
@@ -26,16 +28,32 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _guided(tmp_path):
+    return Pipeline("guided"), (48, 64)
+
+
+def _deployment(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from _tiny_artifacts import make_artifacts
+
+    from psdrt.runtime.session import CSession
+
+    pipe = Pipeline.from_artifacts(make_artifacts(tmp_path / "deploy", size=(28, 42), fm_lower=28))
+    assert isinstance(pipe, CSession)
+    return pipe, (28, 42)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_guided_soak_identical_output_and_bounded_rss():
+@pytest.mark.parametrize("make", [_guided, _deployment], ids=["guided", "from_artifacts-c-session"])
+def test_soak_identical_output_and_bounded_rss(make, tmp_path):
+    pipe, (h, w) = make(tmp_path)
     rng = np.random.default_rng(7)
-    h, w = 48, 64
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     sparse = np.zeros((h, w), np.float32)
     pick = rng.random((h, w)) < 0.05
     sparse[pick] = rng.uniform(0.5, 10.0, int(pick.sum())).astype(np.float32)
     K = intrinsics_matrix(60.0, 60.0, w / 2, h / 2)
-    pipe = Pipeline("guided")
     ref = pipe(rgb, sparse, K).depth.copy()
     inputs = (rgb.copy(), sparse.copy())
 
