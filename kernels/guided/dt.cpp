@@ -63,8 +63,10 @@ GuidedDtPlan PlanGuidedDt(Workspace& ws, int64_t h, int64_t w) {
   P.counts = ws.Take<int64_t>(3 * kChunks);
   P.scan = ws.Take<int32_t>(1);
   P.range = ws.Take<float>(3 + 3 * kChunks);
-  for (float** pl : {&P.sp, &P.dist, &P.fill, &P.sv, &P.sh, &P.cl, &P.cr, &P.wh, &P.wv, &P.v, &P.c})
+  for (float** pl : {&P.sp, &P.dist, &P.fill, &P.sv, &P.sh, &P.cl, &P.cr, &P.wh, &P.wv, &P.v, &P.c, &P.ipraw,
+                      &P.base})
     *pl = ws.Take<float>(n);
+  P.ip = PlanIpBasic(ws, h, w);
   return P;
 }
 

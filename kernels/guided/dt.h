@@ -13,10 +13,13 @@
 //              down and up (a pixel takes the best of itself and the 3 pixels of the previous
 //              row, in the order same column, left, right), then right and left (the 1 pixel of
 //              the previous column); strictly smaller cost wins;
+//   scan base  scan input only: G = IP-Basic (kernels/ip_basic) of the unfiltered valid points,
+//              pixels it leaves at or below 0.1 m set to hi (hi everywhere when no point exceeds
+//              0.1 m); it replaces the geodesic fill as G below;
 //   edges      per neighbour pair, d = (1 + (sigma_s / sigma_r) * SAD) + beta * |dln G|;
 //   filter     normalised convolution with the recursive domain-transform filter (Gastal and
-//              Oliveira 2011): value v0 = depth at the points, confidence c0 = 1 there (0
-//              elsewhere); iteration i = 0..N-1 runs, on v and c, a left-to-right and a
+//              Oliveira 2011): value v0 = depth at the points (scan input: depth - G, the
+//              residual from the base), confidence c0 = 1 there (0 elsewhere); iteration i = 0..N-1 runs, on v and c, a left-to-right and a
 //              right-to-left pass a[x] += w * (a[x -/+ 1] - a[x]) along every row, then the
 //              same down and up every column, with w = exp(m0 * d) in iteration 0 and squared
 //              in each later one (m0 = -sqrt(2) / sigma_0, sigma_i = sigma_s sqrt(3) 2^(N-i-1) /
@@ -24,7 +27,9 @@
 //              a polynomial within 2e-7 of exp;
 //   output     at the points (those the parallax filter kept) their own depth; elsewhere
 //              clamp((v + eps G) / (c + eps), lo, hi) with eps = 1e-6 (far from every point
-//              the geodesic fill takes over); 0 everywhere when no valid point remains.
+//              the geodesic fill takes over), for scan input clamp(G + v / (c + 0.1), lo, hi)
+//              (the residual shrinks to 0 where the confidence is low); 0 everywhere when no
+//              valid point remains.
 //
 // sigma_s depends on the kind (scattered / scan), so both are passed and the kernels pick one
 // from the kind they find, on the device (no host sync). Every step is one ParallelFor except
@@ -41,6 +46,7 @@
 
 #include "../common/host_device.h"
 #include "../common/workspace.h"
+#include "../ip_basic/ip_basic.h"
 #include "../project/project.h"
 
 namespace psd {
@@ -49,6 +55,7 @@ namespace kernels {
 enum GuidedKind : int32_t { kGuidedKindAuto = 0, kGuidedKindScattered = 1, kGuidedKindScan = 2 };
 
 constexpr float kGuidedDtEps = 1e-6f;
+constexpr float kGuidedDtScanEps = 0.1f;  // psdrt.runtime.guided.SCAN_RESIDUAL_EPS
 
 struct GuidedDtConfig {
   int32_t kind = kGuidedKindAuto;
@@ -83,6 +90,8 @@ struct GuidedDtPlan {
   float *cl, *cr;             // step costs of the pairs with the pixels up-left / up-right
   float *wh, *wv;             // filter weights of the pairs (x, x + 1) and (y, y + 1)
   float *v, *c;               // value and confidence
+  float *ipraw, *base;        // scan input: the unfiltered valid points, their IP-Basic fill
+  IpBasicWork ip;             // IP-Basic's scratch
 };
 
 void ValidateGuidedDt(int64_t h, int64_t w, const GuidedDtConfig& cfg);

@@ -264,7 +264,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
   float* range = P.range;
   float *sp = P.sp, *dist = P.dist, *fill = P.fill;
   float *sv = P.sv, *sh = P.sh, *cl = P.cl, *cr = P.cr, *wh = P.wh, *wv = P.wv;
-  float *v = P.v, *c = P.c;
+  float *v = P.v, *c = P.c, *ipraw = P.ipraw, *base = P.base;
   const GuidedDtArgs A = a;
 
   // kind: points with a horizontal / vertical neighbour (chunked, deterministic)
@@ -335,7 +335,23 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
       cr[o + x] = x + 1 < w ? sq2 + lam * DtSadPlanar(pr, pg, pb, o + x, o + x - w + 1) : 0.0f;
     }
   });
-  for (int32_t r = 0; r < A.rounds; ++r) {
+  // the base: scan input, IP-Basic of the unfiltered valid points; scattered input, the geodesic
+  // fill. The CPU reads the kind and runs one of them; the GPU runs both (the kind stays on the
+  // device: no host sync), the geodesic passes doing nothing on scan input.
+  bool run_ip = true, run_geodesic = true;
+  if constexpr (D == Device::kCpu) {
+    run_ip = *scan != 0;
+    run_geodesic = !run_ip;
+  }
+  if (run_ip) {
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+      const float d = sparse[i];
+      ipraw[i] = DtValid(d) ? d : 0.0f;
+    });
+    IpBasicStatsPass<D>(ipraw, h, w, P.ip, s);
+    IpBasicFill<D>(ipraw, h, w, P.ip, base, s);
+  }
+  for (int32_t r = 0; run_geodesic && r < A.rounds; ++r) {
     for (int32_t dir = 0; dir < 2; ++dir) {
       const bool down = dir == 0;
       if constexpr (D == Device::kCpu) {
@@ -344,13 +360,19 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
         for (int64_t j = 1; j < h; ++j) {
           const int64_t y = down ? j : h - 1 - j, q = down ? y - 1 : y + 1;
           ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
-            DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, x);
+            if (!*scan) DtVPixel(dist, fill, sv, cl, cr, lam, w, y, q, down, x);
           });
         }
       }
     }
-    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtHRows(dist, fill, sh, lam, w, y0, y1); });
+    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) {
+      if (!*scan) DtHRows(dist, fill, sh, lam, w, y0, y1);
+    });
   }
+  // scan input: the base replaces the fill (pixels IP-Basic leaves empty take hi)
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    if (*scan) fill[i] = base[i] > kIpBasicEps ? base[i] : range[1];
+  });
   // edge weights of iteration 0 (ln fill staged in c), then value and confidence
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { c[i] = logf(fill[i]); });
   DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
@@ -367,7 +389,9 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     } else {
       for (int64_t x = x0; x < x1; ++x) wv[o + x] = 0.0f;
     }
-    for (int64_t x = x0; x < x1; ++x) v[o + x] = sp[o + x] > 0.0f ? sp[o + x] : 0.0f;
+    // scan input filters the points' residuals from the base
+    for (int64_t x = x0; x < x1; ++x)
+      v[o + x] = sp[o + x] > 0.0f ? (kd ? sp[o + x] - fill[o + x] : sp[o + x]) : 0.0f;
   });
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { c[i] = sp[i] > 0.0f ? 1.0f : 0.0f; });
   for (int32_t it = 0; it < A.iterations; ++it) {
@@ -394,7 +418,8 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
       out[i] = sp[i];
       return;
     }
-    const float r = (v[i] + kGuidedDtEps * fill[i]) / (c[i] + kGuidedDtEps);
+    const float r = *scan ? fill[i] + v[i] / (c[i] + kGuidedDtScanEps)
+                          : (v[i] + kGuidedDtEps * fill[i]) / (c[i] + kGuidedDtEps);
     const float lo = range[0], hi = range[1];
     out[i] = r < lo ? lo : (r > hi ? hi : r);
   });

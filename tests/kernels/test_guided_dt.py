@@ -78,12 +78,32 @@ def test_scan_input_matches_reference_and_is_detected(lib):
     np.testing.assert_array_equal(out, lib.guided(rgb, s, GuidedParams(kind="scan")))
     assert np.abs(out - lib.guided(rgb, s, GuidedParams(kind="scattered"))).max() > 0.1  # the kind matters
     assert_close(out, reference_guided_dt(rgb, s))
-    # the filter inside is the kernel library's psd_occlusion_filter, and it is idempotent, so
-    # filtering first (psdrt run --points) changes nothing
+    # the filter inside is the kernel library's psd_occlusion_filter (idempotent); the IP-Basic
+    # base takes the unfiltered points, so filtering first changes the base, not the kept points
     f = filter_occluded(s)
     assert 0 < int((f > 0).sum()) < int((s > 0).sum())
     np.testing.assert_array_equal(filter_occluded(f), f)
-    np.testing.assert_array_equal(lib.guided(rgb, f), out)
+    pre = lib.guided(rgb, f)
+    assert_close(pre, reference_guided_dt(rgb, f))
+    np.testing.assert_array_equal(pre[f > 0], out[f > 0])
+    assert np.abs(pre - out).max() > 1e-3
+
+
+def test_scan_base_is_ip_basic_of_the_unfiltered_points(lib):
+    """Scan input: with a filter of no reach (sigma_s_scan 0.001) every empty pixel is the base,
+    IP-Basic of the unfiltered points (empty pixels take hi), clamped to the kept points' range,
+    and every kept point its own depth."""
+    from psdrt.runtime.classical import ip_basic_fill
+
+    rgb, s = scan_frame()
+    out = lib.guided(rgb, s, GuidedParams(kind="scan", sigma_s_scan=1e-3))  # no reach at all
+    f = filter_occluded(s)
+    ip = ip_basic_fill(s)
+    empty = f == 0
+    base = np.where(ip > 0.1, ip, f[f > 0].max())
+    lo, hi = f[f > 0].min(), f[f > 0].max()
+    np.testing.assert_allclose(out[empty], np.clip(base, lo, hi)[empty], rtol=1e-6)
+    np.testing.assert_array_equal(out[~empty], f[~empty])
 
 
 @pytest.mark.parametrize("pattern,kind", [("random", "scattered"), ("scan", "scan"), ("clusters", "scattered")])
