@@ -14,8 +14,9 @@ Arrays:
     * NumPy arrays run on the CPU kernels (``PSD_DEVICE_CPU``); inputs are converted to C-contiguous
       float32 (uint8 for images) when needed; outputs and the workspace are allocated here and the
       workspace is cached per size (no allocation per call once warm).
-    * Objects exposing ``__cuda_array_interface__`` or DLPack (``__dlpack__``, CUDA device) run on
-      the CUDA kernels of the CUDA library; the caller passes the output(s) and a device workspace
+    * Objects exposing DLPack on a CUDA device (``__dlpack__``; preferred, its stream handshake
+      orders any producer) or ``__cuda_array_interface__`` run on the CUDA kernels of the CUDA
+      library; the caller passes the output(s) and a device workspace
       of at least the ``*_workspace_size`` bytes (``workspace=``) and optionally ``stream=`` (an
       int cudaStream_t). Calls then return without synchronising (psd.h).
 
@@ -211,12 +212,14 @@ class _Arg:
 
     ``producer``: the CUDA stream (int) whose work the data depends on, from the CUDA array
     interface v3 ``stream`` key (None: none given); the library's stream must wait on it.
+    ``pitch``: bytes between the rows of ``row_dim`` (``_layout``); ``device_id``: the CUDA
+    device ordinal where the array says it (DLPack), else None.
     """
 
     def __init__(self, ptr: int, shape: tuple, device: int, keep: Any, dtype: str, itemsize: int = 4,
-                 producer: Optional[int] = None):
+                 producer: Optional[int] = None, pitch: Optional[int] = None, device_id: Optional[int] = None):
         self.ptr, self.shape, self.device, self.keep, self.dtype = ptr, shape, device, keep, dtype
-        self.itemsize, self.producer = itemsize, producer
+        self.itemsize, self.producer, self.pitch, self.device_id = itemsize, producer, pitch, device_id
 
     @property
     def nbytes(self) -> int:
@@ -239,58 +242,152 @@ class _DLTensor(C.Structure):
 
 #: the special cudaStream_t handles of the DLPack / CUDA array interface protocols
 STREAM_LEGACY, STREAM_PER_THREAD = 1, 2
+#: DLPack device types (dlpack.h DLDeviceType)
+DL_CPU, DL_CUDA = 1, 2
+
+
+def stream_handle(stream) -> Optional[int]:
+    """A cudaStream_t as an int from what callers pass: None (the library's default,
+    cudaStreamPerThread), an int handle, or a framework's stream object (``torch.cuda.Stream``'s
+    ``cuda_stream``, a CuPy stream's ``ptr``).
+
+    Raises:
+        InputError: anything else.
+    """
+    if stream is None:
+        return None
+    if not isinstance(stream, (int, np.integer)):
+        for attr in ("cuda_stream", "ptr"):
+            if hasattr(stream, attr):
+                stream = getattr(stream, attr)
+                break
+    try:
+        return int(stream)
+    except (TypeError, ValueError):
+        raise InputError(f"stream must be a cudaStream_t (int), a torch.cuda.Stream or a CuPy stream, got "
+                         f"{type(stream).__name__}") from None
 
 
 def consumer_stream(stream) -> int:
     """The stream the library enqueues a call on, as the DLPack protocol spells it: the given
     cudaStream_t, or 2 (cudaStreamPerThread) for None / 0, which the library maps to it (psd.h)."""
-    return STREAM_PER_THREAD if not stream else int(stream)
+    h = stream_handle(stream)
+    return STREAM_PER_THREAD if not h else h
 
 
-def _from_dlpack(obj, stream=None) -> _Arg:
+def device_kind(x) -> str:
+    """Where an array lives, by the protocols it speaks: ``"cuda"`` (``__cuda_array_interface__``,
+    or DLPack on a CUDA device), ``"dlpack"`` (DLPack on another device: the CPU, e.g. a PyTorch
+    CPU tensor) or ``"host"`` (NumPy and anything ``np.asarray`` takes). The one dispatch rule of
+    the array arguments (kernels and sessions)."""
+    if isinstance(x, np.ndarray):
+        return "host"
+    if _dlpack_device(x) == DL_CUDA or _has_cai(x):
+        return "cuda"
+    return "dlpack" if _dlpack_device(x) is not None else "host"
+
+
+def host_array(x, name: str, device_hint: str = "") -> np.ndarray:
+    """``x`` as a NumPy array, without copying where the producer allows: NumPy arrays as they
+    are, CPU DLPack objects (a PyTorch CPU tensor, a JAX CPU array, ...) through
+    ``np.from_dlpack`` (zero-copy, strides kept), anything else through ``np.asarray``.
+
+    Raises:
+        InputError: ``x`` is CUDA device memory (``device_hint`` says what to do instead), or a
+            DLPack producer refused the export (e.g. a tensor that requires grad).
+    """
+    kind = device_kind(x)
+    if kind == "cuda":
+        raise InputError(f"{name} is CUDA device memory ({type(x).__name__}), but this call takes host arrays"
+                         + (f"; {device_hint}" if device_hint else ""))
+    if kind == "dlpack":
+        try:
+            return np.from_dlpack(x)
+        except (RuntimeError, BufferError, TypeError, ValueError) as e:
+            raise InputError(f"{name} ({type(x).__name__}) cannot be read through DLPack: {e}; pass a NumPy "
+                             "array (for a PyTorch tensor: t.detach().cpu().numpy())") from None
+    return np.asarray(x)
+
+
+def _layout(shape: tuple, strides, itemsize: int, row_dim: Optional[int], what: str) -> int:
+    """The one layout rule of device arrays (``strides`` in bytes; None = C-contiguous).
+
+    Without ``row_dim`` (the kernels): C-contiguous; dimensions of size 1 may have any stride.
+    With ``row_dim`` (a negative index: the rows of a frame, for the sessions' row pitches): the
+    dimensions after it packed, the rows at any positive pitch (a pitched allocation, a crop), and
+    the dimensions before it of size 1 (the caller's shape check refuses others).
+
+    Returns:
+        int: bytes between rows of ``row_dim`` (the packed pitch when packed); with no
+        ``row_dim``, the bytes of one element.
+
+    Raises:
+        ShapeError: naming ``.contiguous()`` / ``cupy.ascontiguousarray``.
+    """
+    n = len(shape)
+    packed, s = [0] * n, itemsize
+    for i in reversed(range(n)):
+        packed[i] = s
+        s *= int(shape[i])
+    fix = "call .contiguous() (PyTorch) or cupy.ascontiguousarray() first"
+    if row_dim is None:
+        if strides is not None and any(int(strides[i]) != packed[i] for i in range(n) if shape[i] > 1):
+            raise ShapeError(f"{what} must be C-contiguous; {fix}")
+        return itemsize
+    r = n + row_dim
+    if r < 0:
+        return itemsize  # too few dimensions: the caller's shape check says so
+    if strides is None or int(shape[r]) <= 1:
+        pitch = packed[r]
+    else:
+        pitch = int(strides[r])
+    inner_ok = strides is None or all(int(strides[i]) == packed[i] for i in range(r + 1, n) if shape[i] > 1)
+    if not inner_ok or pitch <= 0:
+        got = None if strides is None else tuple(int(v) for v in strides)
+        raise ShapeError(f"{what}: rows may be padded (a row pitch, e.g. a crop) but each row must be packed and "
+                         f"the pitch positive (got strides {got} bytes for shape {tuple(shape)}); {fix}")
+    return pitch
+
+
+def _from_dlpack(obj, stream=None, row_dim: Optional[int] = None) -> _Arg:
     # DLPack's stream handshake: the producer makes its pending work visible to the consumer's
     # stream (the one the library will use) before handing over the tensor
     try:
-        capsule = obj.__dlpack__(stream=consumer_stream(stream))
-    except TypeError:  # a producer that predates the stream keyword
-        capsule = obj.__dlpack__()
+        try:
+            capsule = obj.__dlpack__(stream=consumer_stream(stream))
+        except TypeError:  # a producer that predates the stream keyword
+            capsule = obj.__dlpack__()
+    except BufferError as e:  # e.g. torch: a tensor that requires grad
+        raise InputError(f"the DLPack producer ({type(obj).__name__}) refused the export: {e}") from None
     get = C.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = C.c_void_p, [C.py_object, C.c_char_p]
     ptr = get(capsule, b"dltensor")
     t = _DLTensor.from_address(ptr)  # DLManagedTensor starts with its DLTensor
-    if t.device.device_type != 2:  # kDLCUDA
+    if t.device.device_type != DL_CUDA:
         raise InputError("DLPack tensor is not on a CUDA device; pass a NumPy array for the CPU path")
     shape = tuple(t.shape[i] for i in range(t.ndim))
-    if t.strides:
-        expect, s = [], 1
-        for d in reversed(shape):
-            expect.insert(0, s)
-            s *= d
-        if any(t.strides[i] != expect[i] for i in range(t.ndim) if shape[i] > 1):
-            raise ShapeError("DLPack tensor must be C-contiguous; call .contiguous() first")
+    itemsize = max(1, t.dtype.bits * max(1, t.dtype.lanes) // 8)
+    strides = [t.strides[i] * itemsize for i in range(t.ndim)] if t.strides else None
+    pitch = _layout(shape, strides, itemsize, row_dim, "DLPack tensor")
     kind = {(2, 32): "float32", (1, 8): "uint8"}.get((t.dtype.code, t.dtype.bits), "other")
-    return _Arg(t.data + t.byte_offset, shape, DEVICE_CUDA, (obj, capsule), kind,
-                max(1, t.dtype.bits * max(1, t.dtype.lanes) // 8))
+    return _Arg(t.data + t.byte_offset, shape, DEVICE_CUDA, (obj, capsule), kind, itemsize, pitch=pitch,
+                device_id=int(t.device.device_id))
 
 
-def _from_cai(obj, writable: bool = False) -> _Arg:
-    """An object with ``__cuda_array_interface__`` (versions 0-3): C-contiguous, no mask; a
-    read-only array is refused where the library writes; the v3 ``stream`` key is kept as the
-    producer stream to wait on."""
-    cai = obj.__cuda_array_interface__
-    shape = tuple(cai["shape"])
-    strides = cai.get("strides")
+def _from_cai(obj, writable: bool = False, row_dim: Optional[int] = None) -> _Arg:
+    """An object with ``__cuda_array_interface__`` (versions 0-3): the layout of ``_layout``, no
+    mask; a read-only array is refused where the library writes; the v3 ``stream`` key is kept
+    as the producer stream to wait on."""
+    try:
+        cai = obj.__cuda_array_interface__
+    except (AttributeError, RuntimeError) as e:  # e.g. torch: a tensor that requires grad
+        raise InputError(f"{type(obj).__name__} does not give its __cuda_array_interface__: {e}") from None
+    shape = tuple(int(d) for d in cai["shape"])
     typestr = cai["typestr"]
     itemsize = int(typestr[2:])
     if cai.get("mask") is not None:
         raise InputError("__cuda_array_interface__ arrays with a mask are not supported; pass a plain array")
-    if strides is not None:
-        expect, s = [], itemsize
-        for d in reversed(shape):
-            expect.insert(0, s)
-            s *= d
-        if any(int(strides[i]) != expect[i] for i in range(len(shape)) if shape[i] > 1):
-            raise ShapeError("__cuda_array_interface__ array must be C-contiguous")
+    pitch = _layout(shape, cai.get("strides"), itemsize, row_dim, "__cuda_array_interface__ array")
     ptr, readonly = cai["data"]
     if writable and readonly:
         raise InputError("__cuda_array_interface__ array is read-only, but the library writes to it; pass a "
@@ -302,23 +399,35 @@ def _from_cai(obj, writable: bool = False) -> _Arg:
             raise InputError("__cuda_array_interface__ 'stream' is 0, which the protocol forbids (ambiguous); "
                              "the producer must give 1 (legacy default stream), 2 (per-thread) or a stream handle")
     kind = {"<f4": "float32", "|u1": "uint8"}.get(typestr, "other")
-    return _Arg(int(ptr or 0), shape, DEVICE_CUDA, obj, kind, itemsize, producer)
+    return _Arg(int(ptr or 0), shape, DEVICE_CUDA, obj, kind, itemsize, producer, pitch)
 
 
-def _as_arg(x, name: str, dtype=np.float32, writable: bool = False, stream=None) -> _Arg:
+def _as_arg(x, name: str, dtype=np.float32, writable: bool = False, stream=None, row_dim: Optional[int] = None,
+            host_hint: Optional[str] = None) -> _Arg:
     """NumPy (CPU) or CUDA array -> _Arg. NumPy inputs are made contiguous float32/uint8;
-    ``dtype=None`` accepts any dtype of a device array (workspaces)."""
+    ``dtype=None`` accepts any dtype of a device array (workspaces). ``row_dim``: device arrays
+    may have padded rows there (``_layout``). ``host_hint``: host arrays are refused with an
+    InputError ending in this hint (device-only calls)."""
     if x is None:
         return None
-    if not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
-        arg = _from_cai(x, writable)
-    elif not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
-        if x.__dlpack_device__()[0] != 2:
-            x = np.from_dlpack(x)
-            return _as_arg(x, name, dtype, writable, stream)
-        arg = _from_dlpack(x, stream)
+    kind = device_kind(x)
+    if kind == "cuda":
+        # DLPack first: its handshake orders the producer's work before the library's stream
+        # whatever the producer (PyTorch's __cuda_array_interface__ is v2: no stream to wait on)
+        try:
+            if _dlpack_device(x) == DL_CUDA:
+                if writable and _has_cai(x):
+                    _from_cai(x, writable, row_dim)  # its read-only flag (DLPack < 1.0 has none)
+                arg = _from_dlpack(x, stream, row_dim)
+            else:
+                arg = _from_cai(x, writable, row_dim)
+        except InputError as e:  # ShapeError included: say which argument
+            raise type(e)(f"{name}: {e}") from None
     else:
-        a = np.asarray(x)
+        if host_hint is not None:
+            raise InputError(f"{name} is host memory ({type(x).__name__}), but this call takes CUDA device arrays "
+                             f"(__cuda_array_interface__ or DLPack on a CUDA device); {host_hint}")
+        a = host_array(x, name)
         if a.dtype != dtype:
             if dtype == np.uint8:
                 raise InputError(f"{name} must be uint8, got {a.dtype}")
@@ -333,6 +442,20 @@ def _as_arg(x, name: str, dtype=np.float32, writable: bool = False, stream=None)
         if arg.dtype != want:
             raise InputError(f"{name} must be {want} on the GPU, got {arg.dtype}")
     return arg
+
+
+def _dlpack_device(x) -> Optional[int]:
+    """The DLPack device type ``x`` reports (``__dlpack_device__``), None without DLPack."""
+    if isinstance(x, np.ndarray) or not (hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__")):
+        return None
+    return int(x.__dlpack_device__()[0])
+
+
+def _has_cai(x) -> bool:
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # noqa: BLE001 - the property raised: _from_cai reports it
+        return True
 
 
 def _host_empty(shape, dtype, what: str) -> np.ndarray:
@@ -448,10 +571,11 @@ class KernelLibrary:
             raise BackendUnavailable(msg)
         raise PsdError(msg)
 
-    def _arg(self, x, name: str, dtype=np.float32, writable: bool = False, stream=None) -> _Arg:
-        """``_as_arg`` plus the CUDA array interface's stream handshake: the library's stream
-        waits for the work pending on the array's producer stream (``psd_cuda_stream_wait``)."""
-        arg = _as_arg(x, name, dtype, writable, stream)
+    def _arg(self, x, name: str, dtype=np.float32, writable: bool = False, stream=None, **layout) -> _Arg:
+        """``_as_arg`` (``layout``: its ``row_dim`` / ``host_hint``) plus the CUDA array
+        interface's stream handshake: the library's stream waits for the work pending on the
+        array's producer stream (``psd_cuda_stream_wait``)."""
+        arg = _as_arg(x, name, dtype, writable, stream, **layout)
         if arg is not None and arg.producer is not None:
             self._check(self._lib.psd_cuda_stream_wait(self._stream(stream), arg.producer))
         return arg
@@ -484,7 +608,7 @@ class KernelLibrary:
 
     @staticmethod
     def _stream(stream) -> Optional[int]:
-        return None if stream is None else int(stream)
+        return stream_handle(stream)
 
     # ---------------------------------------------------------------- helpers
     def check_intrinsics(self, K: np.ndarray, shape=None) -> None:

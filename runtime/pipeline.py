@@ -138,8 +138,14 @@ class Pipeline:
                 deploy such a pipeline. Defaults to False.
             **kwargs: ``threads`` (ORT), ``seed``, ``preset``, ``mode`` (``"propagate"`` over a psd
                 directory drops the head), ``kernels`` (the library to use); the C session also takes
-                ``device`` (``"cuda"``), ``ort_library`` and the other ``CSession`` arguments, this class
-                ``preprocess`` and ``fm_lower`` overrides.
+                ``device`` (``"cuda"``: the CUDA library, ``_capi.load("cuda")``, unless ``kernels``
+                names one), ``device_id``, ``ort_library`` and the other ``CSession`` arguments, this
+                class ``preprocess`` and ``fm_lower`` overrides.
+
+        With ``device="cuda"`` the returned ``CSession`` also takes frames in CUDA memory:
+        ``enqueue(rgb, sparse, K, out=None, stream=None)`` (PyTorch / CuPy arrays through
+        ``__cuda_array_interface__`` or DLPack) enqueues the frame on ``stream`` without a host
+        round trip and returns a ``DeviceArray``; its docstring states the stream and lifetime rules.
 
         The directory's rules are the C library's ``psd_artifacts_read`` (listed in ``psd.h``), the
         ones the C session applies: the manifest, every file inside the directory with its SHA-256,

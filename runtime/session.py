@@ -10,6 +10,11 @@ frame): ``tests/capi/test_session_parity.py`` states the tolerance.
     sess = CSession.from_artifacts("psd_nyu")      # checks manifest.json like Pipeline.from_artifacts
     depth = sess(rgb, sparse, K).depth             # DepthResult, float32 metres
 
+Device frames (a session created with ``device="cuda"`` on the CUDA library): ``enqueue(rgb,
+sparse, K)`` takes CUDA arrays (``__cuda_array_interface__`` or DLPack: PyTorch, CuPy, ...) and
+returns a ``DeviceArray`` without a host round trip and without synchronising
+(``psd_session_enqueue``); see ``CSession.enqueue`` for the stream and lifetime rules.
+
 Errors: the C statuses become the usual exceptions (``ArtifactError``, ``InputError``,
 ``ShapeError``, ``BackendUnavailable``, ``PsdError``) with the library's message.
 
@@ -27,12 +32,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import _capi
+from . import _capi, _cuda
 from .errors import ArtifactError, BackendUnavailable, InputError, OutOfMemoryError, PsdError, ShapeError
 from .guided import GuidedParams
 from .result import DepthResult
 
-__all__ = ["CSession", "SESSION_ABI_VERSION", "STATUS_NAMES", "session_library", "preset_from_c",
+__all__ = ["CSession", "DeviceArray", "SESSION_ABI_VERSION", "STATUS_NAMES", "session_library", "preset_from_c",
            "projection_header"]
 
 SESSION_ABI_VERSION = 1
@@ -135,6 +140,24 @@ _SIGNATURES = {
 
 _LOCK = threading.Lock()
 _LIBS: dict = {}
+_KERNELS: dict = {}
+
+#: the device-memory output of CSession.enqueue (runtime._cuda.DeviceArray)
+DeviceArray = _cuda.DeviceArray
+
+_HOST_HINT = ("pass host frames to session(rgb, sparse, K) instead, or move them to the GPU first (PyTorch "
+              "t.cuda(), cupy.asarray)")
+_DEVICE_HINT = ("device frames go to session.enqueue(rgb, sparse, K) on a session created with device='cuda', "
+                "or copy them to the host first (t.cpu(), cupy.asnumpy)")
+
+
+def _kernel_library(path: str) -> "_capi.KernelLibrary":
+    """The kernel binding over the session's library file (its device-array parsing and
+    psd_cuda_stream_wait), one per file."""
+    with _LOCK:
+        if path not in _KERNELS:
+            _KERNELS[path] = _capi.KernelLibrary(path)
+        return _KERNELS[path]
 
 
 def session_library(path: Union[str, os.PathLike, None] = None) -> C.CDLL:
@@ -267,13 +290,16 @@ class CSession:
         preset (str, optional): preset name overriding the manifest's. Defaults to None.
         seed (int): seed of the kNN subsets. Defaults to 0.
         threads (int, optional): ONNX Runtime intra-op threads. Defaults to None (its default).
-        device (str): ``"cpu"`` or ``"cuda"``. Defaults to "cpu".
+        device (str): ``"cpu"`` or ``"cuda"`` (the ORT CUDA provider and the CUDA kernels; then
+            ``enqueue`` takes device frames). Defaults to "cpu".
+        device_id (int): CUDA device ordinal of a ``"cuda"`` session. Defaults to 0.
         ort_library (path, optional): ``libonnxruntime.so*`` to load. Defaults to None (the
             library's search: ``$PSD_ONNXRUNTIME_LIB``, the wheel recorded at build time, the system).
         fm_lower (int, optional): encoder input lower bound. Defaults to None (the manifest's).
         guided (GuidedParams): guided-mode parameters. The defaults use the projection built into
             the library; other channels/seeds pass ``rff_projection(guided)``.
-        library (path, optional): the kernel library. Defaults to ``runtime._capi.load()``'s.
+        library (path, optional): the kernel library. Defaults to ``runtime._capi.load()``'s, the
+            CUDA build (``load("cuda")``) for ``device="cuda"``.
         latency_only (bool): load artefacts that failed the correctness gate, for timing only
             (``gate_approved`` is False, a warning is logged, ``info['gate_approved']`` says it).
             Defaults to False.
@@ -285,16 +311,21 @@ class CSession:
     def __init__(self, artifact_dir=None, *, mode: Optional[str] = None, precision: str = "fp32",
                  preset: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
                  device: str = "cpu", ort_library=None, fm_lower: Optional[int] = None,
-                 guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False) -> None:
+                 guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False,
+                 device_id: int = 0) -> None:
         self._handle = None
-        self._lib = session_library(library)
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; use one of psd, propagate, guided")
         if device not in DEVICES:
             raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+        if library is None and device == "cuda":
+            library = _capi.load("cuda").path
+        self._lib = session_library(library)
+        self._path = str(Path(library) if library is not None else _capi.load().path)
         o = SessionOptions()
         _raise(self._lib, self._lib.psd_session_options_init(C.byref(o)))
         o.device = DEVICES[device]
+        o.device_id = int(device_id)
         o.mode = MODES[mode or "auto"]
         self._keep = [str(precision).encode()]
         o.precision_name = self._keep[0]
@@ -322,6 +353,9 @@ class CSession:
         info.struct_size = C.sizeof(SessionInfo)
         _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
         self.mode = MODE_NAMES[info.mode]
+        #: "cpu" or "cuda" (then ``enqueue`` takes device frames) and the CUDA device ordinal
+        self.device = {v: k for k, v in DEVICES.items()}[info.device]
+        self.device_id = int(device_id)
         names = {v: k for k, v in PRECISIONS.items()}
         self.precision = names[info.precision]
         if self.mode == "psd" and info.head_precision != info.precision:
@@ -381,7 +415,7 @@ class CSession:
     # ------------------------------------------------------------------------------------------
     @staticmethod
     def _rgb(rgb) -> np.ndarray:
-        im = np.asarray(rgb)
+        im = _capi.host_array(rgb, "RGB image", _DEVICE_HINT)
         if im.ndim != 3 or im.shape[2] != 3:
             raise ShapeError(f"RGB image must be H x W x 3, got shape {im.shape}"
                              + ("; drop the alpha channel (img[..., :3])" if im.ndim == 3 and im.shape[2] == 4 else ""))
@@ -395,7 +429,7 @@ class CSession:
 
     @staticmethod
     def _sparse(sparse) -> np.ndarray:
-        sp = np.asarray(sparse)
+        sp = _capi.host_array(sparse, "sparse depth", _DEVICE_HINT)
         if sp.ndim == 3 and 1 in (sp.shape[0], sp.shape[-1]):
             sp = sp.reshape(sp.shape[1:] if sp.shape[0] == 1 else sp.shape[:2])
         if sp.ndim != 2:
@@ -407,8 +441,34 @@ class CSession:
             sp = np.ascontiguousarray(sp, dtype=np.float32)
         return sp
 
+    @staticmethod
+    def _K(K) -> np.ndarray:
+        """K as the C-contiguous 3x3 float64 host matrix psd_frame_in takes (its values are checked
+        by the library: psd_check_intrinsics)."""
+        try:
+            Kd = np.ascontiguousarray(_capi.host_array(K, "intrinsics K", "K is host memory in every call: pass a "
+                                                       "NumPy 3x3 array"), dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError("intrinsics K must be a numeric 3x3 matrix [[fx,0,cx],[0,fy,cy],[0,0,1]]") from None
+        if Kd.shape != (3, 3):
+            raise InputError(f"intrinsics K must be 3x3, got shape {Kd.shape}; build it with "
+                             "intrinsics_matrix(fx, fy, cx, cy)")
+        return Kd
+
+    @staticmethod
+    def _same_size(rgb_shape, hw) -> None:
+        h, w = hw
+        if tuple(rgb_shape[:2]) != (h, w):
+            raise ShapeError(f"RGB is {rgb_shape[1]}x{rgb_shape[0]} but sparse depth is {w}x{h}; project the sparse "
+                             "points into the image at the image's resolution (or resize the image and scale K)")
+
     def __call__(self, rgb, sparse, K, bgr: bool = False, return_stages: bool = False) -> DepthResult:
-        """Complete one frame (``Pipeline.__call__``'s contract; ``return_stages`` is not supported).
+        """Complete one frame of host memory (``Pipeline.__call__``'s contract; ``return_stages``
+        is not supported). ``rgb`` and ``sparse`` are NumPy arrays or CPU DLPack objects (a
+        PyTorch CPU tensor: read in place through ``np.from_dlpack``, no copy when the rows are
+        packed); device arrays go to ``enqueue``.
 
         Returns:
             DepthResult: ``depth`` float32 metres (finite); ``info``: points, alignment, preset,
@@ -420,17 +480,9 @@ class CSession:
             raise InputError("CSession does not return intermediate stages; open the directory with "
                              "Pipeline.from_artifacts(dir, engine='python') and call it with return_stages=True")
         im, sp = self._rgb(rgb), self._sparse(sparse)
-        try:
-            Kd = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise InputError("intrinsics K must be a numeric 3x3 matrix [[fx,0,cx],[0,fy,cy],[0,0,1]]") from None
-        if Kd.shape != (3, 3):
-            raise InputError(f"intrinsics K must be 3x3, got shape {Kd.shape}; build it with "
-                             "intrinsics_matrix(fx, fy, cx, cy)")
+        Kd = self._K(K)
         h, w = sp.shape
-        if im.shape[:2] != (h, w):
-            raise ShapeError(f"RGB is {im.shape[1]}x{im.shape[0]} but sparse depth is {w}x{h}; project the sparse "
-                             "points into the image at the image's resolution (or resize the image and scale K)")
+        self._same_size(im.shape, (h, w))
         depth = np.empty((h, w), np.float32)
         fin = FrameIn(C.sizeof(FrameIn), FRAME_BGR if bgr else 0, h, w, im.ctypes.data, im.strides[0],
                       sp.ctypes.data, sp.strides[0], Kd.ctypes.data, DTYPE_FLOAT64, 0)
@@ -447,6 +499,99 @@ class CSession:
                 "rejected": {"range": int(fout.rejected_range), "outliers": int(fout.rejected_outliers)},
                 "clamped": int(fout.clamped)}
         return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)
+
+    def enqueue(self, rgb, sparse, K, out=None, stream=None, bgr: bool = False):
+        """Complete one frame held in CUDA device memory, asynchronously (``psd_session_enqueue``):
+        no copy through the host and no host synchronisation; the call returns once the work is
+        enqueued.
+
+        Args:
+            rgb: (H, W, 3) uint8 CUDA array (RGB, or BGR with ``bgr=True``): any object with
+                ``__cuda_array_interface__`` (CuPy, Numba, PyTorch, a ``DeviceArray``) or DLPack
+                on a CUDA device. Rows may be padded (a pitched allocation, a crop of a larger
+                image): the row pitch is passed to the library; pixels within a row must be packed.
+            sparse: (H, W) float32 CUDA array, metres, 0 = missing (rows may be padded).
+            K: 3x3 pinhole intrinsics at H x W, host memory (NumPy), as for ``__call__``.
+            out (optional): (H, W) float32 writable CUDA array for the depth (rows may be
+                padded). Defaults to None: a new ``DeviceArray``.
+            stream (optional): the stream to enqueue on: a cudaStream_t (int), a
+                ``torch.cuda.Stream`` or a CuPy stream. Defaults to None: the calling thread's
+                per-thread default stream (cudaStreamPerThread, the protocols' 2).
+            bgr (bool): ``rgb`` holds B, G, R. Defaults to False.
+
+        Streams: the inputs' producers are waited on, on the device: a CUDA array interface v3
+        ``stream`` makes ``stream`` wait for it (psd_cuda_stream_wait); DLPack producers are asked
+        for ``stream`` (the DLPack handshake) and order their work before it. The frame then runs
+        after the session's previous call (psd.h, "Streams and ordering"). The result is valid
+        once ``stream`` has run the work: ``DeviceArray.copy_to_host()`` synchronises that stream,
+        and consumers through DLPack (``torch.from_dlpack``) or the CUDA array interface (its
+        ``stream`` key) are ordered after it on the device. Data-dependent checks (NaN, no sparse
+        point) are not made on this path (they would need a host sync), and no point count or
+        timings are returned (``psd_session_timings``). With ``stream=None`` the output's stream
+        is 2, the per-thread default stream of the thread that called ``enqueue``: consume it
+        from that thread, or pass an explicit stream.
+
+        Lifetime: ``rgb``, ``sparse`` and ``out`` must stay alive until ``stream`` has run the
+        work; the returned ``DeviceArray`` keeps ``rgb`` and ``sparse`` alive for its own
+        lifetime. Without ``out`` every call returns fresh device memory (never reused by the
+        session), owned by the ``DeviceArray`` and freed with it; pass ``out=`` to reuse your
+        own buffer across frames.
+
+        Returns:
+            DeviceArray: the (H, W) float32 depth (metres), ``stream`` set to the stream the work
+            is on; or ``out`` itself when given.
+
+        Raises:
+            BackendUnavailable: a CPU session (create it with ``device="cuda"`` on the CUDA
+                library), or a CUDA error.
+            InputError: host arrays (use ``session(rgb, sparse, K)``), wrong dtypes, arrays on
+                another device than the session's, a read-only ``out``, a bad K or stream.
+            ShapeError: shapes that do not match each other or the working size, or rows that
+                are not packed (the message names ``.contiguous()`` / ``cupy.ascontiguousarray``).
+        """
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        if self.device != "cuda":
+            raise BackendUnavailable("enqueue takes CUDA device frames and needs a session created with "
+                                     "device='cuda' on the CUDA library (CSession(..., device='cuda') or "
+                                     "Pipeline.from_artifacts(dir, device='cuda')); for host frames call "
+                                     "session(rgb, sparse, K)")
+        klib = _kernel_library(self._path)
+        a = klib._arg(rgb, "rgb", np.uint8, stream=stream, row_dim=-3, host_hint=_HOST_HINT)
+        sp = klib._arg(sparse, "sparse", np.float32, stream=stream, row_dim=-2, host_hint=_HOST_HINT)
+        if len(a.shape) != 3 or a.shape[2] != 3:
+            raise ShapeError(f"rgb must be (H, W, 3) uint8, got shape {tuple(a.shape)}"
+                             + ("; drop the alpha channel (img[..., :3])" if len(a.shape) == 3 and a.shape[2] == 4
+                                else ""))
+        h, w = _capi._plane(sp, "sparse")
+        self._same_size(a.shape, (h, w))
+        Kd = self._K(K)
+        o = None
+        if out is not None:
+            o = klib._arg(out, "out", np.float32, writable=True, stream=stream, row_dim=-2, host_hint=_HOST_HINT)
+            if _capi._plane(o, "out") != (h, w):
+                raise ShapeError(f"out must be ({h}, {w}) float32 like sparse, got shape {tuple(o.shape)}")
+        where = {x.device_id for x in (a, sp, o) if x is not None and x.device_id is not None}
+        if where - {self.device_id}:
+            raise InputError(f"the frame's arrays are on CUDA device(s) {sorted(where)} but this session runs on "
+                             f"device {self.device_id}; move them there (t.to('cuda:{self.device_id}')) or create "
+                             f"the session with device_id={min(where - {self.device_id})}")
+        if o is None:
+            res = DeviceArray((h, w), _capi.consumer_stream(stream), _cuda.runtime_for(self._path), klib.stream_wait,
+                              self.device_id, keep=(a.keep, sp.keep))
+            optr, opitch = res.ptr, 4 * w
+        else:
+            res, optr, opitch = out, o.ptr, o.pitch
+        fin = FrameIn(C.sizeof(FrameIn), FRAME_BGR if bgr else 0, h, w, a.ptr, a.pitch, sp.ptr, sp.pitch,
+                      Kd.ctypes.data, DTYPE_FLOAT64, 0)
+        fout = FrameOut()
+        fout.struct_size = C.sizeof(FrameOut)
+        fout.depth, fout.depth_stride = optr, opitch
+        st = self._lib.psd_session_enqueue(self._handle, C.byref(fin), C.byref(fout), _capi.stream_handle(stream))
+        if st and o is None:
+            res.close()
+        _raise(self._lib, st)
+        return res
 
     def __repr__(self) -> str:
         size = "any size" if self.working_size is None else f"{self.working_size[0]}x{self.working_size[1]}"

@@ -8,7 +8,7 @@ The CUDA tests run against one library:
 
 Device arrays are plain ``__cuda_array_interface__`` (v3) objects over memory from the library's
 own CUDA runtime (the emulated one; on a GPU the real runtime, shared by every library of the
-process), so the same tests run on both.
+process), so the same tests run on both; ``FakeDLPack`` is a minimal DLPack producer over them.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class Runtime:
                    "psd_emu_live_allocations": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_live_streams": ([], C.c_int64), "psd_emu_live_events": ([], C.c_int64),
                    "psd_emu_kernels_executed": ([], C.c_int64),
+                   "psd_emu_copies": ([_i, C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_is_device_pointer": ([_vp, C.POINTER(_i)], _i)}
             for name, (args, res) in emu.items():
                 fn = getattr(cdll, name)
@@ -130,6 +131,15 @@ class Runtime:
     def sleep(self, stream: int, ms: float) -> None:
         """A long-running 'kernel' on the stream (emulator only)."""
         self.check(self.c.psd_emu_stream_sleep(stream, ms), "psd_emu_stream_sleep")
+
+    def copies(self) -> dict:
+        """{"H2H" | "H2D" | "D2H" | "D2D": (copies, bytes)} enqueued so far (emulator only)."""
+        out = {}
+        for kind, name in enumerate(("H2H", "H2D", "D2H", "D2D")):
+            b = C.c_int64()
+            n = int(self.c.psd_emu_copies(kind, C.byref(b)))
+            out[name] = (n, int(b.value))
+        return out
 
     def live(self) -> tuple[int, int, int]:
         """(allocations, user streams, events) alive in the emulator."""
@@ -191,3 +201,46 @@ def assert_cuda_matches(gpu: np.ndarray, cpu: np.ndarray, emulated: bool, rtol: 
                             f"values (max abs {np.nanmax(np.abs(gpu.astype(np.float64) - cpu)):.3g})")
     else:
         np.testing.assert_allclose(gpu, cpu, rtol=rtol, atol=atol, err_msg=what)
+
+
+class _DLManaged(C.Structure):
+    _fields_ = [("dl_tensor", _capi._DLTensor), ("manager_ctx", C.c_void_p), ("deleter", C.c_void_p)]
+
+
+class FakeDLPack:
+    """A minimal DLPack producer over device memory that records the stream it is asked for.
+
+    Args:
+        dev: the memory (a DeviceArray; its shape unless ``shape`` is given).
+        accepts_stream (bool): False: a producer that predates the ``stream`` keyword.
+        shape, strides (optional): the tensor's shape and strides (elements; None = compact).
+        dtype: float32 or uint8. device_id: the CUDA device it claims.
+        producer (int, optional): the stream still writing the memory; with ``lib`` (a
+            KernelLibrary) the handshake makes the asked stream wait for it, as PyTorch does.
+    """
+
+    def __init__(self, dev, accepts_stream=True, shape=None, strides=None, dtype=np.float32, device_id=0,
+                 producer=None, lib=None):
+        self.dev, self.accepts_stream, self.asked = dev, accepts_stream, []
+        self.producer, self.lib = producer, lib
+        shape = tuple(dev.shape if shape is None else shape)
+        self._shape = (C.c_int64 * len(shape))(*shape)
+        self._strides = None if strides is None else (C.c_int64 * len(strides))(*strides)
+        code = {np.dtype(np.float32): (2, 32), np.dtype(np.uint8): (1, 8)}[np.dtype(dtype)]
+        t = _capi._DLTensor(dev.ptr, _capi._DLDevice(2, device_id), len(shape), _capi._DLDataType(*code, 1),
+                            self._shape, self._strides, 0)
+        self._managed = _DLManaged(t, None, None)
+        self._device_id = device_id
+
+    def __dlpack_device__(self):
+        return (2, self._device_id)
+
+    def __dlpack__(self, **kwargs):
+        if not self.accepts_stream and kwargs:
+            raise TypeError("__dlpack__() got an unexpected keyword argument 'stream'")
+        self.asked.append(kwargs.get("stream", "no keyword"))
+        if self.producer is not None and self.lib is not None and kwargs.get("stream") not in (None, -1):
+            self.lib.stream_wait(kwargs["stream"], self.producer)
+        new = C.pythonapi.PyCapsule_New
+        new.restype, new.argtypes = C.py_object, [C.c_void_p, C.c_char_p, C.c_void_p]
+        return new(C.addressof(self._managed), b"dltensor", None)

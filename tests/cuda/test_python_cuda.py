@@ -4,40 +4,14 @@ resources of ``runtime._cuda`` freed when collected."""
 
 from __future__ import annotations
 
-import ctypes as C
 import gc
 
 import numpy as np
 import pytest
 
+from _device import FakeDLPack
 from psdrt.runtime import _capi
 from psdrt.runtime.errors import InputError
-
-
-class _DLManaged(C.Structure):
-    _fields_ = [("dl_tensor", _capi._DLTensor), ("manager_ctx", C.c_void_p), ("deleter", C.c_void_p)]
-
-
-class FakeDLPack:
-    """A minimal DLPack producer over device memory that records the stream it is asked for."""
-
-    def __init__(self, dev, accepts_stream=True):
-        self.dev, self.accepts_stream, self.asked = dev, accepts_stream, []
-        self._shape = (C.c_int64 * len(dev.shape))(*dev.shape)
-        t = _capi._DLTensor(dev.ptr, _capi._DLDevice(2, 0), len(dev.shape), _capi._DLDataType(2, 32, 1),
-                            self._shape, None, 0)
-        self._managed = _DLManaged(t, None, None)
-
-    def __dlpack_device__(self):
-        return (2, 0)
-
-    def __dlpack__(self, **kwargs):
-        if not self.accepts_stream and kwargs:
-            raise TypeError("__dlpack__() got an unexpected keyword argument 'stream'")
-        self.asked.append(kwargs.get("stream", "no keyword"))
-        new = C.pythonapi.PyCapsule_New
-        new.restype, new.argtypes = C.py_object, [C.c_void_p, C.c_char_p, C.c_void_p]
-        return new(C.addressof(self._managed), b"dltensor", None)
 
 
 def test_dlpack_is_asked_for_the_stream_the_library_uses(cuda_lib, cpu_lib, rt):

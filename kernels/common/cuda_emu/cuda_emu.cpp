@@ -107,6 +107,9 @@ struct State {
   std::atomic<int> inject_count{0};
   std::atomic<int> inject_error{cudaErrorIllegalAddress};
   std::atomic<int64_t> kernels{0};
+  // copies by resolved direction, indexed like cudaMemcpyKind (H2H, H2D, D2H, D2D): count, bytes
+  std::atomic<int64_t> copies[4] = {{0}, {0}, {0}, {0}};
+  std::atomic<int64_t> copy_bytes[4] = {{0}, {0}, {0}, {0}};
   std::atomic<int> launch_fail_count{0};
   std::atomic<int> launch_fail_error{cudaErrorLaunchOutOfResources};
   Clock::time_point t0 = Clock::now();
@@ -419,6 +422,9 @@ cudaError_t Copy2D(void* dst, size_t dpitch, const void* src, size_t spitch, siz
   if (width == 0 || height == 0) return cudaSuccess;
   Stream* s = Resolve(stream, &e);
   if (!s) return Set(e);
+  const int dir = (ss == kDevice ? 2 : 0) + (ds == kDevice ? 1 : 0);  // 0 H2H, 1 H2D, 2 D2H, 3 D2D
+  S().copies[dir].fetch_add(1);
+  S().copy_bytes[dir].fetch_add(static_cast<int64_t>(width * height));
   Op op;
   op.device_work = true;
   char* d = static_cast<char*>(dst);
@@ -1025,6 +1031,12 @@ int64_t psd_emu_live_events(void) {
 }
 
 int64_t psd_emu_kernels_executed(void) { return S().kernels.load(); }
+
+int64_t psd_emu_copies(int kind, int64_t* bytes) {
+  if (kind < 0 || kind > 3) return -1;
+  if (bytes) *bytes = S().copy_bytes[kind].load();
+  return S().copies[kind].load();
+}
 
 int psd_emu_is_device_pointer(const void* ptr, int* device) {
   std::lock_guard<std::mutex> lk(S().mem_m);

@@ -170,6 +170,11 @@ PSD_EMU_API int64_t psd_emu_live_streams(void);
 PSD_EMU_API int64_t psd_emu_live_events(void);
 // Kernel launches executed so far (all streams, all devices).
 PSD_EMU_API int64_t psd_emu_kernels_executed(void);
+// Copies enqueued so far (cudaMemcpy*, all streams) whose source and destination sides are those of
+// `kind` (cudaMemcpyHostToHost .. cudaMemcpyDeviceToDevice; cudaMemcpyDefault copies count under
+// the direction they resolve to), and their bytes in *bytes (may be NULL). -1 for another kind.
+// Tests use it to show that a path makes no host<->device copy.
+PSD_EMU_API int64_t psd_emu_copies(int kind, int64_t* bytes);
 // 1 when `ptr` lies in a live device allocation (its device in *device), else 0.
 PSD_EMU_API int psd_emu_is_device_pointer(const void* ptr, int* device);
 

@@ -18,7 +18,9 @@
 //    at once (a SIGSEGV with a message naming the allocation). Each allocation is followed by a
 //    guard page (an overrun past its 256-byte-rounded size faults, in kernels too), starts
 //    filled with 0xFF bytes (NaN as float: reads of never-written memory show), and copies must
-//    name the right cudaMemcpyKind and stay inside one allocation.
+//    name the right cudaMemcpyKind and stay inside one allocation. Copies are counted by
+//    direction (psd_emu_copies), so a test can show that a device path never stages a frame
+//    through the host.
 //  * Streams are asynchronous: each stream executes its queue on its own worker thread, in
 //    order; events, cudaStreamWaitEvent and the legacy default stream's implicit
 //    synchronisation with blocking streams order work across streams, and nothing else does.
