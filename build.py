@@ -1179,6 +1179,29 @@ def _artifacts_main(a) -> int:
     return 1 if failed else 0
 
 
+def _triton_main(a, artifact_dir) -> int:
+    """``--triton REPO``: the model repository of ``artifact_dir`` (None: guided at ``--size``)."""
+    from psdrt.runtime.errors import PsdError
+    from psdrt.runtime.triton import write_model_repository
+
+    precision = a.triton_precision or (a.precision.split(",")[0].strip() if a.precision else "fp32")
+    try:
+        size = parse_size(a.size) if artifact_dir is None else None
+        res = write_model_repository(artifact_dir, a.triton, variant=a.triton_variant, mode=a.triton_mode,
+                                     precision=precision, backend=a.triton_backend, kind=a.triton_kind,
+                                     max_batch_size=a.triton_max_batch, name=a.triton_name, size=size,
+                                     instances=a.triton_instances)
+    except PsdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # parse_size
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(res.summary(), end="")
+    print(f"serve it: tritonserver --model-repository={Path(a.triton).resolve()} (README: Triton Inference Server)")
+    return 0
+
+
 def main(argv=None, prog: str = "build.py") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
@@ -1224,9 +1247,40 @@ def main(argv=None, prog: str = "build.py") -> int:
     d.add_argument("--workspace", type=int, default=None, help="TensorRT workspace bytes (default 1 GiB)")
     d.add_argument("--timing-cache", default=None, help="TensorRT timing cache file")
     d.add_argument("--dla-core", type=int, default=None, help="TensorRT DLA core for the encoder (Orin)")
+    t = ap.add_argument_group("Triton Inference Server model repository (psdrt.runtime.triton): of the directory "
+                              "built with --checkpoint, of an existing one (--from DIR), or of the guided mode "
+                              "at --size (neither)")
+    t.add_argument("--triton", default=None, metavar="REPO", help="write the model repository into REPO")
+    t.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                   help="an existing `psdrt build` directory to write the repository of (without --checkpoint)")
+    t.add_argument("--triton-variant", default="production", choices=("production", "python"),
+                   help="production: the networks on Triton's onnxruntime / tensorrt backend (default); python: "
+                        "every model on the python backend (ONNX Runtime in the stub; for python-only servers)")
+    t.add_argument("--triton-kind", default="gpu", choices=("gpu", "cpu"),
+                   help="instance groups of the networks: KIND_GPU (one per GPU, default) or KIND_CPU")
+    t.add_argument("--triton-backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="production networks: onnxruntime_onnx (the ONNX files, default) or tensorrt_plan (the "
+                        "directory's engines, for the TensorRT version and GPU they were built with)")
+    t.add_argument("--triton-mode", default=None, choices=("psd", "propagate", "guided"),
+                   help="default: the directory's mode (guided without a directory)")
+    t.add_argument("--triton-precision", default=None,
+                   help="precision of the networks (fp32, fp16, int8, ENC+HEAD; default: the first of --precision, "
+                        "else fp32)")
+    t.add_argument("--triton-max-batch", type=int, default=8,
+                   help="max_batch_size of the models that batch (guided; networks with a batch dimension; "
+                        "default 8, 0 = no batching)")
+    t.add_argument("--triton-instances", type=int, default=1, help="instances per group (per GPU; default 1)")
+    t.add_argument("--triton-name", default="psd", help="the entry model's name (default psd)")
     a = ap.parse_args(argv)
+    if a.from_dir and a.checkpoint:
+        ap.error("--from DIR writes the repository of an existing directory; drop it or --checkpoint")
+    if a.from_dir and not a.triton:
+        ap.error("--from DIR needs --triton REPO")
     if a.checkpoint:
-        return _artifacts_main(a)
+        rc = _artifacts_main(a)
+        return _triton_main(a, a.out) if a.triton and rc == 0 else rc
+    if a.triton:
+        return _triton_main(a, a.from_dir)
     cuda = True if a.cuda else (False if a.no_cuda else None)
     archs = tuple(x for x in a.cuda_archs.split(",") if x) if a.cuda_archs else None
     try:

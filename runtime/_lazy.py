@@ -35,6 +35,7 @@ EXTRAS = {
     "mcap": "ros",
     "mcap_ros2": "ros",
     "ray": "ray",
+    "tritonclient": "triton",
 }
 
 

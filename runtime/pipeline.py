@@ -221,49 +221,99 @@ class Pipeline:
             depth = self._guided(frame)
             t["guided"] = time.perf_counter() - t0
         else:
-            h, w = frame.sparse.shape
-            x = preprocess_rgb(frame.rgb, size=fm_input_size(h, w, lower=self.fm_lower), method=self.preprocess)
+            x = encoder_input(frame, self.fm_lower, self.preprocess)
             t1 = time.perf_counter()
             t["preprocess"] = t1 - t0
             enc = self.encoder.run({"rgb": x})
             t2 = time.perf_counter()
             t["encoder"] = t2 - t1
-            p = self.preset
-            # IP-Basic only changes the output when some empty cells keep their initial value:
-            # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4)
-            ip = ip_basic_fill(frame.sparse) if not (p.deterministic and p.mode == "3D-2D") else None
-            diff = self.kernels.propagate(
-                enc["rel_inv"][0, 0], frame.sparse, enc["feat0"][0], frame.K, ip=ip, seed=self.seed,
-                **_capi.preset_kwargs(p),
-            )
+            diff = propagate_stage(self.kernels, self.preset, frame, enc["rel_inv"], enc["feat0"], self.seed)
             t3 = time.perf_counter()
             t["propagation"] = t3 - t2
             stages["depth_diff"] = diff
             depth = diff
             if self.mode == "psd":
-                out = self.head.run({
-                    "sparse": frame.sparse[None, None], "depth_diff": diff[None, None],
-                    **{f"feat{i}": enc[f"feat{i}"] for i in range(4)},
-                })
+                out = self.head.run(head_feeds(frame, diff, enc))
                 t4 = time.perf_counter()
                 t["head"] = t4 - t3
                 stages["depth_pix"] = out["depth_pix"][0, 0]
-                if p.post_iters < 0:
-                    depth = out["depth_pix"][0, 0]
-                else:
-                    depth = self.kernels.post_process(out["fd0"][0], out["depth_pix"][0, 0], frame.sparse,
-                                                      p.post_iters)
+                depth = post_stage(self.kernels, self.preset, frame, out["depth_pix"], out["fd0"])
                 t["post"] = time.perf_counter() - t4
-        depth = np.array(depth, dtype=np.float32, order="C")  # a copy: the guard writes in place
+        depth, info["clamped"] = finish_depth(frame, depth)
         info["rejected"] = frame.rejected()
-        info["clamped"] = frame.guard(depth)
-        if not np.isfinite(depth).all():
-            raise PsdError("the pipeline produced non-finite depth; check the artefacts with the "
-                           "correctness gate (psdrt.export.gate) and report the inputs")
         info["timings_ms"] = {k: v * 1000.0 for k, v in t.items()}
         return DepthResult(depth=depth, mode=self.mode,
                            stages={k: np.array(v) for k, v in stages.items()} if return_stages else {},
                            info=info)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+# The stages of psd / propagate between and after the networks, one definition each: Pipeline.__call__
+# runs them in one process; the Triton model repository (runtime.triton) runs them as separate models
+# of an ensemble around the networks. Network tensors are the networks' own (batch 1).
+
+
+def encoder_input(frame, fm_lower: int = 392, preprocess: str = DEFAULT_PREPROCESS) -> np.ndarray:
+    """The encoder's ``rgb`` input (1, 3, Hm, Wm) float32 of a validated frame (``psd_preprocess``)."""
+    h, w = frame.sparse.shape
+    return preprocess_rgb(frame.rgb, size=fm_input_size(h, w, lower=fm_lower), method=preprocess)
+
+
+def propagate_stage(kernels, preset: PropagationPreset, frame, rel_inv, feat0, seed: int = 0) -> np.ndarray:
+    """Alignment + dual-space propagation (psd_propagate) of one frame.
+
+    Args:
+        kernels (KernelLibrary): the kernel library.
+        preset (PropagationPreset): the propagation preset.
+        frame (FrameInputs): the validated frame (``validate_frame``).
+        rel_inv, feat0 (ndarray): the encoder's outputs, (1, 1, Hm, Wm) and (1, C, h, w).
+        seed (int): seed of the kNN's random subsets.
+
+    Returns:
+        ndarray: ``depth_diff`` (H, W) float32 metres.
+    """
+    # IP-Basic only changes the output when some empty cells keep their initial value:
+    # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4)
+    ip = ip_basic_fill(frame.sparse) if not (preset.deterministic and preset.mode == "3D-2D") else None
+    return kernels.propagate(np.asarray(rel_inv)[0, 0], frame.sparse, np.asarray(feat0)[0], frame.K, ip=ip,
+                             seed=seed, **_capi.preset_kwargs(preset))
+
+
+def head_feeds(frame, depth_diff, enc) -> dict:
+    """The head's inputs: ``sparse`` and ``depth_diff`` (1, 1, H, W), ``feat0..3`` from ``enc``."""
+    return {"sparse": frame.sparse[None, None], "depth_diff": np.asarray(depth_diff)[None, None],
+            **{f"feat{i}": enc[f"feat{i}"] for i in range(4)}}
+
+
+def post_stage(kernels, preset: PropagationPreset, frame, depth_pix, fd0) -> np.ndarray:
+    """Post-processing (psd_post_process, ``preset.post_iters`` sweeps; < 0: the head's depth as is).
+
+    Args:
+        depth_pix, fd0 (ndarray): the head's outputs, (1, 1, H, W) and (1, C, h, w).
+
+    Returns:
+        ndarray: depth (H, W) float32 metres, before the output guard.
+    """
+    if preset.post_iters < 0:
+        return np.asarray(depth_pix)[0, 0]
+    return kernels.post_process(np.asarray(fd0)[0], np.asarray(depth_pix)[0, 0], frame.sparse, preset.post_iters)
+
+
+def finish_depth(frame, depth) -> tuple:
+    """The output of every mode: a float32 C-contiguous copy clamped by the frame's guard.
+
+    Returns:
+        tuple: (depth (H, W) float32, how many pixels the guard clamped).
+
+    Raises:
+        PsdError: non-finite depth (never returned).
+    """
+    depth = np.array(depth, dtype=np.float32, order="C")  # a copy: the guard writes in place
+    clamped = frame.guard(depth)
+    if not np.isfinite(depth).all():
+        raise PsdError("the pipeline produced non-finite depth; check the artefacts with the "
+                       "correctness gate (psdrt.export.gate) and report the inputs")
+    return depth, clamped
 
 
 #: Pipeline arguments the C session takes under its own name

@@ -198,8 +198,12 @@ def _raise(lib, status: int, what: str = "") -> None:
     raise PsdError(f"{what}{STATUS_NAMES.get(status, f'status {status}')}: {msg}")
 
 
+#: psd_backend_t of psd_artifacts_read's selection
+_ARTIFACT_BACKENDS = {"onnxruntime": 1, "tensorrt": 2}
+
+
 def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = None, latency_only: bool = False,
-                   library=None) -> dict:
+                   library=None, backend: str = "onnxruntime") -> dict:
     """``psd_artifacts_read``: the checks of a ``psdrt build`` directory (the rules in psd.h, the
     same the C sessions apply) and what it selects for ``precision`` (``"fp32"``, ``"fp16"``,
     ``"int8"`` or ``"ENC+HEAD"`` such as ``"int8+fp32"``).
@@ -207,6 +211,8 @@ def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = Non
     Args:
         latency_only (bool): also take artefacts that failed the correctness gate (for timing
             only; ``gate_approved`` is then False and ``gate_failures`` says what failed).
+        backend (str): which artefacts to select, ``"onnxruntime"`` (ONNX files, the default) or
+            ``"tensorrt"`` (the manifest's engines).
 
     Returns:
         dict: mode, size (H, W), fm_lower, preset, preprocess (``runtime.preprocess`` method),
@@ -221,9 +227,11 @@ def read_artifacts(directory, precision: str = "fp32", mode: Optional[str] = Non
     info.struct_size = C.sizeof(ArtifactInfo)
     if mode is not None and mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; use one of psd, propagate, guided")
+    if backend not in _ARTIFACT_BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(_ARTIFACT_BACKENDS)}")
     flags = ARTIFACTS_ALLOW_UNGATED if latency_only else 0
-    st = lib.psd_artifacts_read(str(directory).encode(), str(precision).encode(), 1, MODES[mode or "auto"], flags,
-                                C.byref(info))
+    st = lib.psd_artifacts_read(str(directory).encode(), str(precision).encode(), _ARTIFACT_BACKENDS[backend],
+                                MODES[mode or "auto"], flags, C.byref(info))
     if st:  # the library's message as is: it names the rule and the fix
         raise _ERRORS.get(st, PsdError)((lib.psd_last_error() or b"").decode("utf-8", "replace"))
     head = info.head_path.decode()

@@ -75,3 +75,27 @@ def test_batch_without_the_ray_extra_names_the_install(tmp_path):
     res = subprocess.run([sys.executable, "-c", block + "from psdrt.runtime.batch import run_batch\n"
                           f"run_batch({str(tmp_path / 'o')!r}, rgb='x', sparse='y')"], capture_output=True, text=True)
     assert res.returncode == 1 and "BackendUnavailable" in res.stderr and "pip install 'psdrt[ray]'" in res.stderr
+
+
+def test_triton_without_the_extra_writes_unchecked_and_names_the_install(tmp_path):
+    # runtime.triton imports without tritonclient; the repository is written (not checked) and the
+    # client raises BackendUnavailable naming the extra
+    block = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.")',
+                                'name.split(".")[0] in ("torch", "tritonclient")')
+    code = textwrap.dedent(
+        f"""
+        from psdrt.runtime.cli.__main__ import main
+        from psdrt.runtime.errors import BackendUnavailable
+        from psdrt.runtime import triton
+        assert main(['build', '--triton', {str(tmp_path / 'repo')!r}, '--size', '28x42']) == 0
+        try:
+            triton.TritonClient('127.0.0.1:1')
+        except BackendUnavailable as exc:
+            print('client:', exc)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "layout not checked: tritonclient is not installed (pip install 'psdrt[triton]')" in res.stdout
+    assert "client:" in res.stdout and "pip install 'psdrt[triton]'" in res.stdout.split("client:")[1]
+    assert (tmp_path / "repo" / "psd" / "config.pbtxt").is_file() and (tmp_path / "repo" / "psd" / "1" / "model.py").is_file()

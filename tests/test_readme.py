@@ -20,6 +20,7 @@ def test_readme_python_blocks_run():
 def test_readme_commands_match_ci():
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci" / "run").read_text()
-    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[cpu,test,points,ros,ray]"', "build.py --no-cuda --cuda-emulation", "pytest -q"):
+    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[cpu,test,points,ros,ray,triton]"',
+                 "pip install -q --no-deps nvidia-pytriton==0.7.0", "build.py --no-cuda --cuda-emulation", "pytest -q"):
         assert step in ci
         assert step.replace(" -q", "", 1) in readme or step in readme, step

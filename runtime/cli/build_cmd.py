@@ -40,7 +40,8 @@ def check_output_paths(argv) -> None:
     ``FileExistsError`` traceback after minutes of work).
 
     Raises:
-        InputError: ``--out`` (with ``--checkpoint``), ``--build-dir`` or ``--install`` names a file.
+        InputError: ``--out`` (with ``--checkpoint``), ``--build-dir``, ``--install`` or ``--triton``
+            names a file.
     """
     from .common import check_out_dir
 
@@ -49,6 +50,7 @@ def check_output_paths(argv) -> None:
     pre.add_argument("--out", default="psdrt_artifacts")
     pre.add_argument("--build-dir")
     pre.add_argument("--install", "--prefix", dest="install")
+    pre.add_argument("--triton")
     known, _ = pre.parse_known_args(list(argv))
     if known.checkpoint:
         check_out_dir(known.out, "--out")
@@ -56,6 +58,8 @@ def check_output_paths(argv) -> None:
         check_out_dir(known.build_dir, "--build-dir")
     if known.install:
         check_out_dir(known.install, "--install")
+    if known.triton:
+        check_out_dir(known.triton, "--triton")
 
 
 def run(args) -> int:
