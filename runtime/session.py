@@ -15,10 +15,20 @@ Errors: the C statuses become the usual exceptions (``ArtifactError``, ``InputEr
 
 Thread safety: a CSession may be called from several threads; the C session serialises calls on
 one session (it reuses its buffers), and distinct sessions run in parallel.
+
+CUDA graphs: ``CSession(..., device="cuda", cuda_graph=True)`` captures the device frames of
+``CSession.enqueue`` into a CUDA graph and replays them (psd.h, "CUDA graphs");
+``graph_info()`` says what happened. Tested under the emulated CUDA runtime only.
+
+Tests only: ``test_fixture_backend()`` (the ``PSD_BACKEND_TEST_FIXTURE`` environment variable)
+replaces the networks of the sessions created inside it by a fixed function of their inputs
+(``runtime/capi/test_backend.cpp``), so the psd and propagate paths run where no ONNX Runtime
+provider can (the CUDA emulator). Never in deployment: its output means nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
 import os
 import threading
@@ -33,7 +43,7 @@ from .guided import GuidedParams
 from .result import DepthResult
 
 __all__ = ["CSession", "SESSION_ABI_VERSION", "STATUS_NAMES", "session_library", "preset_from_c",
-           "projection_header"]
+           "projection_header", "test_fixture_backend", "GRAPH_STATES"]
 
 SESSION_ABI_VERSION = 1
 
@@ -51,6 +61,10 @@ DEVICES = {"cpu": 0, "cuda": 1}
 STAGES = ("validate", "preprocess", "encoder", "propagation", "head", "post", "guided", "total")
 FRAME_BGR = 1
 DTYPE_FLOAT64, DTYPE_FLOAT32 = 0, 1
+#: psd_cuda_graph_state_t
+GRAPH_STATES = ("off", "armed", "ready", "fallback")
+#: the test fixture backend's variants (PSD_BACKEND_TEST_FIXTURE, runtime/capi/test_backend.cpp)
+TEST_FIXTURE_VARIANTS = ("1", "refuse-capture", "sync-in-run")
 
 _i64, _u32, _i32, _u64, _f64 = C.c_int64, C.c_uint32, C.c_int32, C.c_uint64, C.c_double
 
@@ -73,7 +87,8 @@ class SessionOptions(C.Structure):
                 ("guided_levels", _i32), ("guided_iterations", _i32), ("guided_colour_scale", _f64),
                 ("guided_channels", _i32), ("artifact_flags", _u32),
                 ("guided_projection_w", C.POINTER(C.c_float)), ("guided_projection_b", C.POINTER(C.c_float)),
-                ("guided_params", C.POINTER(_capi.GuidedParamsC))]
+                ("guided_params", C.POINTER(_capi.GuidedParamsC)),
+                ("cuda_graph", _i32), ("reserved_options", _i32)]
 
 
 class SessionInfo(C.Structure):
@@ -82,7 +97,9 @@ class SessionInfo(C.Structure):
     _fields_ = [("struct_size", _u32), ("mode", _i32), ("device", _i32), ("precision", _i32),
                 ("height", _i64), ("width", _i64), ("fm_height", _i64), ("fm_width", _i64),
                 ("preset", Preset), ("backend", C.c_char_p), ("artifact_dir", C.c_char_p),
-                ("gate_approved", _i32), ("head_precision", _i32)]
+                ("gate_approved", _i32), ("head_precision", _i32),
+                ("cuda_graph", _i32), ("graph_nodes", _i32), ("graph_captures", _i64), ("graph_replays", _i64),
+                ("graph_fallback", C.c_char_p)]
 
 
 #: psd_artifacts_read flags
@@ -131,6 +148,7 @@ _SIGNATURES = {
     "psd_session_enqueue": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut), _vp]),
     "psd_session_timings": (_i32, [_vp, C.POINTER(_f64), _i32]),
     "psd_artifacts_read": (_i32, [C.c_char_p, C.c_char_p, _i32, _i32, _u32, C.POINTER(ArtifactInfo)]),
+    "psd_cuda_stream_wait": (_i32, [_vp, _vp]),
 }
 
 _LOCK = threading.Lock()
@@ -164,6 +182,34 @@ def session_library(path: Union[str, os.PathLike, None] = None) -> C.CDLL:
                                      f"{SESSION_ABI_VERSION}; rebuild with `python build.py`")
         _LIBS[p] = lib
         return lib
+
+
+@contextlib.contextmanager
+def test_fixture_backend(variant: str = "1"):
+    """TESTS ONLY: sessions created inside this block run the test fixture backend instead of
+    their networks (``PSD_BACKEND_TEST_FIXTURE``, read by ``psd_session_create``): a fixed
+    function of the inputs with the ONNX files' tensor shapes, on the session's device. Not
+    thread-safe (it sets a process environment variable); restores the previous value.
+
+    Args:
+        variant (str): ``"1"`` (capturable), ``"refuse-capture"`` (reports that it cannot be
+            captured into a CUDA graph) or ``"sync-in-run"`` (synchronises the stream inside its
+            run, which breaks a capture). Defaults to "1".
+
+    Raises:
+        InputError: an unknown variant.
+    """
+    if variant not in TEST_FIXTURE_VARIANTS:
+        raise InputError(f"unknown test fixture variant {variant!r}; use one of {', '.join(TEST_FIXTURE_VARIANTS)}")
+    old = os.environ.get("PSD_BACKEND_TEST_FIXTURE")
+    os.environ["PSD_BACKEND_TEST_FIXTURE"] = variant
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PSD_BACKEND_TEST_FIXTURE", None)
+        else:
+            os.environ["PSD_BACKEND_TEST_FIXTURE"] = old
 
 
 def _raise(lib, status: int, what: str = "") -> None:
@@ -277,6 +323,9 @@ class CSession:
         latency_only (bool): load artefacts that failed the correctness gate, for timing only
             (``gate_approved`` is False, a warning is logged, ``info['gate_approved']`` says it).
             Defaults to False.
+        cuda_graph (bool): capture ``enqueue``'s device frames into a CUDA graph and replay them
+            (``device="cuda"`` only; psd.h "CUDA graphs"; ``graph_info()`` reports). Defaults to
+            False.
 
     Raises:
         ArtifactError, BackendUnavailable, InputError: as ``psd_session_create`` reports them.
@@ -285,7 +334,8 @@ class CSession:
     def __init__(self, artifact_dir=None, *, mode: Optional[str] = None, precision: str = "fp32",
                  preset: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
                  device: str = "cpu", ort_library=None, fm_lower: Optional[int] = None,
-                 guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False) -> None:
+                 guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False,
+                 cuda_graph: bool = False) -> None:
         self._handle = None
         self._lib = session_library(library)
         if mode is not None and mode not in MODES:
@@ -302,6 +352,7 @@ class CSession:
         o.intra_op_threads = int(threads or 0)
         o.fm_lower = int(fm_lower or 0)
         o.artifact_flags = ARTIFACTS_ALLOW_UNGATED if latency_only else 0
+        o.cuda_graph = 1 if cuda_graph else 0
         if ort_library is not None:
             self._keep.append(str(ort_library).encode())
             o.ort_library = self._keep[-1]
@@ -321,6 +372,7 @@ class CSession:
         info = SessionInfo()
         info.struct_size = C.sizeof(SessionInfo)
         _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
+        self.device = device
         self.mode = MODE_NAMES[info.mode]
         names = {v: k for k, v in PRECISIONS.items()}
         self.precision = names[info.precision]
@@ -447,6 +499,66 @@ class CSession:
                 "rejected": {"range": int(fout.rejected_range), "outliers": int(fout.rejected_outliers)},
                 "clamped": int(fout.clamped)}
         return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)
+
+    def _info(self) -> SessionInfo:
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        info = SessionInfo()
+        info.struct_size = C.sizeof(SessionInfo)
+        _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
+        return info
+
+    def graph_info(self) -> dict:
+        """The session's CUDA graph (``psd_session_info``): ``state`` (``"off"``, ``"armed"``: no
+        graph yet, ``"ready"``: frames of its geometry replay it, ``"fallback"``: plain launches),
+        ``nodes`` of the current graph, ``captures``, ``replays`` (frames that replayed an already
+        captured graph) and ``fallback`` (why plain launches, else "")."""
+        i = self._info()
+        return {"state": GRAPH_STATES[i.cuda_graph], "nodes": int(i.graph_nodes), "captures": int(i.graph_captures),
+                "replays": int(i.graph_replays), "fallback": (i.graph_fallback or b"").decode()}
+
+    def enqueue(self, rgb, sparse, K, out, stream=None, bgr: bool = False) -> None:
+        """One frame in device memory (``psd_session_enqueue``; CUDA sessions): enqueued on
+        ``stream`` (a cudaStream_t as int; None = cudaStreamPerThread) after the session's
+        previous call, returns without synchronising.
+
+        Args:
+            rgb: H x W x 3 uint8 CUDA array (``__cuda_array_interface__`` or DLPack), C-contiguous.
+            sparse: H x W float32 CUDA array, metres, 0 = missing.
+            K: 3 x 3 host intrinsics (float64).
+            out: H x W float32 writable CUDA array for the depth.
+            stream (int, optional): the stream to enqueue on. A producer stream named by an
+                array (CUDA array interface v3 ``stream``) is waited on first.
+            bgr (bool): rgb holds B, G, R. Defaults to False.
+
+        Raises:
+            InputError, ShapeError: not device arrays, wrong dtypes or shapes, invalid K.
+            BackendUnavailable: a CPU session or a CPU build.
+        """
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        im = _capi._as_arg(rgb, "rgb", np.uint8, stream=stream)
+        sp = _capi._as_arg(sparse, "sparse", np.float32, stream=stream)
+        dst = _capi._as_arg(out, "out", np.float32, writable=True, stream=stream)
+        if any(a.device != _capi.DEVICE_CUDA for a in (im, sp, dst)):
+            raise InputError("CSession.enqueue takes CUDA device arrays (rgb, sparse, out); call the session "
+                             "with NumPy arrays for host frames")
+        if len(sp.shape) != 2 or im.shape != sp.shape + (3,) or dst.shape != sp.shape:
+            raise ShapeError(f"enqueue needs rgb H x W x 3, sparse and out H x W; got {im.shape}, {sp.shape}, "
+                             f"{dst.shape}")
+        Kd = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
+        if Kd.shape != (3, 3):
+            raise InputError(f"intrinsics K must be 3x3, got shape {Kd.shape}")
+        for a in (im, sp):
+            if a.producer is not None:
+                _raise(self._lib, self._lib.psd_cuda_stream_wait(stream, a.producer))
+        h, w = sp.shape
+        fin = FrameIn(C.sizeof(FrameIn), FRAME_BGR if bgr else 0, h, w, im.ptr, 0, sp.ptr, 0, Kd.ctypes.data,
+                      DTYPE_FLOAT64, 0)
+        fout = FrameOut()
+        fout.struct_size = C.sizeof(FrameOut)
+        fout.depth = dst.ptr
+        _raise(self._lib, self._lib.psd_session_enqueue(self._handle, C.byref(fin), C.byref(fout), stream))
 
     def __repr__(self) -> str:
         size = "any size" if self.working_size is None else f"{self.working_size[0]}x{self.working_size[1]}"

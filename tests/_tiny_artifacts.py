@@ -2,8 +2,11 @@
 
 The encoder maps ``rgb`` (1, 3, Hm, Wm) to ``rel_inv`` = mean over channels + 3 and ``feat0..3`` =
 average-pooled RGB at the four feature sizes, which is enough for the ``propagate`` mode of
-``Pipeline.from_artifacts`` (manifest, SHA-256 and gate checks are the real ones). It builds in
-milliseconds, where a random-weight ViT-S directory takes about 25 s.
+``Pipeline.from_artifacts`` (manifest, SHA-256 and gate checks are the real ones). With
+``mode="psd"`` a hand-made head is added (``sparse``, ``depth_diff``, ``feat0..3`` ->
+``depth_pix`` = |depth_diff|, ``fd0`` = feat0 twice, nearest-resized to H/2 x W/2): the tensor
+names and shapes of the real head, which is what the session's test fixture backend reads. It
+builds in milliseconds, where a random-weight ViT-S directory takes about 25 s.
 """
 
 from __future__ import annotations
@@ -40,10 +43,42 @@ def encoder_onnx(path, hm: int, wm: int, opset: int = 17) -> Path:
     return Path(path)
 
 
+def head_onnx(path, size, hm, opset: int = 17) -> Path:
+    """The head's interface for a working ``size`` and encoder input ``hm``: inputs ``sparse``,
+    ``depth_diff`` (1, 1, H, W), ``feat0..3`` as ``encoder_onnx`` gives them; outputs ``depth_pix``
+    (1, 1, H, W) = |depth_diff| and ``fd0`` (1, 6, H/2, W/2) = feat0 twice, nearest-resized."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    h, w = size
+    ph, pw = hm[0] // 14, hm[1] // 14
+    fd0 = [1, 6, h // 2, w // 2]
+    nodes = [helper.make_node("Abs", ["depth_diff"], ["a"]),
+             helper.make_node("Mul", ["sparse", "zero"], ["z"]),
+             helper.make_node("Add", ["a", "z"], ["depth_pix"]),
+             helper.make_node("Concat", ["feat0", "feat0"], ["f6"], axis=1),
+             helper.make_node("Resize", ["f6", "", "", "fd0_size"], ["fd0"], mode="nearest")]
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, h, w]) for n in ("sparse", "depth_diff")]
+    ins += [helper.make_tensor_value_info(f"feat{i}", TensorProto.FLOAT, [1, 3, ph * 2 ** i, pw * 2 ** i])
+            for i in range(4)]
+    outs = [helper.make_tensor_value_info("depth_pix", TensorProto.FLOAT, [1, 1, h, w]),
+            helper.make_tensor_value_info("fd0", TensorProto.FLOAT, fd0)]
+    inits = [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+             helper.make_tensor("fd0_size", TensorProto.INT64, [4], fd0)]
+    graph = helper.make_graph(nodes, "tiny_head", ins, outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="psdrt-test",
+                              producer_version="0.1")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
 def make_artifacts(out, size=(28, 42), fm_lower: int = 28, preset: str = "NYUv2", gate_passed: bool = True,
-                   preprocess: str = "official") -> Path:
-    """A propagate-mode directory at ``size`` with one FP32 encoder whose (recorded) gate passed, or
-    failed with ``gate_passed=False`` (the file is there: usable for latency-only runs)."""
+                   preprocess: str = "official", mode: str = "propagate") -> Path:
+    """A ``mode`` ("propagate" or "psd") directory at ``size`` with one FP32 encoder (and head)
+    whose (recorded) gate passed, or failed with ``gate_passed=False`` (the files are there: usable
+    for latency-only runs)."""
     from psdrt.runtime.preprocess import fm_input_size
 
     out = Path(out)
@@ -53,7 +88,7 @@ def make_artifacts(out, size=(28, 42), fm_lower: int = 28, preset: str = "NYUv2"
     sha = hashlib.sha256(enc.read_bytes()).hexdigest()
     manifest = {
         "format": 1, "psdrt_version": "0.1.0", "created": "2026-01-01T00:00:00Z",
-        "model": {"kind": "dav2", "mode": "propagate", "encoder": "vits", "licence": "Apache-2.0",
+        "model": {"kind": "psd" if mode == "psd" else "dav2", "mode": mode, "encoder": "vits", "licence": "Apache-2.0",
                   "checkpoint": "tiny.pth", "checkpoint_sha256": "0" * 64},
         "size": list(size), "fm_size": list(hm), "fm_lower": fm_lower, "preset": preset, "target": "cpu",
         "preprocess": preprocess,
@@ -65,5 +100,10 @@ def make_artifacts(out, size=(28, 42), fm_lower: int = 28, preset: str = "NYUv2"
                                                    "why": "" if gate_passed else "rel_inv max_rel 0.4 > 0.2"}}],
         "kernels": None,
     }
+    if mode == "psd":
+        head = head_onnx(out / "head.fp32.onnx", size, hm)
+        entry = dict(manifest["artifacts"][0], name="head.fp32.onnx", file="head.fp32.onnx", part="head",
+                     sha256=hashlib.sha256(head.read_bytes()).hexdigest())
+        manifest["artifacts"].append(entry)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out
