@@ -745,10 +745,14 @@ void RunGraphFrame(psd_session* s, const std::array<uint64_t, 20>& key, cudaStre
     if (e != cudaSuccess) {
       why = std::string("cudaStreamBeginCapture: ") + cudaGetErrorName(e);
     } else {
-      try {
+      try {  // whatever fails, the capture must be ended below
         work(false);
       } catch (const Error& err) {
         why = err.what();
+      } catch (const std::exception& err) {
+        why = std::string("internal error: ") + err.what();
+      } catch (...) {
+        why = "unknown C++ exception";
       }
       cudaGraph_t graph = nullptr;
       e = cudaStreamEndCapture(stream, &graph);  // always ends the capture, also after a failure

@@ -728,7 +728,9 @@ typedef struct psd_session_info {
 #define PSD_SESSION_INFO_SIZE_V1 offsetof(psd_session_info, gate_approved)
 #define PSD_SESSION_INFO_SIZE_V2 offsetof(psd_session_info, cuda_graph)
 
-/* Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
+/* info->struct_size: PSD_SESSION_INFO_SIZE_V1, _V2 or sizeof(psd_session_info). Thread-safe; waits
+ * for a call in progress on the same session (the graph fields change during calls).
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
 PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_session_info* info);
 
 /* ------------------------------------------------------------------ artefact directories */
