@@ -20,10 +20,20 @@ Errors: the C statuses become the usual exceptions (``ArtifactError``, ``InputEr
 
 Thread safety: a CSession may be called from several threads; the C session serialises calls on
 one session (it reuses its buffers), and distinct sessions run in parallel.
+
+CUDA graphs: ``CSession(..., device="cuda", cuda_graph=True)`` captures the device frames of
+``CSession.enqueue`` into a CUDA graph and replays them (psd.h, "CUDA graphs");
+``graph_info()`` says what happened. Tested under the emulated CUDA runtime only.
+
+Tests only: ``test_fixture_backend()`` (the ``PSD_BACKEND_TEST_FIXTURE`` environment variable)
+replaces the networks of the sessions created inside it by a fixed function of their inputs
+(``runtime/capi/test_backend.cpp``), so the psd and propagate paths run where no ONNX Runtime
+provider can (the CUDA emulator). Never in deployment: its output means nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
 import os
 import threading
@@ -38,7 +48,7 @@ from .guided import GuidedParams
 from .result import DepthResult
 
 __all__ = ["CSession", "DeviceArray", "SESSION_ABI_VERSION", "STATUS_NAMES", "session_library", "preset_from_c",
-           "projection_header"]
+           "projection_header", "test_fixture_backend", "GRAPH_STATES"]
 
 SESSION_ABI_VERSION = 1
 
@@ -56,6 +66,10 @@ DEVICES = {"cpu": 0, "cuda": 1}
 STAGES = ("validate", "preprocess", "encoder", "propagation", "head", "post", "guided", "total")
 FRAME_BGR = 1
 DTYPE_FLOAT64, DTYPE_FLOAT32 = 0, 1
+#: psd_cuda_graph_state_t
+GRAPH_STATES = ("off", "armed", "ready", "fallback")
+#: the test fixture backend's variants (PSD_BACKEND_TEST_FIXTURE, runtime/capi/test_backend.cpp)
+TEST_FIXTURE_VARIANTS = ("1", "refuse-capture", "sync-in-run")
 
 _i64, _u32, _i32, _u64, _f64 = C.c_int64, C.c_uint32, C.c_int32, C.c_uint64, C.c_double
 
@@ -78,7 +92,8 @@ class SessionOptions(C.Structure):
                 ("guided_levels", _i32), ("guided_iterations", _i32), ("guided_colour_scale", _f64),
                 ("guided_channels", _i32), ("artifact_flags", _u32),
                 ("guided_projection_w", C.POINTER(C.c_float)), ("guided_projection_b", C.POINTER(C.c_float)),
-                ("guided_params", C.POINTER(_capi.GuidedParamsC))]
+                ("guided_params", C.POINTER(_capi.GuidedParamsC)),
+                ("cuda_graph", _i32), ("reserved_options", _i32)]
 
 
 class SessionInfo(C.Structure):
@@ -87,7 +102,9 @@ class SessionInfo(C.Structure):
     _fields_ = [("struct_size", _u32), ("mode", _i32), ("device", _i32), ("precision", _i32),
                 ("height", _i64), ("width", _i64), ("fm_height", _i64), ("fm_width", _i64),
                 ("preset", Preset), ("backend", C.c_char_p), ("artifact_dir", C.c_char_p),
-                ("gate_approved", _i32), ("head_precision", _i32)]
+                ("gate_approved", _i32), ("head_precision", _i32),
+                ("cuda_graph", _i32), ("graph_nodes", _i32), ("graph_captures", _i64), ("graph_replays", _i64),
+                ("graph_fallback", C.c_char_p)]
 
 
 #: psd_artifacts_read flags
@@ -136,6 +153,7 @@ _SIGNATURES = {
     "psd_session_enqueue": (_i32, [_vp, C.POINTER(FrameIn), C.POINTER(FrameOut), _vp]),
     "psd_session_timings": (_i32, [_vp, C.POINTER(_f64), _i32]),
     "psd_artifacts_read": (_i32, [C.c_char_p, C.c_char_p, _i32, _i32, _u32, C.POINTER(ArtifactInfo)]),
+    "psd_cuda_stream_wait": (_i32, [_vp, _vp]),
 }
 
 _LOCK = threading.Lock()
@@ -187,6 +205,34 @@ def session_library(path: Union[str, os.PathLike, None] = None) -> C.CDLL:
                                      f"{SESSION_ABI_VERSION}; rebuild with `python build.py`")
         _LIBS[p] = lib
         return lib
+
+
+@contextlib.contextmanager
+def test_fixture_backend(variant: str = "1"):
+    """TESTS ONLY: sessions created inside this block run the test fixture backend instead of
+    their networks (``PSD_BACKEND_TEST_FIXTURE``, read by ``psd_session_create``): a fixed
+    function of the inputs with the ONNX files' tensor shapes, on the session's device. Not
+    thread-safe (it sets a process environment variable); restores the previous value.
+
+    Args:
+        variant (str): ``"1"`` (capturable), ``"refuse-capture"`` (reports that it cannot be
+            captured into a CUDA graph) or ``"sync-in-run"`` (synchronises the stream inside its
+            run, which breaks a capture). Defaults to "1".
+
+    Raises:
+        InputError: an unknown variant.
+    """
+    if variant not in TEST_FIXTURE_VARIANTS:
+        raise InputError(f"unknown test fixture variant {variant!r}; use one of {', '.join(TEST_FIXTURE_VARIANTS)}")
+    old = os.environ.get("PSD_BACKEND_TEST_FIXTURE")
+    os.environ["PSD_BACKEND_TEST_FIXTURE"] = variant
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PSD_BACKEND_TEST_FIXTURE", None)
+        else:
+            os.environ["PSD_BACKEND_TEST_FIXTURE"] = old
 
 
 def _raise(lib, status: int, what: str = "") -> None:
@@ -311,6 +357,9 @@ class CSession:
         latency_only (bool): load artefacts that failed the correctness gate, for timing only
             (``gate_approved`` is False, a warning is logged, ``info['gate_approved']`` says it).
             Defaults to False.
+        cuda_graph (bool): capture ``enqueue``'s device frames into a CUDA graph and replay them
+            (``device="cuda"`` only; psd.h "CUDA graphs"; ``graph_info()`` reports). Defaults to
+            False.
 
     Raises:
         ArtifactError, BackendUnavailable, InputError: as ``psd_session_create`` reports them.
@@ -320,7 +369,7 @@ class CSession:
                  preset: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
                  device: str = "cpu", ort_library=None, fm_lower: Optional[int] = None,
                  guided: GuidedParams = GuidedParams(), library=None, latency_only: bool = False,
-                 device_id: int = 0) -> None:
+                 device_id: int = 0, cuda_graph: bool = False) -> None:
         self._handle = None
         if mode is not None and mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; use one of psd, propagate, guided")
@@ -341,6 +390,7 @@ class CSession:
         o.intra_op_threads = int(threads or 0)
         o.fm_lower = int(fm_lower or 0)
         o.artifact_flags = ARTIFACTS_ALLOW_UNGATED if latency_only else 0
+        o.cuda_graph = 1 if cuda_graph else 0
         if ort_library is not None:
             self._keep.append(str(ort_library).encode())
             o.ort_library = self._keep[-1]
@@ -507,6 +557,23 @@ class CSession:
                 "rejected": {"range": int(fout.rejected_range), "outliers": int(fout.rejected_outliers)},
                 "clamped": int(fout.clamped)}
         return DepthResult(depth=depth, mode=self.mode, stages={}, info=info)
+
+    def _info(self) -> SessionInfo:
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        info = SessionInfo()
+        info.struct_size = C.sizeof(SessionInfo)
+        _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
+        return info
+
+    def graph_info(self) -> dict:
+        """The session's CUDA graph (``psd_session_info``): ``state`` (``"off"``, ``"armed"``: no
+        graph yet, ``"ready"``: frames of its geometry replay it, ``"fallback"``: plain launches),
+        ``nodes`` of the current graph, ``captures``, ``replays`` (frames that replayed an already
+        captured graph) and ``fallback`` (why plain launches, else "")."""
+        i = self._info()
+        return {"state": GRAPH_STATES[i.cuda_graph], "nodes": int(i.graph_nodes), "captures": int(i.graph_captures),
+                "replays": int(i.graph_replays), "fallback": (i.graph_fallback or b"").decode()}
 
     def enqueue(self, rgb, sparse, K, out=None, stream=None, bgr: bool = False):
         """Complete one frame held in CUDA device memory, asynchronously (``psd_session_enqueue``):

@@ -114,5 +114,10 @@ def make_artifacts(out, size=(28, 42), fm_lower: int = 28, preset: str = "NYUv2"
         "artifacts": entries,
         "kernels": None,
     }
+    if mode == "psd":
+        head = head_onnx(out / "head.fp32.onnx", size, hm)
+        entry = dict(manifest["artifacts"][0], name="head.fp32.onnx", file="head.fp32.onnx", part="head",
+                     sha256=hashlib.sha256(head.read_bytes()).hexdigest())
+        manifest["artifacts"].append(entry)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return out

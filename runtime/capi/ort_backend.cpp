@@ -226,6 +226,14 @@ class OrtBackend final : public InferenceBackend {
     return "onnxruntime " + version_ + " (" + provider_ + ", " + lib_.path + ")";
   }
 
+  // The CUDA provider computes on its own stream (joined to the caller's through events), may
+  // allocate from its arena and synchronise inside Run, and has its own CUDA-graph mode
+  // (enable_cuda_graph, with its own input/output binding rules) that psdrt does not use.
+  std::string CaptureRefusal() const override {
+    return "ONNX Runtime's CUDA execution provider runs on its own stream and may allocate or synchronise "
+           "inside a run; psdrt does not capture it (ONNX Runtime's own enable_cuda_graph is not wired up)";
+  }
+
  private:
   void RunOrt() {
     OrtStatus* st = api_->Run(session_, run_opts_, in_names_.data(), in_vals_.data(), in_vals_.size(),

@@ -3,8 +3,10 @@
 // The orchestration mirrors psdrt.runtime.pipeline.Pipeline.__call__ step by step and calls the
 // same kernels through their C entry points (psd_preprocess, psd_propagate,
 // psd_post_process, ...); the networks run behind InferenceBackend (ort_backend.cpp,
-// trt_backend.cpp). Every buffer is allocated at create (or at the first frame of a size in
-// guided mode), so a warm psd_session_run allocates nothing.
+// trt_backend.cpp; test_backend.cpp is the test fixture). Every buffer is allocated at create (or
+// at the first frame of a size in guided mode), so a warm psd_session_run allocates nothing.
+// CUDA graphs (options.cuda_graph): psd_session_enqueue's device frame is captured once per input
+// geometry and replayed (RunGraphFrame).
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +14,8 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <algorithm>
+#include <array>
 #include <new>
 #include <string>
 #include <vector>
@@ -205,7 +209,16 @@ struct psd_session {
   cudaEvent_t ev_stage[PSD_STAGE_COUNT] = {nullptr};
   std::vector<int> stages_recorded;
   bool timings_pending = false;  // the last call's events have not been read yet
+  cudaGraphExec_t graph_exec = nullptr;  // the captured frame (options.cuda_graph), for graph_key
 #endif
+  // CUDA graphs of psd_session_enqueue (options.cuda_graph; psd.h "CUDA graphs")
+  int32_t graph_state = PSD_CUDA_GRAPH_OFF;
+  std::string graph_fallback;  // why plain launches (state FALLBACK)
+  bool graph_warmed = false;   // the first (uncaptured) enqueue has run
+  int64_t graph_nodes = 0, graph_captures = 0, graph_replays = 0;
+  std::array<uint64_t, 20> graph_key{};  // the geometry graph_exec was captured for
+  // bumped whenever a buffer of the session is (re)allocated: a graph holds their addresses
+  uint64_t buffers_epoch = 0;
 
   psd_session() = default;
   psd_session(const psd_session&) = delete;
@@ -218,6 +231,7 @@ struct psd_session {
       cudaSetDevice(device_id);
       if (done) cudaEventSynchronize(done);  // nothing may still run when the buffers go
       if (stream) cudaStreamSynchronize(stream);
+      if (graph_exec) cudaGraphExecDestroy(graph_exec);
       encoder.reset();
       head.reset();
       if (stream) cudaStreamDestroy(stream);
@@ -345,6 +359,7 @@ void KernelOk(psd_status_t st, const char* what) { psd::capi::CheckKernel(st, wh
 // ------------------------------------------------------------------ buffers
 void AllocateForSize(psd_session* s, int64_t h, int64_t w) {
   if (s->buf_h == h && s->buf_w == w) return;
+  ++s->buffers_epoch;  // new addresses: a captured graph no longer applies
   const int32_t dev = s->device;
   s->sparse.Resize(dev, h * w);
   s->diff.Resize(dev, h * w);
@@ -486,9 +501,12 @@ void SetUpNetworks(psd_session* s) {
 // work has run (StageTimes), so they measure the device's execution, not the host's enqueue.
 class StageTimer {
  public:
-  StageTimer(psd_session* s, void* stream) : s_(s), stream_(stream), last_(std::chrono::steady_clock::now()) {
+  // timed = false: a CUDA frame being captured into a graph records no events (an event recorded
+  // during capture does not measure the replays); its times come from RunGraphFrame.
+  StageTimer(psd_session* s, void* stream, bool timed = true)
+      : s_(s), stream_(stream), timed_(timed), last_(std::chrono::steady_clock::now()) {
 #if defined(PSD_WITH_CUDA)
-    if (s->device == PSD_DEVICE_CUDA) {
+    if (s->device == PSD_DEVICE_CUDA && timed_) {
       s->stages_recorded.clear();
       s->timings_pending = true;
       CudaCheck(cudaEventRecord(s->ev_start, static_cast<cudaStream_t>(stream)), "cudaEventRecord");
@@ -499,6 +517,7 @@ class StageTimer {
   void Mark(int stage) {
 #if defined(PSD_WITH_CUDA)
     if (s_->device == PSD_DEVICE_CUDA) {
+      if (!timed_) return;
       CudaCheck(cudaEventRecord(s_->ev_stage[stage], static_cast<cudaStream_t>(stream_)), "cudaEventRecord");
       s_->stages_recorded.push_back(stage);
       return;
@@ -512,6 +531,7 @@ class StageTimer {
  private:
   psd_session* s_;
   void* stream_;
+  bool timed_;
   std::chrono::steady_clock::time_point last_;
 };
 
@@ -541,9 +561,9 @@ void StageTimes(psd_session* s) {
 // ------------------------------------------------------------------ the per-frame pipeline
 // Runs every stage on `stream` (device sessions) or synchronously (host sessions) from
 // s->sparse (contiguous) and a contiguous rgb, into s->depth; times them with StageTimer.
-void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* stream) {
+void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* stream, bool timed = true) {
   const psd_device_t dev = static_cast<psd_device_t>(s->device);
-  StageTimer timer(s, stream);
+  StageTimer timer(s, stream, timed);
   if (s->mode == PSD_SESSION_MODE_GUIDED) {
     void* ws = s->ws_guided.data();
     size_t n = s->ws_guided.size();
@@ -660,6 +680,117 @@ class CudaCall {
 };
 #endif
 
+#if defined(PSD_WITH_CUDA)
+// d_rgb (the packed copy of a strided or host image) of at least n bytes; a new address
+// invalidates a captured graph.
+void ResizeRgbStaging(psd_session* s, size_t n) {
+  void* before = s->d_rgb.p;
+  s->d_rgb.Resize(n);
+  if (s->d_rgb.p != before) ++s->buffers_epoch;
+}
+
+// Everything a captured frame depends on besides buffer contents (psd.h "CUDA graphs").
+std::array<uint64_t, 20> GraphKey(const psd_session* s, const psd_frame_in* in, const psd_frame_out* out,
+                                  const ValidFrame& f, const Strides& st) {
+  std::array<uint64_t, 20> k{};
+  size_t i = 0;
+  k[i++] = static_cast<uint64_t>(f.h);
+  k[i++] = static_cast<uint64_t>(f.w);
+  k[i++] = f.bgr ? 1 : 0;
+  for (float v : f.K) {  // the kernels take K by value: it is in the graph
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    k[i++] = bits;
+  }
+  k[i++] = reinterpret_cast<uintptr_t>(in->rgb);
+  k[i++] = static_cast<uint64_t>(st.rgb);
+  k[i++] = reinterpret_cast<uintptr_t>(in->sparse);
+  k[i++] = static_cast<uint64_t>(st.sparse);
+  k[i++] = reinterpret_cast<uintptr_t>(out->depth);
+  k[i++] = static_cast<uint64_t>(st.depth);
+  k[i++] = s->buffers_epoch;
+  k[i++] = 1;  // marks a filled key (a zero key never matches)
+  return k;
+}
+
+// Turns graphs off for the session: plain launches from now on, `why` in psd_session_info.
+void GraphFallback(psd_session* s, const std::string& why) {
+  if (s->graph_exec) cudaGraphExecDestroy(s->graph_exec);
+  s->graph_exec = nullptr;
+  s->graph_nodes = 0;
+  s->graph_state = PSD_CUDA_GRAPH_FALLBACK;
+  s->graph_fallback = why;
+  (void)cudaGetLastError();  // the failed capture's error is reported here, not by the next call
+}
+
+// One psd_session_enqueue device frame under options.cuda_graph: `work(timed)` enqueues the
+// whole frame on `stream`. The first frame runs uncaptured (warm-up); a frame of a new geometry
+// is captured and launched; a frame of the captured geometry replays it. A capture that fails
+// turns graphs off (GraphFallback) and the frame runs uncaptured.
+template <typename Work>
+void RunGraphFrame(psd_session* s, const std::array<uint64_t, 20>& key, cudaStream_t stream, const Work& work) {
+  if (!s->graph_warmed) {
+    s->graph_warmed = true;
+    work(true);
+    return;
+  }
+  const bool replay = s->graph_exec && key == s->graph_key;
+  if (!replay) {
+    if (s->graph_exec) cudaGraphExecDestroy(s->graph_exec);
+    s->graph_exec = nullptr;
+    s->graph_nodes = 0;
+    s->graph_key = {};
+    std::string why;
+    cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+      why = std::string("cudaStreamBeginCapture: ") + cudaGetErrorName(e);
+    } else {
+      try {  // whatever fails, the capture must be ended below
+        work(false);
+      } catch (const Error& err) {
+        why = err.what();
+      } catch (const std::exception& err) {
+        why = std::string("internal error: ") + err.what();
+      } catch (...) {
+        why = "unknown C++ exception";
+      }
+      cudaGraph_t graph = nullptr;
+      e = cudaStreamEndCapture(stream, &graph);  // always ends the capture, also after a failure
+      if (why.empty() && e != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorName(e);
+      if (why.empty()) {
+        e = cudaGraphInstantiateWithFlags(&s->graph_exec, graph, 0);  // CUDA 11.4 and 12 spell it so
+        if (e != cudaSuccess) {
+          s->graph_exec = nullptr;
+          why = std::string("cudaGraphInstantiate: ") + cudaGetErrorName(e);
+        }
+      }
+      if (why.empty()) {
+        size_t n = 0;
+        if (cudaGraphGetNodes(graph, nullptr, &n) == cudaSuccess) s->graph_nodes = static_cast<int64_t>(n);
+      }
+      if (graph) cudaGraphDestroy(graph);
+    }
+    if (!why.empty()) {
+      GraphFallback(s, "capture of a device frame failed: " + why);
+      work(true);
+      return;
+    }
+    s->graph_key = key;
+    s->graph_state = PSD_CUDA_GRAPH_READY;
+    ++s->graph_captures;
+  } else {
+    ++s->graph_replays;
+  }
+  // timings of a graph frame: its device time as a whole (TOTAL), the stages inside are not split
+  for (int i = PSD_STAGE_PREPROCESS; i < PSD_STAGE_COUNT; ++i) s->stage_ms[i] = 0.0;
+  s->stages_recorded.assign(1, PSD_STAGE_TOTAL);
+  s->timings_pending = true;
+  CudaCheck(cudaEventRecord(s->ev_start, stream), "cudaEventRecord");
+  CudaCheck(cudaGraphLaunch(s->graph_exec, stream), "cudaGraphLaunch");
+  CudaCheck(cudaEventRecord(s->ev_stage[PSD_STAGE_TOTAL], stream), "cudaEventRecord");
+}
+#endif
+
 // The final depth map of the last RunStages (host sessions).
 float* Result(const psd_session* s) {
   return s->mode == PSD_SESSION_MODE_PROPAGATE ? s->diff.ptr : s->depth.ptr;
@@ -721,7 +852,7 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
     {
       CudaCall call(s, s->stream);
       if (s->height == 0) AllocateForSize(s, f.h, f.w);
-      s->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
+      ResizeRgbStaging(s, static_cast<size_t>(f.h * f.w * 3));
       CudaCheck(cudaMemcpyAsync(s->d_rgb.p, rgb, static_cast<size_t>(f.h * f.w * 3), cudaMemcpyHostToDevice,
                                 s->stream),
                 "cudaMemcpyAsync(rgb)");
@@ -801,10 +932,19 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
     if (!out) Throw(PSD_E_NULL_POINTER, "null pointer: out (psd_session**)");
     psd_session_options o;
     psd_session_options_init(&o);
-    if (options) {
-      CheckStructSize(options->struct_size, sizeof(psd_session_options), "psd_session_options");
-      o = *options;
+    if (options) {  // an older caller's struct: the fields it has, the defaults for the rest
+      CheckStructSize(options->struct_size, PSD_SESSION_OPTIONS_SIZE_V1, "psd_session_options");
+      std::memcpy(&o, options, std::min<size_t>(options->struct_size, sizeof(o)));
+      o.struct_size = sizeof(o);
     }
+    if (o.cuda_graph != 0 && o.cuda_graph != 1)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.cuda_graph must be 0 (plain launches) or 1 (CUDA graphs), got " +
+                                        std::to_string(o.cuda_graph));
+    if (o.cuda_graph && o.device != PSD_DEVICE_CUDA)
+      Throw(PSD_E_INVALID_ARGUMENT, "options.cuda_graph needs device = PSD_DEVICE_CUDA (CUDA graphs replay "
+                                    "psd_session_enqueue's device frames); leave it 0 for CPU sessions");
+    if (o.reserved_options != 0) Throw(PSD_E_INVALID_ARGUMENT, "options.reserved_options must be 0");
+    const std::string fixture = psd::capi::TestFixtureRequest();  // TEST ONLY: $PSD_BACKEND_TEST_FIXTURE
     if (o.device != PSD_DEVICE_CPU && o.device != PSD_DEVICE_CUDA)
       Throw(PSD_E_INVALID_ARGUMENT, "options.device must be PSD_DEVICE_CPU (0) or PSD_DEVICE_CUDA (1)");
 #if !defined(PSD_WITH_CUDA)
@@ -925,6 +1065,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       if (mode == PSD_SESSION_MODE_AUTO) mode = sel.mode == "psd" ? PSD_SESSION_MODE_PSD : PSD_SESSION_MODE_PROPAGATE;
     }
     s->mode = mode;
+    if (o.cuda_graph) s->graph_state = PSD_CUDA_GRAPH_ARMED;  // FALLBACK below if a backend refuses
     // preset: override struct > option name > manifest
     if (o.preset_override) {
       CheckStructSize(o.preset_override->struct_size, sizeof(psd_preset), "options.preset_override");
@@ -975,6 +1116,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       cfg.intra_op_threads = o.intra_op_threads;
       cfg.ort_library = o.ort_library ? o.ort_library : "";
       auto make = [&](const std::string& path) {
+        if (!fixture.empty()) return psd::capi::CreateTestBackend(path, cfg, fixture);  // tests only
         return o.backend == PSD_BACKEND_TENSORRT ? psd::capi::CreateTrtBackend(path, cfg)
                                                  : psd::capi::CreateOrtBackend(path, cfg);
       };
@@ -982,6 +1124,16 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
       if (mode == PSD_SESSION_MODE_PSD) s->head = make(sel.head_path);
       s->backend_desc = s->encoder->Describe();
       SetUpNetworks(s.get());
+      if (o.cuda_graph) {  // a backend that cannot be captured: plain launches, and info says why
+        for (const auto* b : {s->encoder.get(), s->head.get()}) {
+          const std::string why = b ? b->CaptureRefusal() : "";
+          if (!why.empty() && s->graph_fallback.empty()) {
+            s->graph_state = PSD_CUDA_GRAPH_FALLBACK;
+            s->graph_fallback = std::string(b == s->encoder.get() ? "the encoder" : "the head") +
+                                "'s backend cannot be captured: " + why;
+          }
+        }
+      }
     } else {
       s->backend_desc = "none (guided mode: no network)";
       // validates the guided parameters now rather than at the first frame
@@ -1030,6 +1182,14 @@ PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_sessio
     i.artifact_dir = session->artifact_dir.c_str();
     i.gate_approved = session->gate_approved ? 1 : 0;
     i.head_precision = session->mode == PSD_SESSION_MODE_PSD ? session->head_precision : i.precision;
+    // the graph fields change during enqueue calls: read them under the session's call lock
+    std::lock_guard<std::mutex> lock(const_cast<psd_session*>(session)->call);
+    i.cuda_graph = session->graph_state;
+    i.graph_nodes = static_cast<int32_t>(session->graph_nodes);
+    i.graph_captures = session->graph_captures;
+    i.graph_replays = session->graph_replays;
+    // set at most once (FALLBACK is final), so the pointer stays valid until destroy
+    i.graph_fallback = session->graph_fallback.empty() ? "" : session->graph_fallback.c_str();
     // a caller compiled against an older psd.h gets only the fields its struct has
     std::memcpy(info, &i, given < sizeof(i) ? given : sizeof(i));
     info->struct_size = given;
@@ -1113,25 +1273,36 @@ PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_i
       Throw(PSD_E_UNSUPPORTED, "out->depth_mm is not produced by psd_session_enqueue (device path); convert "
                                "out->depth on the device, or use psd_session_run");
     cudaStream_t s = stream ? static_cast<cudaStream_t>(stream) : cudaStreamPerThread;
-    CudaCall call(session, s);
+    CudaCall call(session, s);  // before any capture: waiting on the previous call's event is not capturable
+    // every allocation before the device work: nothing may allocate while it is being captured
     if (session->height == 0) AllocateForSize(session, f.h, f.w);
-    const uint8_t* rgb = in->rgb;
-    if (st.rgb != 3 * f.w) {
-      session->d_rgb.Resize(static_cast<size_t>(f.h * f.w * 3));
-      CudaCheck(cudaMemcpy2DAsync(session->d_rgb.p, static_cast<size_t>(3 * f.w), in->rgb, static_cast<size_t>(st.rgb),
-                                  static_cast<size_t>(3 * f.w), static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
-                "cudaMemcpy2DAsync(rgb)");
-      rgb = static_cast<const uint8_t*>(session->d_rgb.p);
-    }
-    CudaCheck(cudaMemcpy2DAsync(session->sparse.ptr, static_cast<size_t>(4 * f.w), in->sparse,
-                                static_cast<size_t>(st.sparse), static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h),
-                                cudaMemcpyDeviceToDevice, s),
-              "cudaMemcpy2DAsync(sparse)");
+    const bool strided_rgb = st.rgb != 3 * f.w;
+    if (strided_rgb) ResizeRgbStaging(session, static_cast<size_t>(f.h * f.w * 3));
     session->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, std::chrono::steady_clock::now());
-    RunStages(session, rgb, f, s);
-    CudaCheck(cudaMemcpy2DAsync(out->depth, static_cast<size_t>(st.depth), Result(session), static_cast<size_t>(4 * f.w),
-                                static_cast<size_t>(4 * f.w), static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
-              "cudaMemcpy2DAsync(depth)");
+    // the frame's device work: what a CUDA graph captures (copies in, stages, copy out)
+    auto work = [&](bool timed) {
+      const uint8_t* rgb = in->rgb;
+      if (strided_rgb) {
+        CudaCheck(cudaMemcpy2DAsync(session->d_rgb.p, static_cast<size_t>(3 * f.w), in->rgb,
+                                    static_cast<size_t>(st.rgb), static_cast<size_t>(3 * f.w),
+                                    static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
+                  "cudaMemcpy2DAsync(rgb)");
+        rgb = static_cast<const uint8_t*>(session->d_rgb.p);
+      }
+      CudaCheck(cudaMemcpy2DAsync(session->sparse.ptr, static_cast<size_t>(4 * f.w), in->sparse,
+                                  static_cast<size_t>(st.sparse), static_cast<size_t>(4 * f.w),
+                                  static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync(sparse)");
+      RunStages(session, rgb, f, s, timed);
+      CudaCheck(cudaMemcpy2DAsync(out->depth, static_cast<size_t>(st.depth), Result(session),
+                                  static_cast<size_t>(4 * f.w), static_cast<size_t>(4 * f.w),
+                                  static_cast<size_t>(f.h), cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync(depth)");
+    };
+    if (session->graph_state == PSD_CUDA_GRAPH_ARMED || session->graph_state == PSD_CUDA_GRAPH_READY)
+      RunGraphFrame(session, GraphKey(session, in, out, f, st), s, work);
+    else
+      work(true);
 #endif
   });
 }

@@ -100,6 +100,10 @@ class InferenceBackend {
   virtual void Run(void* stream) = 0;
   // "onnxruntime 1.21.0 (CPUExecutionProvider)"
   virtual std::string Describe() const = 0;
+  // "" when Run() on a CUDA stream can be captured into a CUDA graph (psd_session_options.
+  // cuda_graph): it enqueues device work on that stream only, and neither allocates nor
+  // synchronises after its first run. Otherwise why not; the session then launches plainly.
+  virtual std::string CaptureRefusal() const { return "this backend has not been checked for CUDA graph capture"; }
 };
 
 std::unique_ptr<InferenceBackend> CreateOrtBackend(const std::string& model_path,
@@ -107,6 +111,13 @@ std::unique_ptr<InferenceBackend> CreateOrtBackend(const std::string& model_path
 // Throws Error(PSD_E_BACKEND_UNAVAILABLE) unless built with TensorRT (PSD_HAVE_TENSORRT).
 std::unique_ptr<InferenceBackend> CreateTrtBackend(const std::string& engine_path,
                                                    const BackendConfig& config);
+// TEST ONLY (test_backend.cpp): the variant $PSD_BACKEND_TEST_FIXTURE selects ("1",
+// "refuse-capture", "sync-in-run"), "" when unset/""/"0" (the real backends); throws
+// Error(PSD_E_INVALID_ARGUMENT) for another value. Read at psd_session_create only.
+std::string TestFixtureRequest();
+// The test fixture backend over the ONNX file's tensor names and shapes (not a network).
+std::unique_ptr<InferenceBackend> CreateTestBackend(const std::string& model_path, const BackendConfig& config,
+                                                    const std::string& variant);
 // The ONNX Runtime library that would be loaded for `override_path` ("" = search), without
 // creating anything; throws Error(PSD_E_BACKEND_UNAVAILABLE) when none loads.
 std::string ProbeOrtLibrary(const std::string& override_path);

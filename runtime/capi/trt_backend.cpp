@@ -91,6 +91,11 @@ class TrtBackend final : public InferenceBackend {
 
   std::string Describe() const override { return "tensorrt " + std::to_string(getInferLibVersion()); }
 
+  // enqueueV3 on the caller's stream is capturable once the context has run once (TensorRT's
+  // documentation; the session's first device frame is that warm-up). UNTESTED: no TensorRT
+  // and no GPU on the development machines; only the emulator's capture has been exercised.
+  std::string CaptureRefusal() const override { return ""; }
+
   ~TrtBackend() override {
     for (void* p : scratch_) cudaFree(p);
   }

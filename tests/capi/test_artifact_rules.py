@@ -161,8 +161,13 @@ def test_older_session_info_struct_is_still_accepted(capi_lib):
     st, h, msg = create(capi_lib, None)
     assert st == 0, msg
     info = S.SessionInfo()
-    info.struct_size = C.sizeof(S.SessionInfo) - 8
+    info.struct_size = S.SessionInfo.gate_approved.offset  # PSD_SESSION_INFO_SIZE_V1 (psdrt 0.1)
     info.gate_approved = 7
     assert capi_lib.psd_session_get_info(h, C.byref(info)) == 0
     assert info.gate_approved == 7 and info.mode == S.MODES["guided"]  # not written past the old size
+    info = S.SessionInfo()
+    info.struct_size = S.SessionInfo.cuda_graph.offset  # PSD_SESSION_INFO_SIZE_V2 (psdrt 0.2)
+    info.cuda_graph, info.graph_captures = 7, 9
+    assert capi_lib.psd_session_get_info(h, C.byref(info)) == 0
+    assert info.gate_approved == 1 and (info.cuda_graph, info.graph_captures) == (7, 9)
     capi_lib.psd_session_destroy(h)

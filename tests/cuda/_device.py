@@ -72,6 +72,13 @@ class Runtime:
             "cudaSetDevice": [_i], "cudaGetDevice": [C.POINTER(_i)], "cudaGetLastError": [],
             "cudaEventCreateWithFlags": [C.POINTER(_vp), C.c_uint], "cudaEventRecord": [_vp, _vp],
             "cudaEventDestroy": [_vp], "cudaStreamWaitEvent": [_vp, _vp, C.c_uint],
+            "cudaEventQuery": [_vp], "cudaEventSynchronize": [_vp],
+            # stream capture and graphs
+            "cudaStreamBeginCapture": [_vp, _i], "cudaStreamEndCapture": [_vp, C.POINTER(_vp)],
+            "cudaStreamIsCapturing": [_vp, C.POINTER(_i)], "cudaThreadExchangeStreamCaptureMode": [C.POINTER(_i)],
+            "cudaGraphInstantiateWithFlags": [C.POINTER(_vp), _vp, C.c_ulonglong], "cudaGraphLaunch": [_vp, _vp],
+            "cudaGraphExecDestroy": [_vp], "cudaGraphDestroy": [_vp],
+            "cudaGraphGetNodes": [_vp, _vp, C.POINTER(_sz)],
         }
         for name, args in sig.items():
             fn = getattr(cdll, name)
@@ -84,6 +91,7 @@ class Runtime:
                    "psd_emu_clear_sticky_error": ([], None), "psd_emu_stream_sleep": ([_vp, C.c_double], _i),
                    "psd_emu_live_allocations": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_live_streams": ([], C.c_int64), "psd_emu_live_events": ([], C.c_int64),
+                   "psd_emu_live_graphs": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_kernels_executed": ([], C.c_int64),
                    "psd_emu_copies": ([_i, C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_is_device_pointer": ([_vp, C.POINTER(_i)], _i)}
@@ -141,10 +149,12 @@ class Runtime:
             out[name] = (n, int(b.value))
         return out
 
-    def live(self) -> tuple[int, int, int]:
-        """(allocations, user streams, events) alive in the emulator."""
+    def live(self) -> tuple[int, int, int, int, int]:
+        """(allocations, user streams, events, graphs, executable graphs) alive in the emulator."""
+        execs = C.c_int64()
+        graphs = int(self.c.psd_emu_live_graphs(C.byref(execs)))
         return (int(self.c.psd_emu_live_allocations(None)), int(self.c.psd_emu_live_streams()),
-                int(self.c.psd_emu_live_events()))
+                int(self.c.psd_emu_live_events()), graphs, int(execs.value))
 
 
 class DeviceArray:

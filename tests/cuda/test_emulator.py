@@ -10,6 +10,7 @@ import ctypes as C
 import re
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,196 @@ def test_launch_errors_name_the_kernel_and_faults_are_not_blamed_on_later_calls(
         rt.c.psd_emu_clear_sticky_error()
     cuda_lib.sparse_pool(x, out=out)  # after the (test-only) reset, the device works again
     np.testing.assert_array_equal(out.get(), cpu_lib.sparse_pool(np.ones((8, 8), np.float32)))
+
+
+# ------------------------------------------------------------------------------ stream capture and graphs
+CAPTURE_GLOBAL, CAPTURE_THREAD_LOCAL, CAPTURE_RELAXED = 0, 1, 2
+STATUS_NONE, STATUS_ACTIVE, STATUS_INVALIDATED = 0, 1, 2
+E_ILLEGAL_STATE, E_CAPTURE_UNSUPPORTED, E_CAPTURE_INVALIDATED = 401, 900, 901
+E_CAPTURE_ISOLATION, E_CAPTURE_IMPLICIT, E_CAPTURED_EVENT, E_CAPTURE_WRONG_THREAD = 905, 906, 907, 908
+
+
+def capture_status(rt, stream) -> int:
+    st = C.c_int(-1)
+    rt.check(rt.c.cudaStreamIsCapturing(stream, C.byref(st)), "cudaStreamIsCapturing")
+    return st.value
+
+
+def end_capture(rt, stream):
+    g = C.c_void_p()
+    return rt.c.cudaStreamEndCapture(stream, C.byref(g)), g
+
+
+def test_captured_work_is_recorded_then_replayed_in_order_with_current_contents(emulated, cuda_lib, cpu_lib):
+    rt = emulated
+    s = rt.stream()
+    src = rt.upload(np.full((8, 8), 2.0, np.float32))
+    mid, out = rt.empty((8, 8)).fill(0), rt.empty((2, 2)).fill(0)
+    before = rt.live()
+    kernels0 = rt.c.psd_emu_kernels_executed()
+    assert capture_status(rt, s) == STATUS_NONE
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_THREAD_LOCAL))
+    assert capture_status(rt, s) == STATUS_ACTIVE
+    rt.check(rt.c.cudaMemcpyAsync(mid.ptr, src.ptr, src.nbytes, 3, s))  # 1: copy
+    cuda_lib.sparse_pool(mid.view((8, 8)), out=out, stream=s)  # 2: a kernel reading the copy
+    rt.check(rt.c.cudaMemsetAsync(src.ptr, 0, 4, s))  # 3: a memset after both
+    rt.sleep(s, 1)  # 4: the emulator's stand-in for a long kernel
+    err, graph = end_capture(rt, s)
+    rt.check(err, "cudaStreamEndCapture")
+    assert capture_status(rt, s) == STATUS_NONE
+    rt.sync()
+    # recorded, not executed
+    assert rt.c.psd_emu_kernels_executed() == kernels0
+    assert (out.get() == 0).all() and (mid.get() == 0).all() and src.get()[0, 0] == 2.0
+    n = C.c_size_t()
+    rt.check(rt.c.cudaGraphGetNodes(graph, None, C.byref(n)))
+    assert n.value == 4
+    nodes = (C.c_void_p * 2)()
+    n2 = C.c_size_t(2)
+    rt.check(rt.c.cudaGraphGetNodes(graph, nodes, C.byref(n2)))
+    assert n2.value == 2 and nodes[0] and nodes[1] and nodes[0] != nodes[1]
+    exe = C.c_void_p()
+    rt.check(rt.c.cudaGraphInstantiateWithFlags(C.byref(exe), graph, 0))
+    rt.check(rt.c.cudaGraphDestroy(graph))  # the executable graph keeps its own copy
+    assert rt.live()[3:] == (before[3], before[4] + 1)
+    for value in (2.0, 5.0):
+        host = np.full((8, 8), value, np.float32)
+        rt.check(rt.c.cudaMemcpy(src.ptr, host.ctypes.data, src.nbytes, 1))  # new contents, same address
+        rt.sync()
+        rt.check(rt.c.cudaGraphLaunch(exe, s))
+        rt.sync(s)
+        np.testing.assert_array_equal(out.get(), cpu_lib.sparse_pool(host))  # the copy ran before the kernel
+        assert src.get()[0, 0] == 0.0  # and the memset after the copy
+    assert rt.c.psd_emu_kernels_executed() == kernels0 + 2  # one kernel per launch
+    rt.check(rt.c.cudaGraphExecDestroy(exe))
+    assert rt.c.cudaGraphLaunch(exe, s) == 1  # a destroyed executable graph: cudaErrorInvalidValue
+    rt.c.cudaGetLastError()
+    assert rt.live()[3:] == before[3:]
+    rt.check(rt.c.cudaStreamDestroy(s))
+
+
+def test_synchronising_or_querying_a_capturing_stream_invalidates_the_capture(emulated):
+    rt = emulated
+    s = rt.stream()
+    buf = rt.empty(16).fill(0)
+    for call in (lambda: rt.c.cudaStreamSynchronize(s), lambda: rt.c.cudaStreamQuery(s)):
+        rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_GLOBAL))
+        assert call() == E_CAPTURE_UNSUPPORTED
+        assert capture_status(rt, s) == STATUS_INVALIDATED
+        assert rt.c.cudaMemsetAsync(buf.ptr, 0, 4, s) == E_CAPTURE_INVALIDATED  # later work is refused
+        err, graph = end_capture(rt, s)
+        assert err == E_CAPTURE_INVALIDATED and not graph.value
+        assert capture_status(rt, s) == STATUS_NONE
+    rt.c.cudaGetLastError()
+    assert rt.c.cudaStreamSynchronize(s) == 0  # after the capture, an ordinary stream again
+    # the legacy stream cannot capture; ending a capture that was never begun is an illegal state
+    assert rt.c.cudaStreamBeginCapture(None, CAPTURE_GLOBAL) == E_CAPTURE_UNSUPPORTED
+    assert end_capture(rt, s)[0] == E_ILLEGAL_STATE
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_GLOBAL))
+    assert rt.c.cudaStreamBeginCapture(s, CAPTURE_GLOBAL) == E_ILLEGAL_STATE  # already capturing
+    # host memory is pageable here: a copy between host and device cannot be captured
+    host = np.zeros(16, np.float32)
+    assert rt.c.cudaMemcpyAsync(host.ctypes.data, buf.ptr, 64, 2, s) == E_CAPTURE_UNSUPPORTED
+    assert end_capture(rt, s)[0] == E_CAPTURE_INVALIDATED
+    rt.c.cudaGetLastError()
+    rt.check(rt.c.cudaStreamDestroy(s))
+
+
+def _in_thread(fn):
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", fn()))
+    t.start()
+    t.join()
+    return out["v"]
+
+
+def test_unsafe_calls_follow_the_capture_interaction_modes(emulated):
+    rt = emulated
+    s = rt.stream()
+    p = C.c_void_p()
+
+    def malloc():
+        q = C.c_void_p()
+        e = rt.c.cudaMalloc(C.byref(q), 64)
+        if e == 0:
+            rt.c.cudaFree(q)
+        rt.c.cudaGetLastError()
+        return e
+
+    # the capturing thread itself: cudaMalloc, the synchronous copies and cudaDeviceSynchronize
+    buf = rt.empty(16).fill(0)
+    host = np.zeros(16, np.float32)
+    for call in (lambda: rt.c.cudaMalloc(C.byref(p), 64), lambda: rt.c.cudaMemcpy(host.ctypes.data, buf.ptr, 64, 2),
+                 lambda: rt.c.cudaMemset(buf.ptr, 0, 64), lambda: rt.c.cudaDeviceSynchronize(),
+                 lambda: rt.c.cudaFree(buf.ptr)):
+        for mode in (CAPTURE_GLOBAL, CAPTURE_THREAD_LOCAL):
+            rt.check(rt.c.cudaStreamBeginCapture(s, mode))
+            assert call() == E_CAPTURE_UNSUPPORTED
+            assert end_capture(rt, s)[0] == E_CAPTURE_INVALIDATED
+    rt.c.cudaGetLastError()
+    # another thread: prohibited by a global-mode capture only, and never in its relaxed mode
+    expected = {CAPTURE_GLOBAL: E_CAPTURE_UNSUPPORTED, CAPTURE_THREAD_LOCAL: 0, CAPTURE_RELAXED: 0}
+    for mode, want in expected.items():
+        rt.check(rt.c.cudaStreamBeginCapture(s, mode))
+        assert _in_thread(malloc) == want, mode
+        assert end_capture(rt, s)[0] == (E_CAPTURE_INVALIDATED if want else 0), mode
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_GLOBAL))
+
+    def relaxed_malloc():
+        m = C.c_int(CAPTURE_RELAXED)
+        rt.check(rt.c.cudaThreadExchangeStreamCaptureMode(C.byref(m)))
+        assert m.value == CAPTURE_GLOBAL  # the previous mode comes back
+        e = malloc()
+        rt.check(rt.c.cudaThreadExchangeStreamCaptureMode(C.byref(m)))
+        return e
+
+    assert _in_thread(relaxed_malloc) == 0
+    err, graph = end_capture(rt, s)
+    assert err == 0 and graph.value
+    rt.check(rt.c.cudaGraphDestroy(graph))
+    # a relaxed capture does not prohibit its own thread either
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_RELAXED))
+    assert malloc() == 0
+    err, graph = end_capture(rt, s)
+    assert err == 0
+    rt.check(rt.c.cudaGraphDestroy(graph))
+    # only the capturing thread ends a global or thread-local capture
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_THREAD_LOCAL))
+    assert _in_thread(lambda: end_capture(rt, s)[0]) == E_CAPTURE_WRONG_THREAD
+    assert capture_status(rt, s) == STATUS_ACTIVE
+    err, graph = end_capture(rt, s)
+    assert err == 0
+    rt.check(rt.c.cudaGraphDestroy(graph))
+    rt.c.cudaGetLastError()
+    rt.check(rt.c.cudaStreamDestroy(s))
+
+
+def test_events_and_the_legacy_stream_cannot_cross_the_capture_boundary(emulated):
+    rt = emulated
+    s, other = rt.stream(), rt.stream()
+    blocking = rt.stream(non_blocking=False)
+    buf = rt.empty(16).fill(0)
+    ev_out, ev_in = C.c_void_p(), C.c_void_p()
+    rt.check(rt.c.cudaEventCreateWithFlags(C.byref(ev_out), 2))
+    rt.check(rt.c.cudaEventCreateWithFlags(C.byref(ev_in), 2))
+    rt.check(rt.c.cudaEventRecord(ev_out, other))
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_THREAD_LOCAL))
+    assert rt.c.cudaStreamWaitEvent(s, ev_out, 0) == E_CAPTURE_ISOLATION  # work outside the capture
+    assert end_capture(rt, s)[0] == E_CAPTURE_INVALIDATED
+    rt.check(rt.c.cudaStreamBeginCapture(s, CAPTURE_THREAD_LOCAL))
+    rt.check(rt.c.cudaEventRecord(ev_in, s))  # recorded inside: orders the capture's own work
+    rt.check(rt.c.cudaStreamWaitEvent(s, ev_in, 0))
+    assert rt.c.cudaEventQuery(ev_in) == E_CAPTURED_EVENT
+    assert rt.c.cudaEventSynchronize(ev_in) == E_CAPTURED_EVENT
+    err, graph = end_capture(rt, s)
+    assert err == 0
+    rt.check(rt.c.cudaGraphDestroy(graph))
+    # legacy-stream work while a blocking stream captures would depend on the capture
+    rt.check(rt.c.cudaStreamBeginCapture(blocking, CAPTURE_THREAD_LOCAL))
+    assert rt.c.cudaMemsetAsync(buf.ptr, 0, 4, None) == E_CAPTURE_IMPLICIT
+    assert end_capture(rt, blocking)[0] == E_CAPTURE_INVALIDATED
+    rt.c.cudaGetLastError()
+    for e in (ev_out, ev_in):
+        rt.check(rt.c.cudaEventDestroy(e))
+    for st in (s, other, blocking):
+        rt.check(rt.c.cudaStreamDestroy(st))

@@ -104,7 +104,7 @@ def test_cuda_wrapper_frees_streams_and_buffers_when_collected(emulated):
         rt.sync()
         before = rt.live()
         objs = [_cuda.Stream(), _cuda.DeviceBuffer(4096), _cuda.Stream(), _cuda.DeviceBuffer(10)]
-        assert rt.live() == (before[0] + 2, before[1] + 2, before[2])
+        assert rt.live() == (before[0] + 2, before[1] + 2, *before[2:])
         del objs
         gc.collect()
         assert rt.live() == before

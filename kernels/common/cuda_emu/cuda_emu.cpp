@@ -6,6 +6,11 @@
 // implicit synchronisation), and runs once they have completed. Dependencies only ever point at
 // operations enqueued earlier, so the graph has no cycles. Device memory is mmap'd PROT_NONE and
 // opened (PROT_READ | PROT_WRITE) only while at least one kernel or copy executes.
+//
+// Stream capture: a capturing stream holds a Capture; everything submitted to it (Submit) is
+// appended to the capture's list instead of the stream's queue. cudaStreamEndCapture turns the
+// list into a Graph (a linear chain: single-stream capture), cudaGraphInstantiate copies it into
+// a GraphExec, and cudaGraphLaunch submits a copy of each operation to the launch stream.
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -39,6 +44,7 @@ constexpr size_t kSharedMemoryPerBlock = 48 * 1024;
 using Clock = std::chrono::steady_clock;
 
 struct Stream;
+struct Capture;
 
 struct Dep {
   Stream* stream;
@@ -60,6 +66,7 @@ struct Stream {
   std::deque<Op> queue;
   uint64_t enqueued = 0, completed = 0;
   bool destroyed = false;
+  Capture* capture = nullptr;  // non-null between cudaStreamBeginCapture and cudaStreamEndCapture
   bool blocking() const { return kind == kPerThread || (kind == kUser && !(flags & cudaStreamNonBlocking)); }
 };
 
@@ -67,6 +74,28 @@ struct Marker {  // the point in a stream an event was last recorded at
   Stream* stream = nullptr;
   uint64_t seq = 0;
   double ms = 0.0;  // host time when it executed (timing events)
+  uint64_t capture_id = 0;  // non-zero: recorded inside that capture (never executes)
+};
+
+// One capture sequence (cudaStreamBeginCapture .. cudaStreamEndCapture) on one stream.
+struct Capture {
+  uint64_t id = 0;
+  Stream* stream = nullptr;
+  int mode = cudaStreamCaptureModeGlobal;
+  std::thread::id thread;  // the thread that began it
+  bool invalidated = false;
+  std::vector<Op> ops;  // recorded, in stream order
+};
+
+struct Graph {
+  int device = 0;
+  std::vector<Op> ops;
+  std::vector<char> nodes;  // one byte per node: their addresses are the cudaGraphNode_t handles
+};
+
+struct GraphExec {
+  int device = 0;
+  std::vector<Op> ops;
 };
 
 struct Event {
@@ -99,6 +128,10 @@ struct State {
   std::vector<Stream*> live_user;
   Stream* legacy[kMaxDevices] = {nullptr};
   std::vector<Event*> live_events;
+  std::vector<Capture*> captures;  // active (begun, not ended)
+  uint64_t next_capture_id = 1;
+  std::vector<Graph*> live_graphs;
+  std::vector<GraphExec*> live_execs;
   int devices = 2;
   size_t memory_bytes = size_t(8) << 30;
   std::atomic<int> sticky[kMaxDevices];
@@ -147,6 +180,7 @@ State& S() {
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local int t_device = 0;
 thread_local Stream* t_per_thread[kMaxDevices] = {nullptr};
+thread_local int t_capture_mode = cudaStreamCaptureModeGlobal;  // cudaThreadExchangeStreamCaptureMode
 
 cudaError_t Set(cudaError_t e) {
   if (e != cudaSuccess) t_last_error = e;
@@ -337,7 +371,7 @@ Stream* Resolve(cudaStream_t h, cudaError_t* err) {
 }
 
 // Appends op to s with the legacy default stream's implicit synchronisation; returns its
-// sequence number. With S().m held.
+// sequence number. With S().m held. (Capturing streams go through SubmitLocked.)
 uint64_t EnqueueLocked(Stream* s, Op op) {
   State& st = S();
   if (s->kind == kLegacy) {
@@ -353,9 +387,65 @@ uint64_t EnqueueLocked(Stream* s, Op op) {
   return ++s->enqueued;
 }
 
-uint64_t Enqueue(Stream* s, Op op) {
+// Work submitted to `s`: recorded into its capture when it captures (*seq = 0), else enqueued
+// (*seq = its sequence number). Legacy-default-stream work while a blocking stream of the
+// device captures would depend on the capture: cudaErrorStreamCaptureImplicit, and that capture
+// is invalidated. With S().m held.
+cudaError_t SubmitLocked(Stream* s, Op op, uint64_t* seq = nullptr) {
+  State& st = S();
+  if (seq) *seq = 0;
+  if (s->capture) {
+    if (s->capture->invalidated) return cudaErrorStreamCaptureInvalidated;
+    op.deps.clear();  // in-stream order only: a capture is a chain
+    s->capture->ops.push_back(std::move(op));
+    return cudaSuccess;
+  }
+  if (s->kind == kLegacy) {
+    bool implicit = false;
+    for (Capture* c : st.captures)
+      if (c->stream->device == s->device && c->stream->blocking()) {
+        c->invalidated = true;
+        implicit = true;
+      }
+    if (implicit) return cudaErrorStreamCaptureImplicit;
+  }
+  const uint64_t n = EnqueueLocked(s, std::move(op));
+  if (seq) *seq = n;
+  return cudaSuccess;
+}
+
+cudaError_t Submit(Stream* s, Op op, uint64_t* seq = nullptr) {
   std::lock_guard<std::mutex> lk(S().m);
-  return EnqueueLocked(s, std::move(op));
+  return SubmitLocked(s, std::move(op), seq);
+}
+
+// The "potentially unsafe" calls (cudaMalloc, cudaFree, the synchronous copies and memsets,
+// cudaDeviceSynchronize) under the capture interaction rules: the calling thread is prohibited
+// from them when it has a capture of its own not begun in relaxed mode, or, in global mode, when
+// another thread has a capture begun in global mode. Those captures are invalidated and the
+// call fails with cudaErrorStreamCaptureUnsupported.
+cudaError_t CheckUnsafeCall() {
+  std::lock_guard<std::mutex> lk(S().m);
+  if (S().captures.empty() || t_capture_mode == cudaStreamCaptureModeRelaxed) return cudaSuccess;
+  const std::thread::id me = std::this_thread::get_id();
+  bool prohibited = false;
+  for (Capture* c : S().captures) {
+    const bool own = c->thread == me && c->mode != cudaStreamCaptureModeRelaxed;
+    const bool global = c->thread != me && c->mode == cudaStreamCaptureModeGlobal &&
+                        t_capture_mode == cudaStreamCaptureModeGlobal;
+    if (own || global) {
+      c->invalidated = true;
+      prohibited = true;
+    }
+  }
+  return prohibited ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+
+// A synchronisation or query of a capturing stream: not allowed (the capture is invalidated).
+cudaError_t CheckNotCapturingLocked(Stream* s) {
+  if (!s->capture) return cudaSuccess;
+  s->capture->invalidated = true;
+  return cudaErrorStreamCaptureUnsupported;
 }
 
 void WaitFor(Stream* s, uint64_t seq) {
@@ -420,8 +510,14 @@ cudaError_t Copy2D(void* dst, size_t dpitch, const void* src, size_t spitch, siz
   if ((e = CheckSide(dst, dpitch, width, height, ds)) || (e = CheckSide(src, spitch, width, height, ss)))
     return Set(e);
   if (width == 0 || height == 0) return cudaSuccess;
+  if (sync_call && (e = CheckUnsafeCall())) return Set(e);
   Stream* s = Resolve(stream, &e);
   if (!s) return Set(e);
+  if (ds == kHost || ss == kHost) {
+    // host memory is pageable here: a copy touching it cannot be captured
+    std::lock_guard<std::mutex> lk(S().m);
+    if ((e = CheckNotCapturingLocked(s))) return Set(e);
+  }
   const int dir = (ss == kDevice ? 2 : 0) + (ds == kDevice ? 1 : 0);  // 0 H2H, 1 H2D, 2 D2H, 3 D2D
   S().copies[dir].fetch_add(1);
   S().copy_bytes[dir].fetch_add(static_cast<int64_t>(width * height));
@@ -439,7 +535,8 @@ cudaError_t Copy2D(void* dst, size_t dpitch, const void* src, size_t spitch, siz
   op.fn = [d, dpitch, sp, spitch, width, height, staged] {
     for (size_t r = 0; r < height; ++r) std::memmove(d + r * dpitch, sp + r * spitch, width);
   };
-  const uint64_t seq = Enqueue(s, std::move(op));
+  uint64_t seq = 0;
+  if ((e = Submit(s, std::move(op), &seq))) return Set(e);
   if (wait == Wait::kYes) {
     WaitFor(s, seq);
     return Set(Sticky(t_device));
@@ -457,19 +554,19 @@ cudaError_t SyncCopy2D(void* dst, size_t dpitch, const void* src, size_t spitch,
   return Copy2D(dst, dpitch, src, spitch, width, height, kind, nullptr, w, true);
 }
 
-cudaError_t Memset(void* ptr, int value, size_t count, cudaStream_t stream) {
+cudaError_t Memset(void* ptr, int value, size_t count, cudaStream_t stream, bool sync_call) {
   cudaError_t e = Enter();
   if (e) return e;
   if ((e = CheckSide(ptr, count, count, 1, kDevice))) return Set(e);
   if (count == 0) return cudaSuccess;
+  if (sync_call && (e = CheckUnsafeCall())) return Set(e);
   Stream* s = Resolve(stream, &e);
   if (!s) return Set(e);
   Op op;
   op.device_work = true;
   char* p = static_cast<char*>(ptr);
   op.fn = [p, value, count] { std::memset(p, value, count); };
-  Enqueue(s, std::move(op));
-  return cudaSuccess;
+  return Set(Submit(s, std::move(op)));
 }
 
 // ------------------------------------------------------------------ thread orders
@@ -543,6 +640,13 @@ const char* ErrorName(cudaError_t e) {
     case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+    case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     default: return "cudaErrorUnknown";
   }
 }
@@ -585,8 +689,7 @@ cudaError_t EnqueueKernel(dim3 grid, dim3 block, size_t shared_bytes, cudaStream
       st.sticky[device] = cudaErrorLaunchFailure;
     }
   };
-  Enqueue(s, std::move(op));
-  return cudaSuccess;
+  return Set(Submit(s, std::move(op)));
 }
 
 }  // namespace psd_emu
@@ -664,6 +767,7 @@ cudaError_t cudaGetDevice(int* device) {
 cudaError_t cudaDeviceSynchronize(void) {
   cudaError_t e = Enter();
   if (e) return e;
+  if ((e = CheckUnsafeCall())) return Set(e);
   SyncDevice(t_device);
   return Set(Sticky(t_device));
 }
@@ -673,6 +777,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
   *ptr = nullptr;
   cudaError_t e = Enter();
   if (e) return e;
+  if ((e = CheckUnsafeCall())) return Set(e);
   if (size == 0) return cudaSuccess;
   State& st = S();
   const size_t page = st.page;
@@ -712,6 +817,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
 
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
+  if (cudaError_t e = CheckUnsafeCall()) return Set(e);
   State& st = S();
   int device = -1;
   {
@@ -758,10 +864,10 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
 
 // Device memory only (the project never memsets host memory through CUDA): asynchronous on
 // the legacy default stream, as the real call is for device memory.
-cudaError_t cudaMemset(void* ptr, int value, size_t count) { return Memset(ptr, value, count, nullptr); }
+cudaError_t cudaMemset(void* ptr, int value, size_t count) { return Memset(ptr, value, count, nullptr, true); }
 
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t stream) {
-  return Memset(ptr, value, count, stream);
+  return Memset(ptr, value, count, stream, false);
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
@@ -786,6 +892,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   auto it = std::find(live.begin(), live.end(), reinterpret_cast<Stream*>(stream));
   if (it == live.end()) return Set(cudaErrorInvalidResourceHandle);
   (*it)->destroyed = true;  // its pending work still completes; the worker exits after it
+  if (Capture* c = (*it)->capture) {  // a capture in progress dies with its stream
+    auto& caps = S().captures;
+    caps.erase(std::find(caps.begin(), caps.end(), c));
+    delete c;
+    (*it)->capture = nullptr;
+  }
   live.erase(it);
   S().cv.notify_all();
   return cudaSuccess;
@@ -799,6 +911,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   uint64_t seq;
   {
     std::lock_guard<std::mutex> lk(S().m);
+    if ((e = CheckNotCapturingLocked(s))) return Set(e);
     seq = s->enqueued;
   }
   WaitFor(s, seq);
@@ -811,6 +924,7 @@ cudaError_t cudaStreamQuery(cudaStream_t stream) {
   Stream* s = Resolve(stream, &e);
   if (!s) return Set(e);
   std::lock_guard<std::mutex> lk(S().m);
+  if ((e = CheckNotCapturingLocked(s))) return Set(e);
   return s->completed >= s->enqueued ? cudaSuccess : cudaErrorNotReady;
 }
 
@@ -828,19 +942,30 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   if (flags != 0) return Set(cudaErrorInvalidValue);
   Stream* s = Resolve(stream, &e);
   if (!s) return Set(e);
-  std::shared_ptr<Marker> m;
-  {
-    std::lock_guard<std::mutex> lk(S().m);
-    Event* ev = LiveEvent(event);
-    if (!ev) return Set(cudaErrorInvalidResourceHandle);
-    m = ev->marker;
+  std::lock_guard<std::mutex> lk(S().m);
+  Event* ev = LiveEvent(event);
+  if (!ev) return Set(cudaErrorInvalidResourceHandle);
+  std::shared_ptr<Marker> m = ev->marker;
+  if (s->capture) {
+    if (s->capture->invalidated) return Set(cudaErrorStreamCaptureInvalidated);
+    if (!m || m->capture_id == s->capture->id) return cudaSuccess;  // nothing / in-capture order
+    s->capture->invalidated = true;  // a dependency on work outside the capture
+    return Set(cudaErrorStreamCaptureIsolation);
   }
   if (!m) return cudaSuccess;  // never recorded: nothing to wait for
+  if (m->capture_id) {
+    // on a GPU the stream would join the capture (fork/join): not emulated, refused loudly
+    for (Capture* c : S().captures)
+      if (c->id == m->capture_id) {
+        c->invalidated = true;
+        return Set(cudaErrorStreamCaptureUnsupported);
+      }
+    return Set(cudaErrorCapturedEvent);  // its capture has ended
+  }
   Op op;
   op.fn = [] {};
   op.deps.push_back({m->stream, m->seq});
-  Enqueue(s, std::move(op));
-  return cudaSuccess;
+  return Set(SubmitLocked(s, std::move(op)));
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
@@ -888,7 +1013,13 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::mutex> lk(S().m);
   Event* ev = LiveEvent(event);
   if (!ev) return Set(cudaErrorInvalidResourceHandle);
-  m->seq = EnqueueLocked(s, std::move(op));
+  if (s->capture) {  // recorded into the capture: orders the capture's own work, never executes
+    if (s->capture->invalidated) return Set(cudaErrorStreamCaptureInvalidated);
+    m->capture_id = s->capture->id;
+    ev->marker = m;
+    return cudaSuccess;
+  }
+  if ((e = SubmitLocked(s, std::move(op), &m->seq))) return Set(e);
   ev->marker = m;
   return cudaSuccess;
 }
@@ -902,6 +1033,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     Event* ev = LiveEvent(event);
     if (!ev) return Set(cudaErrorInvalidResourceHandle);
     m = ev->marker;
+    if (m && m->capture_id) return Set(cudaErrorCapturedEvent);
   }
   if (m) WaitFor(m->stream, m->seq);
   return Set(Sticky(t_device));
@@ -914,6 +1046,7 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   Event* ev = LiveEvent(event);
   if (!ev) return Set(cudaErrorInvalidResourceHandle);
   if (!ev->marker) return cudaSuccess;
+  if (ev->marker->capture_id) return Set(cudaErrorCapturedEvent);
   return ev->marker->stream->completed >= ev->marker->seq ? cudaSuccess : cudaErrorNotReady;
 }
 
@@ -927,9 +1060,171 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   if (!a || !b || (a->flags & cudaEventDisableTiming) || (b->flags & cudaEventDisableTiming) || !a->marker ||
       !b->marker)
     return Set(cudaErrorInvalidResourceHandle);
+  if (a->marker->capture_id || b->marker->capture_id) return Set(cudaErrorCapturedEvent);
   if (a->marker->stream->completed < a->marker->seq || b->marker->stream->completed < b->marker->seq)
     return Set(cudaErrorNotReady);
   *ms = static_cast<float>(b->marker->ms - a->marker->ms);
+  return cudaSuccess;
+}
+
+// ------------------------------------------------------------------ stream capture and graphs
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
+  cudaError_t e = Enter();
+  if (e) return e;
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed)
+    return Set(cudaErrorInvalidValue);
+  Stream* s = Resolve(stream, &e);
+  if (!s) return Set(e);
+  std::lock_guard<std::mutex> lk(S().m);
+  if (s->kind == kLegacy) return Set(cudaErrorStreamCaptureUnsupported);  // the legacy stream cannot capture
+  if (s->capture) return Set(cudaErrorIllegalState);
+  Capture* c = new Capture();
+  c->id = S().next_capture_id++;
+  c->stream = s;
+  c->mode = mode;
+  c->thread = std::this_thread::get_id();
+  s->capture = c;
+  S().captures.push_back(c);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (!graph) return Set(cudaErrorInvalidValue);
+  *graph = nullptr;
+  cudaError_t e = Enter();
+  if (e) return e;
+  Stream* s = Resolve(stream, &e);
+  if (!s) return Set(e);
+  std::lock_guard<std::mutex> lk(S().m);
+  Capture* c = s->capture;
+  if (!c) return Set(cudaErrorIllegalState);
+  if (c->mode != cudaStreamCaptureModeRelaxed && c->thread != std::this_thread::get_id())
+    return Set(cudaErrorStreamCaptureWrongThread);
+  s->capture = nullptr;
+  auto& caps = S().captures;
+  caps.erase(std::find(caps.begin(), caps.end(), c));
+  std::unique_ptr<Capture> done(c);
+  if (c->invalidated) return Set(cudaErrorStreamCaptureInvalidated);
+  Graph* g = new Graph();
+  g->device = s->device;
+  g->ops = std::move(c->ops);
+  g->nodes.assign(g->ops.size(), 0);
+  S().live_graphs.push_back(g);
+  *graph = reinterpret_cast<cudaGraph_t>(g);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* status) {
+  if (!status) return Set(cudaErrorInvalidValue);
+  cudaError_t e = Enter();
+  if (e) return e;
+  Stream* s = Resolve(stream, &e);
+  if (!s) return Set(e);
+  std::lock_guard<std::mutex> lk(S().m);
+  if (s->kind == kLegacy) {
+    for (Capture* c : S().captures)
+      if (c->stream->device == s->device && c->stream->blocking()) return Set(cudaErrorStreamCaptureImplicit);
+    *status = cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+  }
+  *status = !s->capture ? cudaStreamCaptureStatusNone
+            : s->capture->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode) {
+  if (!mode || (*mode != cudaStreamCaptureModeGlobal && *mode != cudaStreamCaptureModeThreadLocal &&
+                *mode != cudaStreamCaptureModeRelaxed))
+    return Set(cudaErrorInvalidValue);
+  const int old = t_capture_mode;
+  t_capture_mode = *mode;
+  *mode = static_cast<cudaStreamCaptureMode>(old);
+  return cudaSuccess;
+}
+
+namespace {
+Graph* LiveGraph(cudaGraph_t h) {  // with S().m held
+  auto& v = S().live_graphs;
+  Graph* g = reinterpret_cast<Graph*>(h);
+  return std::find(v.begin(), v.end(), g) == v.end() ? nullptr : g;
+}
+GraphExec* LiveExec(cudaGraphExec_t h) {  // with S().m held
+  auto& v = S().live_execs;
+  GraphExec* x = reinterpret_cast<GraphExec*>(h);
+  return std::find(v.begin(), v.end(), x) == v.end() ? nullptr : x;
+}
+}  // namespace
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  if (!exec) return Set(cudaErrorInvalidValue);
+  *exec = nullptr;
+  cudaError_t e = Enter();
+  if (e) return e;
+  if (flags != 0) return Set(cudaErrorInvalidValue);  // no instantiation flag is emulated
+  std::lock_guard<std::mutex> lk(S().m);
+  Graph* g = LiveGraph(graph);
+  if (!g) return Set(cudaErrorInvalidValue);
+  GraphExec* x = new GraphExec();
+  x->device = g->device;
+  x->ops = g->ops;  // a copy: the graph may be destroyed or reused afterwards
+  S().live_execs.push_back(x);
+  *exec = reinterpret_cast<cudaGraphExec_t>(x);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
+  return cudaGraphInstantiate(exec, graph, flags);
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  cudaError_t e = Enter();
+  if (e) return e;
+  Stream* s = Resolve(stream, &e);
+  if (!s) return Set(e);
+  std::lock_guard<std::mutex> lk(S().m);
+  GraphExec* x = LiveExec(exec);
+  if (!x) return Set(cudaErrorInvalidValue);
+  if (x->device != s->device) return Set(cudaErrorInvalidValue);
+  // every operation in captured order on the launch stream (recorded again when it captures)
+  for (const Op& op : x->ops)
+    if ((e = SubmitLocked(s, op))) return Set(e);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  std::lock_guard<std::mutex> lk(S().m);
+  GraphExec* x = LiveExec(exec);
+  if (!x) return Set(cudaErrorInvalidValue);
+  auto& v = S().live_execs;
+  v.erase(std::find(v.begin(), v.end(), x));
+  delete x;  // launches already submitted hold their own copies of the operations
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  std::lock_guard<std::mutex> lk(S().m);
+  Graph* g = LiveGraph(graph);
+  if (!g) return Set(cudaErrorInvalidValue);
+  auto& v = S().live_graphs;
+  v.erase(std::find(v.begin(), v.end(), g));
+  delete g;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
+  if (!count) return Set(cudaErrorInvalidValue);
+  std::lock_guard<std::mutex> lk(S().m);
+  Graph* g = LiveGraph(graph);
+  if (!g) return Set(cudaErrorInvalidValue);
+  const size_t n = g->nodes.size();
+  if (nodes) {  // the first *count nodes; *count becomes the number written
+    const size_t k = std::min(*count, n);
+    for (size_t i = 0; i < k; ++i) nodes[i] = reinterpret_cast<cudaGraphNode_t>(&g->nodes[i]);
+    *count = k;
+  } else {
+    *count = n;
+  }
   return cudaSuccess;
 }
 
@@ -967,6 +1262,15 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureIsolation: return "operation would make the capture depend on uncaptured work";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "unknown error";
   }
 }
@@ -1006,8 +1310,7 @@ cudaError_t psd_emu_stream_sleep(cudaStream_t stream, double ms) {
   if (!s) return Set(e);
   Op op;
   op.fn = [ms] { std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms)); };
-  Enqueue(s, std::move(op));
-  return cudaSuccess;
+  return Set(Submit(s, std::move(op)));
 }
 
 int64_t psd_emu_live_allocations(int64_t* bytes) {
@@ -1028,6 +1331,12 @@ int64_t psd_emu_live_streams(void) {
 int64_t psd_emu_live_events(void) {
   std::lock_guard<std::mutex> lk(S().m);
   return static_cast<int64_t>(S().live_events.size());
+}
+
+int64_t psd_emu_live_graphs(int64_t* execs) {
+  std::lock_guard<std::mutex> lk(S().m);
+  if (execs) *execs = static_cast<int64_t>(S().live_execs.size());
+  return static_cast<int64_t>(S().live_graphs.size());
 }
 
 int64_t psd_emu_kernels_executed(void) { return S().kernels.load(); }

@@ -10,7 +10,10 @@
 // cudaStreamPerThread, cudaStreamSynchronize, cudaStreamQuery, cudaStreamWaitEvent,
 // cudaStreamDestroy); events (create, record, synchronize, query, elapsed time, destroy);
 // cudaDeviceSynchronize; cudaGetLastError, cudaPeekAtLastError, cudaGetErrorString,
-// cudaGetErrorName. Anything else does not exist here and fails to compile, which is the point:
+// cudaGetErrorName; stream capture and CUDA graphs (cudaStreamBeginCapture, cudaStreamEndCapture,
+// cudaStreamIsCapturing, cudaThreadExchangeStreamCaptureMode, cudaGraphInstantiate(WithFlags),
+// cudaGraphLaunch, cudaGraphGetNodes, cudaGraphExecDestroy, cudaGraphDestroy: single-stream
+// capture, see psd_cuda_emu.h). Anything else does not exist here and fails to compile, which is the point:
 // a new CUDA call must be added here (and emulated) before the project can use it.
 #pragma once
 
@@ -42,16 +45,38 @@ typedef enum cudaError {
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalState = 401,
   cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
   cudaErrorLaunchOutOfResources = 701,
   cudaErrorLaunchFailure = 719,
   cudaErrorNotSupported = 801,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureIsolation = 905,
+  cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorCapturedEvent = 907,
+  cudaErrorStreamCaptureWrongThread = 908,
   cudaErrorUnknown = 999
 } cudaError_t;
 
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
+typedef struct CUgraph_st* cudaGraph_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+typedef struct CUgraphNode_st* cudaGraphNode_t;
+
+typedef enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2
+} cudaStreamCaptureMode;
+
+typedef enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2
+} cudaStreamCaptureStatus;
 
 // The special stream handles of the real runtime (driver_types.h).
 #define cudaStreamLegacy ((cudaStream_t)0x1)
@@ -138,6 +163,20 @@ PSD_EMU_API cudaError_t cudaEventSynchronize(cudaEvent_t event);
 PSD_EMU_API cudaError_t cudaEventQuery(cudaEvent_t event);
 PSD_EMU_API cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
+// Stream capture and graphs (CUDA 12 spelling of cudaGraphInstantiate; cudaGraphInstantiateWithFlags
+// is the spelling CUDA 11.4 and 12 share).
+PSD_EMU_API cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
+PSD_EMU_API cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+PSD_EMU_API cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* status);
+PSD_EMU_API cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode);
+PSD_EMU_API cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags);
+PSD_EMU_API cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                                      unsigned long long flags);
+PSD_EMU_API cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+PSD_EMU_API cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+PSD_EMU_API cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+PSD_EMU_API cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count);
+
 PSD_EMU_API cudaError_t cudaGetLastError(void);
 PSD_EMU_API cudaError_t cudaPeekAtLastError(void);
 PSD_EMU_API const char* cudaGetErrorString(cudaError_t error);
@@ -168,6 +207,8 @@ PSD_EMU_API cudaError_t psd_emu_stream_sleep(cudaStream_t stream, double ms);
 PSD_EMU_API int64_t psd_emu_live_allocations(int64_t* bytes);
 PSD_EMU_API int64_t psd_emu_live_streams(void);
 PSD_EMU_API int64_t psd_emu_live_events(void);
+// Live graphs (cudaStreamEndCapture's) and, in *execs when not NULL, live executable graphs.
+PSD_EMU_API int64_t psd_emu_live_graphs(int64_t* execs);
 // Kernel launches executed so far (all streams, all devices).
 PSD_EMU_API int64_t psd_emu_kernels_executed(void);
 // Copies enqueued so far (cudaMemcpy*, all streams) whose source and destination sides are those of

@@ -29,6 +29,24 @@
 //    between host and device memory are as asynchronous as the API allows (as with pinned
 //    memory): the host buffer is read or written when the copy executes, not when it is
 //    enqueued.
+//  * Stream capture and CUDA graphs: between cudaStreamBeginCapture and cudaStreamEndCapture the
+//    kernels, async copies, memsets, event records and graph launches enqueued on the capturing
+//    stream are recorded, not executed; cudaGraphLaunch replays them in order on the launch
+//    stream (kernel arguments as captured, buffer contents as they are at replay). What would
+//    fail on a GPU fails here, with the runtime's error: synchronising or querying a capturing
+//    stream (cudaErrorStreamCaptureUnsupported, the capture is invalidated and every later call
+//    on the stream and cudaStreamEndCapture report cudaErrorStreamCaptureInvalidated); the
+//    "potentially unsafe" calls (cudaMalloc, cudaFree, cudaMemcpy/cudaMemcpy2D/cudaMemset,
+//    cudaDeviceSynchronize) while the calling thread is prohibited by the capture modes
+//    (cudaStreamCaptureModeGlobal/ThreadLocal/Relaxed, cudaThreadExchangeStreamCaptureMode; the
+//    captures that prohibit the call are invalidated); a copy between host and device memory on a
+//    capturing stream (host memory is pageable here); waiting on an event recorded outside the
+//    capture (cudaErrorStreamCaptureIsolation); querying an event recorded in a capture
+//    (cudaErrorCapturedEvent); legacy-default-stream work while a blocking stream captures
+//    (cudaErrorStreamCaptureImplicit); ending a capture from another thread
+//    (cudaErrorStreamCaptureWrongThread). Cross-stream capture (another stream joining through
+//    an event recorded in the capture) is not emulated: that wait fails with
+//    cudaErrorStreamCaptureUnsupported and invalidates the capture.
 //  * Errors: launch errors are per host thread (cudaGetLastError resets them); device faults
 //    (psd_emu_inject_fault) are sticky, as on a GPU, and every later call reports them.
 //
@@ -37,8 +55,8 @@
 // differ by FMA contraction (nvcc's default --fmad=true).
 //
 // Not emulated (the project does not use them; they fail to compile here): shared memory,
-// __syncthreads, warp intrinsics, atomics, texture memory, CUDA graphs, pinned host memory,
-// peer access. A kernel reading host memory runs here but faults on a discrete GPU: that class
+// __syncthreads, warp intrinsics, atomics, texture memory, explicit graph construction
+// (cudaGraphAdd*Node), graph update, multi-stream capture, pinned host memory, peer access. A kernel reading host memory runs here but faults on a discrete GPU: that class
 // of bug is not caught.
 #pragma once
 

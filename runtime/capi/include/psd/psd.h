@@ -649,9 +649,44 @@ typedef struct psd_session_options {
    * projection it points to); NULL = psd_guided_params_init's defaults (method DT, kind auto)
    * with the guided_* fields above. When set, those fields must be 0 / NULL. */
   const psd_guided_params* guided_params;
+  /* since psdrt 0.3 (read when struct_size covers them; PSD_SESSION_OPTIONS_SIZE_V1 is the
+   * size before them and is still accepted, with these fields 0): */
+  int32_t cuda_graph; /* 1: psd_session_enqueue captures its device frame into a CUDA graph
+                         and replays it (see "CUDA graphs" below); 0 (default): plain launches.
+                         Needs device = PSD_DEVICE_CUDA. */
+  int32_t reserved_options; /* 0 */
 } psd_session_options;
+/* struct_size of a psd_session_options from before cuda_graph (still accepted). */
+#define PSD_SESSION_OPTIONS_SIZE_V1 offsetof(psd_session_options, cuda_graph)
 
-/* Fills *options with the defaults (CPU, FP32, AUTO mode, ORT, seed 0) and struct_size.
+/* CUDA graphs (psd_session_options.cuda_graph = 1; CUDA sessions, psd_session_enqueue only).
+ * The whole device frame of psd_session_enqueue (input copies, preprocessing, encoder,
+ * propagation kernels, head, post-processing, output copy) is captured on the caller's stream
+ * (cudaStreamCaptureModeThreadLocal) into a CUDA graph and replayed with cudaGraphLaunch, which
+ * saves the launch overhead of the many small kernels. The first psd_session_enqueue of a session
+ * runs uncaptured (a warm-up: backends allocate on their first run), the second is captured and
+ * launched, later ones replay. A graph holds the kernels' arguments, so it belongs to one input
+ * geometry: frame height and width, the BGR flag, the values of K, the addresses and row strides
+ * of rgb, sparse and depth, and the session's own buffers; a frame that differs in any of them is
+ * captured again (one graph is kept: alternating geometries capture every time). The contents of
+ * the buffers may change freely between replays (that is the point). Where a backend cannot be
+ * captured (its CaptureRefusal: ONNX Runtime's CUDA provider) or a capture fails (a call that is
+ * illegal during capture), the session falls back to plain launches for good and
+ * psd_session_info says why (cuda_graph = PSD_CUDA_GRAPH_FALLBACK, graph_fallback); the frame
+ * whose capture failed is run plainly, so no frame is lost. psd_session_run (host frames: its
+ * pageable host copies cannot be captured) always launches plainly. Stage timings of a graph
+ * frame: only PSD_STAGE_VALIDATE (host) and PSD_STAGE_TOTAL (the graph's device time) are
+ * measured; the other stages are 0. TensorRT's enqueueV3 is capturable, but that path is
+ * untested (no TensorRT on the development machines); graphs are tested under the emulated
+ * CUDA runtime only (tests/cuda/test_session_graphs.py), not on a GPU. */
+typedef enum psd_cuda_graph_state_t {
+  PSD_CUDA_GRAPH_OFF = 0,      /* not requested (or not a CUDA session) */
+  PSD_CUDA_GRAPH_ARMED = 1,    /* requested, no graph yet (before the warm-up / first capture) */
+  PSD_CUDA_GRAPH_READY = 2,    /* a graph is instantiated: frames of its geometry replay it */
+  PSD_CUDA_GRAPH_FALLBACK = 3  /* capture refused or failed: plain launches (graph_fallback) */
+} psd_cuda_graph_state_t;
+
+/* Fills *options with the defaults (CPU, FP32, AUTO mode, ORT, seed 0, no CUDA graph) and struct_size.
  * Statuses: PSD_OK, PSD_E_NULL_POINTER. Thread-safe. */
 PSD_API psd_status_t psd_session_options_init(psd_session_options* options);
 
@@ -662,7 +697,14 @@ PSD_API psd_status_t psd_session_options_init(psd_session_options* options);
  * @param[out] out           the new session (*out = NULL on failure).
  * Loads ONNX Runtime, opens the encoder (and head) of the requested precision, allocates every
  * buffer of the working size. Synchronous; thread-safe.
- * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (options), PSD_E_ARTIFACT
+ * Options: struct_size PSD_SESSION_OPTIONS_SIZE_V1 (a caller built against an older psd.h) or
+ * sizeof(psd_session_options). Test builds only: the environment variable
+ * PSD_BACKEND_TEST_FIXTURE (1 | refuse-capture | sync-in-run), read here, replaces the networks
+ * by a fixed function of their inputs with the ONNX files' tensor shapes
+ * (runtime/capi/test_backend.cpp; psd_session_info.backend then starts with "TEST FIXTURE"):
+ * never set it in deployment.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (options; cuda_graph not 0/1 or
+ * set for a CPU session; an unknown PSD_BACKEND_TEST_FIXTURE value), PSD_E_ARTIFACT
  * (missing/corrupt manifest, missing file, SHA-256 mismatch, failed gate, precision not built),
  * PSD_E_BACKEND_UNAVAILABLE (ONNX Runtime not found/too old, CUDA EP missing, TensorRT not
  * built), PSD_E_BACKEND (ONNX Runtime refused the model), PSD_E_UNSUPPORTED (a preset that
@@ -697,10 +739,21 @@ typedef struct psd_session_info {
   /* since psdrt 0.2 (written when struct_size covers them): */
   int32_t gate_approved;  /* 0: a latency-only session over artefacts that failed the gate */
   int32_t head_precision; /* psd_precision_t of the head (psd mode; `precision` is the encoder's) */
+  /* since psdrt 0.3: CUDA graphs (psd_session_options.cuda_graph, "CUDA graphs" above) */
+  int32_t cuda_graph;     /* psd_cuda_graph_state_t */
+  int32_t graph_nodes;    /* nodes of the current graph (0 without one) */
+  int64_t graph_captures; /* graphs captured so far (one per new input geometry) */
+  int64_t graph_replays;  /* frames that replayed an already captured graph */
+  const char* graph_fallback; /* why plain launches are used (state FALLBACK), else "" */
 } psd_session_info;
-#define PSD_SESSION_INFO_SIZE_V1 (sizeof(psd_session_info) - 2 * sizeof(int32_t))
+/* struct_size of the psdrt 0.1 struct (before gate_approved) and of the 0.2 one (before
+ * cuda_graph): both still accepted; only the fields they cover are written. */
+#define PSD_SESSION_INFO_SIZE_V1 offsetof(psd_session_info, gate_approved)
+#define PSD_SESSION_INFO_SIZE_V2 offsetof(psd_session_info, cuda_graph)
 
-/* Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
+/* info->struct_size: PSD_SESSION_INFO_SIZE_V1, _V2 or sizeof(psd_session_info). Thread-safe; waits
+ * for a call in progress on the same session (the graph fields change during calls).
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT (struct_size). */
 PSD_API psd_status_t psd_session_get_info(const psd_session* session, psd_session_info* info);
 
 /* ------------------------------------------------------------------ artefact directories */
@@ -762,7 +815,8 @@ typedef struct psd_frame_in {
  * psd_session_timings). CPU sessions: host wall time of each stage. CUDA sessions: the device's
  * execution time of each stage, from CUDA events recorded between the stages; VALIDATE is host
  * time; TOTAL is the whole call as the host saw it for psd_session_run, and the device time from
- * the first to the last stage for psd_session_enqueue. */
+ * the first to the last stage for psd_session_enqueue (a CUDA-graph frame: VALIDATE and TOTAL
+ * only). */
 typedef enum psd_stage_t {
   PSD_STAGE_VALIDATE = 0, PSD_STAGE_PREPROCESS = 1, PSD_STAGE_ENCODER = 2,
   PSD_STAGE_PROPAGATION = 3, PSD_STAGE_HEAD = 4, PSD_STAGE_POST = 5, PSD_STAGE_GUIDED = 6,
@@ -803,6 +857,8 @@ PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* i
  * ordering") and the call returns without synchronising. Data-dependent checks (NaN, point
  * count) are not made (they would need a host sync); points, alignment_degenerate and
  * timings_ms are not written (psd_session_timings reads the stage times once the work has run).
+ * With options.cuda_graph the device frame is captured and replayed ("CUDA graphs" above); a
+ * failed capture is not an error (the frame runs plainly, psd_session_info says why).
  * CPU builds and CPU sessions return PSD_E_UNSUPPORTED. */
 PSD_API psd_status_t psd_session_enqueue(psd_session* session, const psd_frame_in* in,
                                          psd_frame_out* out, psd_stream_t stream);
