@@ -435,3 +435,43 @@ def test_from_artifacts_device_cuda_is_the_cuda_session(cuda_lib, rt, tmp_path, 
                                                           else real(kind))[1])
     s = CSession.guided(device="cuda")
     assert asked[0] == "cuda" and s._path == str(cuda_lib.path) and s.device == "cuda"
+
+
+# ------------------------------------------------------------------------------ psd / propagate
+@pytest.mark.parametrize("mode", ["psd", "propagate"])
+def test_psd_and_propagate_device_frames_through_the_protocols(cuda_lib, rt, tmp_path, mode):
+    """The networks' modes through the same binding, with the session's test fixture backend
+    (psd_session_create with PSD_BACKEND_TEST_FIXTURE: the encoder and head as fixed device
+    functions; everything else the real session): pitched CUDA-array-interface inputs and DLPack
+    inputs give the CPU session's depth bit for bit, with no host copy of frame data."""
+    pytest.importorskip("onnx")
+    if not rt.emulated:
+        pytest.skip("the test fixture backend runs under the emulator; on a GPU the real networks are tested")
+    from _tiny_artifacts import make_artifacts
+
+    from psdrt.runtime.session import test_fixture_backend
+
+    from test_session_graphs import H as h, W as w, K1, frame as small_frame
+
+    d = make_artifacts(tmp_path / mode, mode=mode)
+    with test_fixture_backend("1"):
+        cpu_s = CSession(d)
+        gpu_s = CSession(d, device="cuda", library=cuda_lib.path)
+    try:
+        for seed in (5, 6):
+            rgb, sparse = small_frame(seed)
+            want = cpu_s(rgb, sparse, K1).depth
+            (m_rgb, p_rgb), (m_sp, p_sp) = pitched(rt, rgb, 8), pitched(rt, sparse, 4)
+            before = rt.copies()
+            res = gpu_s.enqueue(FakeCAI(m_rgb, (h, w, 3), np.uint8, (p_rgb, 3, 1)),
+                                FakeCAI(m_sp, (h, w), np.float32, (p_sp, 4)), K1)
+            res2 = gpu_s.enqueue(FakeDLPack(m_rgb, shape=(h, w, 3), strides=(p_rgb, 3, 1), dtype=np.uint8),
+                                 FakeDLPack(m_sp, shape=(h, w), strides=(p_sp // 4, 1)), K1)
+            rt.sync()
+            after = rt.copies()
+            assert after["H2D"] == before["H2D"] and after["D2H"] == before["D2H"], (before, after)
+            np.testing.assert_array_equal(res.copy_to_host(), want)
+            np.testing.assert_array_equal(res2.copy_to_host(), want)
+    finally:
+        cpu_s.close()
+        gpu_s.close()
