@@ -126,6 +126,34 @@ struct DeviceBuffer {
   }
   float* f() const { return static_cast<float*>(p); }
 };
+
+// Page-locked host memory (cudaHostAlloc): the staging of psd_session_run's host frames on a CUDA
+// session, allocated at the first frame of a size and kept, so that the copies are true
+// asynchronous DMA (from pageable memory the runtime stages each copy through its own buffer and
+// blocks the host).
+struct PinnedBuffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() { Release(); }
+  void Release() {
+    if (p) cudaFreeHost(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  void Resize(size_t n) {
+    if (n <= bytes && p) return;
+    Release();
+    CudaCheck(cudaHostAlloc(&p, n ? n : 1, cudaHostAllocDefault), "cudaHostAlloc (pinned staging)");
+    bytes = n;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
 #endif
 
 // A host buffer or a device buffer, by the session's device.
@@ -199,6 +227,7 @@ struct psd_session {
   double stage_ms[PSD_STAGE_COUNT] = {0};
 #if defined(PSD_WITH_CUDA)
   DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided, d_ws_pre;
+  PinnedBuffer pin_rgb, pin_sparse, pin_out;  // host frames: rgb, sparse and depth staging
   cudaStream_t stream = nullptr;  // staging of psd_session_run on the GPU
   // `done` is recorded at the end of every call on its stream and waited on at the start of the
   // next, so calls on different streams never overlap on the session's buffers.
@@ -240,6 +269,7 @@ struct psd_session {
       for (cudaEvent_t e : ev_stage)
         if (e) cudaEventDestroy(e);
       d_rgb.Release();
+      for (PinnedBuffer* b : {&pin_rgb, &pin_sparse, &pin_out}) b->Release();
       d_ws_prop.Release();
       d_ws_post.Release();
       d_ws_guided.Release();
@@ -835,42 +865,52 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
   ValidFrame f;
   const Strides st = ValidateLayout(s, in, out, false, &f);
   ValidateK(in, &f);
-  const uint8_t* rgb = in->rgb;
-  if (st.rgb != 3 * f.w) {  // the kernels read packed rows
-    s->rgb_host.resize(static_cast<size_t>(f.h * f.w * 3));
-    for (int64_t y = 0; y < f.h; ++y)
-      std::memcpy(s->rgb_host.data() + y * f.w * 3, in->rgb + y * st.rgb, static_cast<size_t>(f.w) * 3);
-    rgb = s->rgb_host.data();
-  }
 #if defined(PSD_WITH_CUDA)
   if (s->device == PSD_DEVICE_CUDA) {
-    // host frame on a GPU session: validate here, stage to the device, run, copy back
-    std::vector<float>& host = s->sparse.host;
-    host.resize(static_cast<size_t>(f.h * f.w));
-    CopySparse(in, st.sparse, host.data(), &s->sparse_scratch, &f);
-    s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
+    // host frame on a GPU session, through pinned staging: the image goes to the device while the
+    // host validates the sparse depth; then the sparse depth, the stages and the depth back
+    const size_t n = static_cast<size_t>(f.h * f.w);
+    s->pin_rgb.Resize(n * 3);
+    s->pin_sparse.Resize(n * sizeof(float));
+    s->pin_out.Resize(n * sizeof(float));
+    uint8_t* prgb = s->pin_rgb.as<uint8_t>();
+    if (st.rgb == 3 * f.w) {
+      std::memcpy(prgb, in->rgb, n * 3);
+    } else {  // the kernels read packed rows
+      for (int64_t y = 0; y < f.h; ++y)
+        std::memcpy(prgb + y * f.w * 3, in->rgb + y * st.rgb, static_cast<size_t>(f.w) * 3);
+    }
     {
       CudaCall call(s, s->stream);
       if (s->height == 0) AllocateForSize(s, f.h, f.w);
-      ResizeRgbStaging(s, static_cast<size_t>(f.h * f.w * 3));
-      CudaCheck(cudaMemcpyAsync(s->d_rgb.p, rgb, static_cast<size_t>(f.h * f.w * 3), cudaMemcpyHostToDevice,
-                                s->stream),
-                "cudaMemcpyAsync(rgb)");
-      CudaCheck(cudaMemcpyAsync(s->sparse.ptr, host.data(), static_cast<size_t>(f.h * f.w) * sizeof(float),
-                                cudaMemcpyHostToDevice, s->stream),
+      ResizeRgbStaging(s, n * 3);
+      CudaCheck(cudaMemcpyAsync(s->d_rgb.p, prgb, n * 3, cudaMemcpyHostToDevice, s->stream), "cudaMemcpyAsync(rgb)");
+      try {
+        CopySparse(in, st.sparse, s->pin_sparse.as<float>(), &s->sparse_scratch, &f);
+      } catch (...) {
+        (void)cudaStreamSynchronize(s->stream);  // the image copy still reads the staging
+        throw;
+      }
+      s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
+      CudaCheck(cudaMemcpyAsync(s->sparse.ptr, s->pin_sparse.p, n * sizeof(float), cudaMemcpyHostToDevice, s->stream),
                 "cudaMemcpyAsync(sparse)");
       RunStages(s, static_cast<const uint8_t*>(s->d_rgb.p), f, s->stream);
-      std::vector<float>& res = s->diff.host;
-      res.resize(static_cast<size_t>(f.h * f.w));
-      CudaCheck(cudaMemcpyAsync(res.data(), Result(s), res.size() * sizeof(float), cudaMemcpyDeviceToHost, s->stream),
+      CudaCheck(cudaMemcpyAsync(s->pin_out.p, Result(s), n * sizeof(float), cudaMemcpyDeviceToHost, s->stream),
                 "cudaMemcpyAsync(depth)");
     }
     CudaCheck(cudaStreamSynchronize(s->stream), "cudaStreamSynchronize");
     StageTimes(s);
-    WriteOutputs(s->diff.host.data(), f, st, out);
+    WriteOutputs(s->pin_out.as<float>(), f, st, out);
   } else
 #endif
   {
+    const uint8_t* rgb = in->rgb;
+    if (st.rgb != 3 * f.w) {  // the kernels read packed rows
+      s->rgb_host.resize(static_cast<size_t>(f.h * f.w * 3));
+      for (int64_t y = 0; y < f.h; ++y)
+        std::memcpy(s->rgb_host.data() + y * f.w * 3, in->rgb + y * st.rgb, static_cast<size_t>(f.w) * 3);
+      rgb = s->rgb_host.data();
+    }
     if (s->height == 0) AllocateForSize(s, f.h, f.w);
     CopySparse(in, st.sparse, s->sparse.ptr, &s->sparse_scratch, &f);
     s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());

@@ -91,6 +91,7 @@ class Runtime:
                    "psd_emu_clear_sticky_error": ([], None), "psd_emu_stream_sleep": ([_vp, C.c_double], _i),
                    "psd_emu_live_allocations": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_live_streams": ([], C.c_int64), "psd_emu_live_events": ([], C.c_int64),
+                   "psd_emu_live_host_allocations": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_live_graphs": ([C.POINTER(C.c_int64)], C.c_int64),
                    "psd_emu_kernels_executed": ([], C.c_int64),
                    "psd_emu_copies": ([_i, C.POINTER(C.c_int64)], C.c_int64),

@@ -142,6 +142,44 @@ def test_run_host_frames_equals_cpu_session(slib, rt, order, cpu_session):
         slib.psd_session_destroy(h)
 
 
+def test_host_frames_stage_through_pinned_memory_allocated_once(slib, emulated, cpu_session):
+    """psd_session_run on a CUDA session stages rgb, sparse and depth through page-locked buffers
+    (cudaHostAlloc) made at the first frame and kept (none per frame; freed with the session);
+    strided host frames and a frame whose sparse depth is refused leave them usable."""
+    live = lambda: (int(emulated.c.psd_emu_live_host_allocations(None)),  # noqa: E731
+                    int(emulated.c.psd_emu_live_allocations(None)))
+    pinned0, dev0 = live()
+    h = create(slib)
+    try:
+        assert live()[0] == pinned0
+        rgb, sparse = frame(21)
+        run_host(slib, h, rgb, sparse)
+        pinned, dev = live()
+        assert pinned == pinned0 + 3
+        for seed in (22, 23):
+            rgb, sparse = frame(seed)
+            big = np.zeros((H, W + 5, 3), np.uint8)
+            big[:, :W] = rgb
+            depth, _ = run_host(slib, h, big[:, :W], sparse)  # row stride 3 (W + 5)
+            assert_cuda_matches(depth, cpu_session(rgb, sparse), True, 1e-4, 1e-4, "strided host frame")
+            assert live() == (pinned, dev)
+        bad = sparse.copy()
+        bad[3, 4] = np.nan
+        fin, _keep = host_in(rgb, bad)
+        fout = S.FrameOut()
+        fout.struct_size = C.sizeof(S.FrameOut)
+        out = np.zeros_like(sparse)
+        fout.depth = out.ctypes.data
+        st = slib.psd_session_run(h, C.byref(fin), C.byref(fout))
+        assert S.STATUS_NAMES[st] == "PSD_E_INVALID_ARGUMENT" and "NaN" in last_error(slib), last_error(slib)
+        assert live() == (pinned, dev)
+        depth, _ = run_host(slib, h, rgb, sparse)
+        assert_cuda_matches(depth, cpu_session(rgb, sparse), True, 1e-4, 1e-4, "after a refused frame")
+    finally:
+        slib.psd_session_destroy(h)
+    assert live()[0] == pinned0
+
+
 def test_enqueue_strided_device_frames_equals_cpu_session(slib, rt, order, cpu_session):
     h = create(slib)
     stream = rt.stream()
@@ -240,7 +278,7 @@ def test_two_sessions_on_two_streams_run_concurrently_and_correctly(slib, rt, or
         inputs = [frame(40 + i) for i in range(8)]
         frames = [DeviceFrame(rt, r, s) for r, s in inputs]
         if rt.emulated:
-            rt.sleep(streams[0], 100)  # both sessions' work is pending at the same time
+            rt.sleep(streams[0], 1000)  # both sessions' work is pending at the same time
         for i, f in enumerate(frames):
             assert f.enqueue(slib, hs[i % 2], streams[i % 2]) == 0, last_error(slib)
         if rt.emulated:  # the second session did not wait for the first one's (held back) stream

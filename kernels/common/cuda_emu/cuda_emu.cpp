@@ -149,6 +149,7 @@ struct State {
   // memory
   std::mutex mem_m;
   std::map<uintptr_t, Alloc> allocs;  // by ptr
+  std::map<uintptr_t, size_t> pinned;  // page-locked host allocations, by ptr
   size_t used[kMaxDevices] = {0};
   int active = 0;  // device operations executing now
   bool handler_installed = false;
@@ -844,6 +845,41 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  if (!ptr) return Set(cudaErrorInvalidValue);
+  *ptr = nullptr;
+  cudaError_t e = Enter();
+  if (e) return e;
+  if ((e = CheckUnsafeCall())) return Set(e);
+  if (flags & ~(cudaHostAllocPortable | cudaHostAllocMapped | cudaHostAllocWriteCombined))
+    return Set(cudaErrorInvalidValue);
+  void* m = nullptr;
+  if (posix_memalign(&m, 4096, size ? size : 1) != 0) return Set(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lk(S().mem_m);
+  S().pinned[reinterpret_cast<uintptr_t>(m)] = size;
+  *ptr = m;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
+
+cudaError_t cudaFreeHost(void* ptr) {
+  if (ptr == nullptr) return cudaSuccess;
+  if (cudaError_t e = CheckUnsafeCall()) return Set(e);
+  State& st = S();
+  {
+    std::lock_guard<std::mutex> lk(st.mem_m);
+    if (!st.pinned.count(reinterpret_cast<uintptr_t>(ptr))) return Set(cudaErrorInvalidValue);
+  }
+  SyncDevice(t_device);  // as cudaFree: no copy may still read or write the memory
+  std::lock_guard<std::mutex> lk(st.mem_m);
+  auto it = st.pinned.find(reinterpret_cast<uintptr_t>(ptr));
+  if (it == st.pinned.end()) return Set(cudaErrorInvalidValue);  // freed twice concurrently
+  st.pinned.erase(it);
+  free(ptr);
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind) {
   return SyncCopy2D(dst, count, src, count, count, 1, kind);
 }
@@ -1321,6 +1357,16 @@ int64_t psd_emu_live_allocations(int64_t* bytes) {
     *bytes = b;
   }
   return static_cast<int64_t>(S().allocs.size());
+}
+
+int64_t psd_emu_live_host_allocations(int64_t* bytes) {
+  std::lock_guard<std::mutex> lk(S().mem_m);
+  if (bytes) {
+    int64_t b = 0;
+    for (auto& kv : S().pinned) b += static_cast<int64_t>(kv.second);
+    *bytes = b;
+  }
+  return static_cast<int64_t>(S().pinned.size());
 }
 
 int64_t psd_emu_live_streams(void) {

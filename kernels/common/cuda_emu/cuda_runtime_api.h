@@ -139,6 +139,15 @@ PSD_EMU_API cudaError_t cudaDeviceSynchronize(void);
 PSD_EMU_API cudaError_t cudaMalloc(void** ptr, size_t size);
 PSD_EMU_API cudaError_t cudaFree(void* ptr);
 PSD_EMU_API cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind);
+// Page-locked host memory: host-accessible like malloc's (the emulator needs no DMA); counted by
+// psd_emu_live_host_allocations; cudaFreeHost of any other pointer is cudaErrorInvalidValue.
+#define cudaHostAllocDefault 0u
+#define cudaHostAllocPortable 1u
+#define cudaHostAllocMapped 2u
+#define cudaHostAllocWriteCombined 4u
+PSD_EMU_API cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags);
+PSD_EMU_API cudaError_t cudaMallocHost(void** ptr, size_t size);
+PSD_EMU_API cudaError_t cudaFreeHost(void* ptr);
 PSD_EMU_API cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaMemcpyKind kind,
                                         cudaStream_t stream);
 PSD_EMU_API cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
@@ -206,6 +215,8 @@ PSD_EMU_API cudaError_t psd_emu_stream_sleep(cudaStream_t stream, double ms);
 // Live device allocations / bytes, user streams and events (leak checks).
 PSD_EMU_API int64_t psd_emu_live_allocations(int64_t* bytes);
 PSD_EMU_API int64_t psd_emu_live_streams(void);
+// Live page-locked host allocations (cudaHostAlloc / cudaMallocHost) and, in *bytes, their size.
+PSD_EMU_API int64_t psd_emu_live_host_allocations(int64_t* bytes);
 PSD_EMU_API int64_t psd_emu_live_events(void);
 // Live graphs (cudaStreamEndCapture's) and, in *execs when not NULL, live executable graphs.
 PSD_EMU_API int64_t psd_emu_live_graphs(int64_t* execs);
