@@ -566,6 +566,21 @@ class CSession:
         _raise(self._lib, self._lib.psd_session_get_info(self._handle, C.byref(info)))
         return info
 
+    def timings(self) -> dict:
+        """Per-stage times of the session's last call, ms (``psd_session_timings``): for a CUDA
+        session this waits until that call's device work has run (that work only) and reads its
+        CUDA events, so it is how ``enqueue``'s stage times are read. Stages the mode does not run
+        are 0; a replayed CUDA graph fills only ``validate`` and ``total`` (the graph runs as one).
+
+        Returns:
+            dict: ``{stage: ms}`` over ``STAGES``.
+        """
+        if not self._handle:
+            raise PsdError("this CSession is closed")
+        buf = (C.c_double * len(STAGES))()
+        _raise(self._lib, self._lib.psd_session_timings(self._handle, buf, len(STAGES)))
+        return {name: float(buf[i]) for i, name in enumerate(STAGES)}
+
     def graph_info(self) -> dict:
         """The session's CUDA graph (``psd_session_info``): ``state`` (``"off"``, ``"armed"``: no
         graph yet, ``"ready"``: frames of its geometry replay it, ``"fallback"``: plain launches),

@@ -10,7 +10,9 @@ What is measured (one of):
 
 Every run times ``Pipeline.__call__`` end to end (``psdrt.benchmarks.harness.measure``) on the
 Middlebury frame fitted to each ``--size`` with a random 1 % sparse pattern, and reads the per-stage
-timings the pipeline reports. ``--compare-reference`` adds the FP32 PyTorch ``ReferencePipeline``
+timings the pipeline reports. ``--frames device`` (``--artifacts``, ``--engine c --backend cuda``)
+times the C session's ``enqueue`` on device copies of the frame instead, stages from its CUDA
+events, and ``--cuda-graph`` replays a captured CUDA graph of the frame. ``--compare-reference`` adds the FP32 PyTorch ``ReferencePipeline``
 on the same inputs, split into the same stages, and prints speed-up ratios. The table goes to
 stdout, progress to stderr; ``--out DIR`` writes ``bench.json`` (schema ``psdrt-bench`` v1),
 ``bench.md`` and PNG plots.
@@ -65,6 +67,14 @@ def add_parser(sub) -> None:
     from .run_cmd import add_engine_flag
 
     add_engine_flag(m)
+    m.add_argument("--frames", choices=("host", "device"), default="host",
+                   help="host: time session(rgb, sparse, K) with NumPy frames (copies to and from the GPU "
+                   "included on --backend cuda); device: upload the frame to the GPU once and time "
+                   "CSession.enqueue on device buffers plus the wait for its work, stages from the "
+                   "session's CUDA events (needs --artifacts, --engine c, --backend cuda; default: host)")
+    m.add_argument("--cuda-graph", action="store_true",
+                   help="with --frames device: capture the frame into a CUDA graph and replay it (warm-up "
+                        "runs the capture; the stage split of a replayed graph is not measured, only its total)")
     m.add_argument("--compare-reference", action="store_true",
                    help="also time the FP32 PyTorch reference on the same inputs and report speed-ups (needs torch)")
     m.add_argument("--latency-only", action="store_true",
@@ -180,6 +190,16 @@ def plan(args) -> dict:
 
     if args.warmup < 0 or args.iters < 1:
         raise InputError("--warmup must be >= 0 and --iters >= 1")
+    frames = getattr(args, "frames", "host")
+    graph = bool(getattr(args, "cuda_graph", False))
+    if graph and frames != "device":
+        raise InputError("--cuda-graph captures device frames: add --frames device (host frames are copied in "
+                         "and out around the graph-free pipeline)")
+    if frames == "device" and not (args.artifacts and args.engine == "c" and args.backend == "cuda"):
+        raise InputError("--frames device times the C session's enqueue on GPU buffers: pass --artifacts DIR "
+                         "with --engine c --backend cuda")
+    if graph and args.warmup < 2:
+        raise InputError("--cuda-graph needs --warmup 2 or more: the first frame warms up, the second is captured")
     sizes = parse_sizes(args.size)
     targets = []
     reference = None
@@ -205,6 +225,8 @@ def plan(args) -> dict:
                                  "--backend cpu or cuda; use --engine python for the other providers")
             engine_kw = {"device": "cuda" if args.backend == "cuda" else "cpu"}
             backend = "c-session-" + engine_kw["device"]
+            if graph:
+                engine_kw["cuda_graph"] = True
         else:
             engine_kw = {"providers": _providers(args.backend)}
             backend = "ort-" + (args.backend if args.backend != "auto" else "auto")
@@ -215,7 +237,7 @@ def plan(args) -> dict:
                                                **engine_kw)
 
             targets.append((prec, {"mode": mode, "backend": backend, "engine": args.engine, "precision": prec,
-                                   "preset": preset}, factory))
+                                   "preset": preset, "frames": frames, "cuda_graph": graph}, factory))
         if args.compare_reference:
             if not args.checkpoint:
                 raise InputError("--compare-reference with --artifacts needs --checkpoint CKPT, the checkpoint "
@@ -293,6 +315,69 @@ def measure_pipeline(pipe, frame, name: str, params: dict, warmup: int, iters: i
                    params=params, clock=clock, progress=progress)
 
 
+class _DevicePlane:
+    """A device copy of one host array (``__cuda_array_interface__`` v3), made with the CUDA
+    runtime of the session's library; freed by ``close``."""
+
+    def __init__(self, runtime, host):
+        import ctypes as C
+
+        import numpy as np
+
+        from .._cuda import CudaError
+
+        host = np.ascontiguousarray(host)
+        self._rt, self.shape, self.typestr = runtime, host.shape, host.dtype.str
+        ptr = C.c_void_p()
+        runtime.cudaMalloc.argtypes = [C.POINTER(C.c_void_p), C.c_size_t]
+        runtime.cudaMemcpy.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c_int]
+        runtime.cudaFree.argtypes = [C.c_void_p]
+        if runtime.cudaMalloc(C.byref(ptr), host.nbytes) or runtime.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, 1):
+            raise CudaError(f"could not place a {host.shape} frame buffer on the GPU (cudaMalloc / cudaMemcpy)")
+        self.ptr = int(ptr.value)
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": self.shape, "typestr": self.typestr, "data": (self.ptr, False), "version": 3,
+                "strides": None}
+
+    def close(self):
+        if self.ptr:
+            self._rt.cudaFree(self.ptr)
+            self.ptr = 0
+
+
+def measure_device_frames(sess, frame, name: str, params: dict, warmup: int, iters: int, progress=True):
+    """Time ``CSession.enqueue`` on device copies of one frame: each call enqueues the frame (into
+    a device output buffer, on the calling thread's default stream) and reads the session's stage
+    times, which waits for that frame's work; stages come from the session's CUDA events."""
+    import numpy as np
+
+    from psdrt.benchmarks.harness import measure
+
+    from .._cuda import runtime_for
+
+    rgb, sparse, K = frame
+    rt = runtime_for(sess._path)
+    planes = [_DevicePlane(rt, rgb), _DevicePlane(rt, sparse), _DevicePlane(rt, np.zeros_like(sparse))]
+
+    def call():
+        sess.enqueue(planes[0], planes[1], K, out=planes[2])
+        return sess.timings()
+
+    def stages(t):
+        return {k: v for k, v in t.items() if k != "total" and v > 0}
+
+    try:
+        m = measure(call, warmup, iters, stage_timings=stages, name=name, params=params, progress=progress)
+    finally:
+        for p in planes:
+            p.close()
+    if params.get("cuda_graph"):
+        m.params = {**m.params, "graph": sess.graph_info()}
+    return m
+
+
 def measure_reference(ref, frame, name: str, params: dict, warmup: int, iters: int, progress=True):
     """Time a ``ReferencePipeline`` on one frame, split into the deployment pipeline's stages."""
     from psdrt.benchmarks.harness import measure, reference_stage_targets, timed_calls
@@ -353,8 +438,11 @@ def run_bench(args) -> dict:
                 print(f"[psdrt bench] WARNING: {name}: these artefacts FAILED the correctness gate; the latency is "
                       "measured, their output is not checked and must not be deployed", file=sys.stderr)
                 ungated.append(f"{name}: FAILED the correctness gate; latency only, output not gate-approved")
-            run = measure_pipeline(pipe, frame, name, {**params, **extra, "size": list(hw), "series": tname},
-                                   args.warmup, args.iters).to_dict()
+            timer = measure_device_frames if params.get("frames") == "device" else measure_pipeline
+            if params.get("frames") == "device":
+                name += " device frames" + (" + CUDA graph" if params.get("cuda_graph") else "")
+            run = timer(pipe, frame, name, {**params, **extra, "size": list(hw), "series": tname},
+                        args.warmup, args.iters).to_dict()
             runs.append(run)
             if ref_run is not None:
                 comparisons.append(ratios(run, ref_run))
@@ -362,7 +450,9 @@ def run_bench(args) -> dict:
         raise ArtifactError("nothing could be measured: " + "; ".join(skipped))
     notes = skipped + ungated + ["inputs: the Middlebury 2014 Motorcycle frame (scikit-image) fitted to each size, "
                        "sparse pattern "
-             f"{args.pattern} (seed {args.seed}); timed: Pipeline.__call__ end to end, inputs on the host"]
+             f"{args.pattern} (seed {args.seed}); timed: "
+             + ("CSession.enqueue on device buffers plus the wait for its work (stages: the session's CUDA events)"
+                if getattr(args, "frames", "host") == "device" else "Pipeline.__call__ end to end, inputs on the host")]
     if args.threads:
         notes.append(f"threads: {args.threads} (ONNX Runtime intra-op / PyTorch)")
     return new_results(runs, env, title="psdrt bench", comparisons=comparisons, notes=notes,

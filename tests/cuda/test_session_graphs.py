@@ -354,3 +354,35 @@ def test_graph_sessions_free_every_device_resource(dirs, emu_path, rt):
         g.close()
         del f
     assert rt.live() == before
+
+
+# ------------------------------------------------------------------------------ psdrt bench
+def test_bench_times_device_frames_with_and_without_graphs(dirs, emu_path, cuda_lib, monkeypatch):
+    """``psdrt bench --engine c --backend cuda --frames host|device [--cuda-graph]`` on the emulated
+    library with the test fixture backend: device frames report the session's per-stage CUDA-event
+    times; with a graph every timed frame is a replay (its total only); host frames run too."""
+    from psdrt.runtime import _capi
+    from psdrt.runtime.cli.__main__ import build_parser
+    from psdrt.runtime.cli.bench_cmd import run_bench
+    from psdrt.runtime.errors import InputError
+
+    monkeypatch.setitem(_capi._CACHE, "cuda", cuda_lib)  # the CUDA library the session loads: the emulated one
+    monkeypatch.setenv("PSD_BACKEND_TEST_FIXTURE", "1")
+    base = ["bench", "--artifacts", str(dirs["psd"]), "--engine", "c", "--backend", "cuda", "--warmup", "2",
+            "--iters", "3"]
+    parse = build_parser().parse_args
+    plain = run_bench(parse(base + ["--frames", "device"]))["runs"][0]
+    assert plain["params"]["frames"] == "device" and plain["params"]["cuda_graph"] is False
+    stages = plain["stages"]
+    assert {"preprocess", "encoder", "propagation", "head", "post"} <= set(stages), stages
+    assert all(stages[k]["p50_ms"] > 0 for k in ("preprocess", "encoder", "propagation", "head", "post"))
+    graph = run_bench(parse(base + ["--frames", "device", "--cuda-graph"]))["runs"][0]
+    info = graph["params"]["graph"]
+    assert info["state"] == "ready" and info["captures"] == 1 and info["replays"] == 3, info
+    assert "encoder" not in graph["stages"]  # a replay runs as one graph: no stage split
+    host = run_bench(parse(base))["runs"][0]
+    assert host["params"]["frames"] == "host" and host["stages"]["encoder"]["p50_ms"] > 0
+    with pytest.raises(InputError, match="--frames device"):
+        run_bench(parse(base + ["--cuda-graph"]))
+    with pytest.raises(InputError, match="--backend cuda"):
+        run_bench(parse(["bench", "--artifacts", str(dirs["psd"]), "--frames", "device"]))
