@@ -195,9 +195,9 @@ def plan(args) -> dict:
     if graph and frames != "device":
         raise InputError("--cuda-graph captures device frames: add --frames device (host frames are copied in "
                          "and out around the graph-free pipeline)")
-    if frames == "device" and not (args.artifacts and args.engine == "c" and args.backend == "cuda"):
-        raise InputError("--frames device times the C session's enqueue on GPU buffers: pass --artifacts DIR "
-                         "with --engine c --backend cuda")
+    if frames == "device" and not (args.engine == "c" and args.backend == "cuda"):
+        raise InputError("--frames device times the C session's enqueue on GPU buffers: pass --engine c "
+                         "--backend cuda (with --artifacts DIR, or nothing for the guided mode)")
     if graph and args.warmup < 2:
         raise InputError("--cuda-graph needs --warmup 2 or more: the first frame warms up, the second is captured")
     sizes = parse_sizes(args.size)
@@ -265,13 +265,21 @@ def plan(args) -> dict:
         if args.mode not in (None, "guided"):
             raise InputError(f"--mode {args.mode} needs weights: pass --artifacts DIR (from `psdrt build`) or "
                              "--checkpoint CKPT; or use the default guided mode, which needs none")
-        if args.backend not in ("auto", "cpu"):
-            log.warning("guided mode runs on the CPU kernel library; ignoring --backend %s", args.backend)
         sizes = sizes or [None]
         preset = args.preset or "MIDDLEBURY"
-        pipe = Pipeline("guided", preset=preset)
-        targets.append(("guided", {"mode": "guided", "backend": "kernels-cpu", "precision": "fp32", "preset": preset},
-                        lambda size: pipe))
+        if args.engine == "c" and args.backend == "cuda":  # the C session's guided mode on the GPU
+            from ..session import CSession
+
+            sess = CSession.guided(preset=preset, device="cuda", cuda_graph=graph)
+            targets.append(("guided", {"mode": "guided", "backend": "c-session-cuda", "engine": "c",
+                                       "precision": "fp32", "preset": preset, "frames": frames, "cuda_graph": graph},
+                            lambda size: sess))
+        else:
+            if args.backend not in ("auto", "cpu"):
+                log.warning("guided mode runs on the CPU kernel library; ignoring --backend %s", args.backend)
+            pipe = Pipeline("guided", preset=preset)
+            targets.append(("guided", {"mode": "guided", "backend": "kernels-cpu", "precision": "fp32",
+                                       "preset": preset}, lambda size: pipe))
         if args.compare_reference:
             reference = _reference_factory(None, "guided", preset)
     return {"targets": targets, "sizes": sizes, "reference": reference}

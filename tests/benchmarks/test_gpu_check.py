@@ -27,8 +27,13 @@ def test_dry_run_writes_a_complete_report(tmp_path):
     for tool in ("memcheck", "racecheck"):
         assert steps[tool]["status"] == "skipped" and steps[tool]["why"]
     assert steps["timings"]["status"] == "passed"
-    names = {r["name"] for r in doc["runs"]}
+    assert steps["session"]["status"] == "passed" and steps["session"]["runs"] == 3
+    names = {r["name"] for r in doc["runs"] if r.get("kind") != "session"}
     assert names == {"propagation tiny", "guided tiny", "psd frame tiny"}
+    session = [r for r in doc["runs"] if r.get("kind") == "session"]
+    assert [(r["params"]["frames"], r["params"]["cuda_graph"]) for r in session] == [
+        ("host", False), ("device", False), ("device", True)]
+    assert session[2]["params"]["graph"]["state"] == "ready"
     for r in doc["runs"]:
         assert r["total"]["p50_ms"] > 0 and r["iters"] == 3
     frame = next(r for r in doc["runs"] if r["name"] == "psd frame tiny")

@@ -382,6 +382,9 @@ def test_bench_times_device_frames_with_and_without_graphs(dirs, emu_path, cuda_
     assert "encoder" not in graph["stages"]  # a replay runs as one graph: no stage split
     host = run_bench(parse(base))["runs"][0]
     assert host["params"]["frames"] == "host" and host["stages"]["encoder"]["p50_ms"] > 0
+    guided = run_bench(parse(["bench", "--engine", "c", "--backend", "cuda", "--size", "32x48", "--frames", "device",
+                              "--cuda-graph", "--warmup", "2", "--iters", "2"]))["runs"][0]
+    assert guided["params"]["backend"] == "c-session-cuda" and guided["params"]["graph"]["replays"] == 2
     with pytest.raises(InputError, match="--frames device"):
         run_bench(parse(base + ["--cuda-graph"]))
     with pytest.raises(InputError, match="--backend cuda"):
