@@ -148,6 +148,10 @@ _SIGNATURES = {
     "psd_align_inverse_ls": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_align_median(psd_device_t, height, width, ip, sparse, workspace, workspace_bytes, stream, out)
     "psd_align_median": (_i32, [_i32, _i64, _i64, _vp, _vp, _vp, _sz, _vp, _vp]),
+    # psd_status_t psd_ip_basic_workspace_size(psd_device_t, int64_t height, int64_t width, size_t* bytes)
+    "psd_ip_basic_workspace_size": (_i32, [_i32, _i64, _i64, C.POINTER(_sz)]),
+    # psd_status_t psd_ip_basic(psd_device_t, height, width, sparse, workspace, workspace_bytes, stream, out)
+    "psd_ip_basic": (_i32, [_i32, _i64, _i64, _vp, _vp, _sz, _vp, _vp]),
     # psd_status_t psd_resize(psd_device_t, int32_t mode, channels, in_h, in_w, out_h, out_w, in, stream, out)
     "psd_resize": (_i32, [_i32, _i32, _i64, _i64, _i64, _i64, _i64, _vp, _vp, _vp]),
     # psd_status_t psd_project_points(psd_device_t, n, stride, points, T, K, height, width, min_depth, max_depth, stream, out)
@@ -581,6 +585,40 @@ class KernelLibrary:
         wp, wn, _keep = self._workspace(nbytes.value, dev, workspace, stream=stream)
         o = self._out(out, (h, w), dev, stream=stream)
         self._check(getattr(self._lib, fn)(dev, h, w, a.ptr, s.ptr, wp, wn, self._stream(stream), o.ptr))
+        return o.keep
+
+    def ip_basic_workspace_size(self, height: int, width: int, device: int = DEVICE_CPU) -> int:
+        """Bytes of workspace ``ip_basic`` needs for an H x W map (psd_ip_basic_workspace_size)."""
+        nbytes = _sz()
+        self._check(self._lib.psd_ip_basic_workspace_size(device, int(height), int(width), C.byref(nbytes)))
+        return int(nbytes.value)
+
+    def ip_basic(self, sparse, out=None, workspace=None, stream=None):
+        """IP-Basic fill of a sparse depth map (psd_ip_basic): PSD's ``fill_in_fast``, equal bit for
+        bit to ``runtime.classical.ip_basic_fill`` (its docstring lists the steps and the quirks).
+
+        Args:
+            sparse: float (H, W) or (1, H, W) metric depth, 0 = missing (NumPy: CPU kernels; a
+                CUDA array: the CUDA kernels, with ``out`` and ``workspace`` of at least
+                ``ip_basic_workspace_size`` bytes given).
+
+        Returns:
+            (H, W) float32 filled depth (``out`` when given).
+
+        Raises:
+            InputError: (CPU) no depth > 0.1 m, NaN/Inf or negative values, integer dtype. A CUDA
+                call cannot report these (no host sync): its output is then 0 everywhere.
+            ShapeError: not a single 2-D map.
+        """
+        if isinstance(sparse, np.ndarray) and sparse.dtype.kind != "f":
+            raise InputError(f"ip_basic needs float depth in metres, got {sparse.dtype}; divide the stored "
+                             "integers by their scale (read_depth does)")
+        s = self._arg(sparse, "sparse", stream=stream)
+        h, w = _plane(s, "sparse")
+        wp, wn, _keep = self._workspace(self.ip_basic_workspace_size(h, w, s.device), s.device, workspace,
+                                        stream=stream)
+        o = self._out(out, (h, w), s.device, stream=stream)
+        self._check(self._lib.psd_ip_basic(s.device, h, w, s.ptr, wp, wn, self._stream(stream), o.ptr))
         return o.keep
 
     def resize(self, x, size, mode: str = "bicubic", out=None, stream=None):

@@ -2,6 +2,8 @@
 // CUDA qualifiers exist only under __CUDACC__; in the CPU build they expand to nothing.
 #pragma once
 
+#include <math.h>  // fmaf (PSD_FMA_RN)
+
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -24,12 +26,16 @@ using Stream = void*;
 // Unfused float multiply and add: nvcc contracts a * b + c into one FMA by default, which rounds
 // once instead of twice. Where a result selects something discontinuously (the kNN's neighbours)
 // the GPU must round as the CPU does, or it picks other neighbours at near-ties.
+// PSD_FMA_RN is the opposite: one rounding of a * b + c on every device, where a reference
+// (OpenCV's FMA build) fuses (host: C99 fmaf, exact in software where the CPU has no FMA unit).
 #if defined(__CUDA_ARCH__)
 #define PSD_MUL_RN(a, b) __fmul_rn((a), (b))
 #define PSD_ADD_RN(a, b) __fadd_rn((a), (b))
+#define PSD_FMA_RN(a, b, c) __fmaf_rn((a), (b), (c))
 #else
 #define PSD_MUL_RN(a, b) ((a) * (b))
 #define PSD_ADD_RN(a, b) ((a) + (b))
+#define PSD_FMA_RN(a, b, c) ::fmaf((a), (b), (c))
 #endif
 
 // Works identically in host and device code (no -ffast-math anywhere in the build).

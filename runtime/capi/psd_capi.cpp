@@ -19,6 +19,7 @@
 #include "../../kernels/common/workspace.h"
 #include "../../kernels/cspn/cspn.h"
 #include "../../kernels/guided/guided.h"
+#include "../../kernels/ip_basic/ip_basic.h"
 #include "../../kernels/knn/knn.h"
 #include "../../kernels/preprocess/preprocess.h"
 #include "../../kernels/project/project.h"
@@ -31,6 +32,9 @@
 
 using psd::Device;
 namespace k = psd::kernels;
+
+static_assert(static_cast<float>(PSD_IP_BASIC_MIN_M) == k::kIpBasicEps,
+              "psd.h's PSD_IP_BASIC_MIN_M is the kernel's threshold");
 
 namespace {
 
@@ -542,6 +546,21 @@ PSD_API psd_status_t psd_align_median(psd_device_t device, int64_t height, int64
                                       size_t workspace_bytes, psd_stream_t stream, float* out) {
   PSD_CAPI_GUARD(k::AlignChecked(ToDevice(device), true, ip, sparse, height, width, workspace,
                                  workspace_bytes, out, stream))
+}
+
+PSD_API psd_status_t psd_ip_basic_workspace_size(psd_device_t device, int64_t height, int64_t width,
+                                                 size_t* bytes) {
+  PSD_CAPI_GUARD({
+    ToDevice(device);
+    PSD_REQUIRE_PTR(bytes);
+    *bytes = k::IpBasicWorkspaceBytes(height, width);
+  })
+}
+
+PSD_API psd_status_t psd_ip_basic(psd_device_t device, int64_t height, int64_t width, const float* sparse,
+                                  void* workspace, size_t workspace_bytes, psd_stream_t stream, float* out) {
+  PSD_CAPI_GUARD(k::IpBasicChecked(ToDevice(device), sparse, height, width, workspace, workspace_bytes, out,
+                                   stream))
 }
 
 PSD_API psd_status_t psd_resize(psd_device_t device, int32_t mode, int64_t channels, int64_t in_h,

@@ -306,6 +306,29 @@ PSD_API psd_status_t psd_align_inverse_ls(psd_device_t device, int64_t height, i
 PSD_API psd_status_t psd_align_median(psd_device_t device, int64_t height, int64_t width,
                                       const float* ip, const float* sparse, void* workspace,
                                       size_t workspace_bytes, psd_stream_t stream, float* out);
+/* IP-Basic's validity threshold (metres): psd_ip_basic treats depths <= this as empty and needs
+ * at least one above it. */
+#define PSD_IP_BASIC_MIN_M 0.1
+/* Workspace of psd_ip_basic for an H x W map: 2 H W floats + about 5 KiB (device memory for CUDA).
+ * Synchronous; thread-safe. Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_SHAPE_MISMATCH (H, W < 1),
+ * PSD_E_INVALID_ARGUMENT (device). */
+PSD_API psd_status_t psd_ip_basic_workspace_size(psd_device_t device, int64_t height, int64_t width,
+                                                 size_t* bytes);
+/* IP-Basic fill (PSD's fill_in_fast, psd_method.md §1.4; kernels/ip_basic/ip_basic.h lists the
+ * steps) of sparse (H, W) metres, 0 = missing -> out (H, W): the `ip` map of psd_propagate. Equal
+ * bit for bit to psdrt.runtime.classical.ip_basic_fill (OpenCV's dilate, morphologyEx, medianBlur
+ * and GaussianBlur in their x86-64 FMA build), upstream quirks included: pixels whose filled value
+ * is within PSD_IP_BASIC_MIN_M of the maximum come out ~0, and depths in (0, PSD_IP_BASIC_MIN_M]
+ * take part uninverted. out must not alias sparse (it is scratch until the last step); H, W >= 1.
+ * Invalid input: a NaN/Inf or negative value, or no depth > PSD_IP_BASIC_MIN_M. PSD_DEVICE_CPU
+ * returns PSD_E_INVALID_ARGUMENT (nothing written); PSD_DEVICE_CUDA cannot report it without a
+ * host sync and writes 0 everywhere (never NaN; 0 = invalid depth).
+ * Ownership: none retained. Synchrony/stream: CPU synchronous, CUDA async on `stream`.
+ * Thread safety: safe concurrently with distinct workspaces and outputs.
+ * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
+ * PSD_E_WORKSPACE_TOO_SMALL, PSD_E_NOT_BUILT_WITH_CUDA, PSD_E_CUDA. */
+PSD_API psd_status_t psd_ip_basic(psd_device_t device, int64_t height, int64_t width, const float* sparse,
+                                  void* workspace, size_t workspace_bytes, psd_stream_t stream, float* out);
 /* (channels, in_h, in_w) -> (channels, out_h, out_w), PyTorch align_corners=False semantics. */
 PSD_API psd_status_t psd_resize(psd_device_t device, int32_t mode, int64_t channels, int64_t in_h,
                                 int64_t in_w, int64_t out_h, int64_t out_w, const float* in,

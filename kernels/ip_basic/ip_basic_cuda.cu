@@ -1,0 +1,8 @@
+// CUDA instantiation of the IP-Basic fill (bodies in ip_basic_impl.h).
+#include "ip_basic_impl.h"
+
+namespace psd {
+namespace kernels {
+PSD_INSTANTIATE_IP_BASIC(Device::kCuda)
+}  // namespace kernels
+}  // namespace psd
