@@ -25,7 +25,6 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _capi
-from .classical import ip_basic_fill
 from .errors import InputError, PsdError, ShapeError
 from .guided import GuidedParams
 from .inputs import validate_frame
@@ -224,8 +223,9 @@ class Pipeline:
             t["encoder"] = t2 - t1
             p = self.preset
             # IP-Basic only changes the output when some empty cells keep their initial value:
-            # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4)
-            ip = ip_basic_fill(frame.sparse) if not (p.deterministic and p.mode == "3D-2D") else None
+            # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4); the kernel
+            # (psd_ip_basic, what the C session runs) equals classical.ip_basic_fill bit for bit
+            ip = self.kernels.ip_basic(frame.sparse) if not (p.deterministic and p.mode == "3D-2D") else None
             diff = self.kernels.propagate(
                 enc["rel_inv"][0, 0], frame.sparse, enc["feat0"][0], frame.K, ip=ip, seed=self.seed,
                 **_capi.preset_kwargs(p),

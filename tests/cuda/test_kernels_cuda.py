@@ -18,6 +18,7 @@ import pytest
 
 from _device import assert_cuda_matches
 from psdrt.runtime import _capi
+from psdrt.runtime.errors import InputError
 from psdrt.runtime.guided import GuidedParams
 from psdrt.runtime.presets import PRESETS
 
@@ -63,6 +64,27 @@ def test_sparse_pool(cuda_lib, cpu_lib, rt, order):
     out = rt.empty((15, 20))
     cuda_lib.sparse_pool(rt.upload(s), out=out)
     cmp(rt, out, cpu_lib.sparse_pool(s), "sparse_pool")
+
+
+@pytest.mark.parametrize("shape", [(45, 77), (64, 200), (1, 33), (20, 1)])
+def test_ip_basic(cuda_lib, cpu_lib, rt, order, shape):
+    """Exact on a real GPU too: the steps select values, and the Gaussian's roundings are spelled
+    out (PSD_FMA_RN / PSD_MUL_RN / PSD_ADD_RN), so nvcc fuses nothing else. Invalid input has no
+    status on the GPU (no host sync): the fill is 0 everywhere, never NaN."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    s = sparse_map(rng, *shape, 0.05, 80.0)
+    s[shape[0] // 2, shape[1] // 2] = 5.0
+    ws = rt.empty(cuda_lib.ip_basic_workspace_size(*shape, _capi.DEVICE_CUDA), np.uint8)
+    out = rt.empty(shape)
+    cuda_lib.ip_basic(rt.upload(s), out=out, workspace=ws)
+    cmp(rt, out, cpu_lib.ip_basic(s), f"ip_basic {shape}", rtol=0, atol=0)
+    for what, bad in (("no depth > 0.1 m", np.full(shape, 0.05, np.float32)),
+                      ("NaN", np.where(s > 0, np.nan, 0).astype(np.float32)), ("negative", -s)):
+        out = rt.empty(shape).fill(0x7F)
+        cuda_lib.ip_basic(rt.upload(bad), out=out, workspace=ws)
+        assert (out.get() == 0).all(), what
+        with pytest.raises(InputError):
+            cpu_lib.ip_basic(bad)
 
 
 def test_project_points(cuda_lib, cpu_lib, rt, order):
