@@ -224,6 +224,31 @@ def test_propagate_presets_and_cameras(cuda_lib, cpu_lib, rt, order, preset):
     cmp(rt, out, cpu, f"propagate {preset}", atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("preset", ["ARGOVERSE", "VKITTI2"])
+def test_propagate_with_the_device_ip_basic_fill(cuda_lib, cpu_lib, rt, order, preset):
+    """The CUDA session's propagation stage for presets that need IP-Basic: psd_ip_basic, then
+    psd_propagate with its map, both enqueued on one user stream (RunStages' order)."""
+    p = PRESETS[preset]
+    rel, s, feat, _ = _frame(40, 80, seed=4, density=0.05)
+    kw = _capi.preset_kwargs(p)
+    cpu = cpu_lib.propagate(rel, s, feat, K, ip=cpu_lib.ip_basic(s), seed=5, **kw)
+    desc = _capi.FrameDesc(C.sizeof(_capi.FrameDesc), 0, 40, 80, 56, 70, 32, 14, 19)
+    prm = cuda_lib._params(k=p.k, rate=p.rate, candidates=p.candidates, mode=p.mode, cam=p.cam)
+    ws = rt.empty(cuda_lib.propagate_workspace_size(desc, prm, True, _capi.DEVICE_CUDA), np.uint8)
+    ws_ip = rt.empty(cuda_lib.ip_basic_workspace_size(40, 80, _capi.DEVICE_CUDA), np.uint8)
+    stream = rt.stream()
+    try:
+        ds, ip, out = rt.upload(s), rt.empty((40, 80)), rt.empty((40, 80))
+        cuda_lib.ip_basic(ds, out=ip, workspace=ws_ip, stream=stream)
+        cuda_lib.propagate(rt.upload(rel), ds, rt.upload(feat), K, ip=ip, seed=5, out=out, workspace=ws,
+                           stream=stream, **kw)
+        rt.sync(stream)
+        cmp(rt, ip, cpu_lib.ip_basic(s), "ip_basic", rtol=0, atol=0)
+        cmp(rt, out, cpu, f"propagate {preset} with the device fill", atol=1e-3, rtol=1e-4)
+    finally:
+        rt.check(rt.c.cudaStreamDestroy(stream))
+
+
 @pytest.mark.parametrize("iters", [-1, 0, 6])
 def test_post_process(cuda_lib, cpu_lib, rt, order, iters):
     rng = np.random.default_rng(iters + 5)

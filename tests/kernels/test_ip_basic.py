@@ -70,6 +70,25 @@ def test_real_kitti_lidar_map(lib):
     assert (out > 0.1).mean() > 0.9
 
 
+def test_equals_the_official_fill_when_available(lib):
+    """The kernel against the official ``fill_in_fast`` itself (shenglunch/PSD datasets/ip_basic.py)."""
+    import importlib.util
+
+    import _support
+
+    why = _support.official_missing("shenglunch/PSD", "PSD_OFFICIAL_DIR", "PSD", ("datasets/ip_basic.py",))
+    if why:
+        pytest.skip(why)
+    spec = importlib.util.spec_from_file_location(
+        "_official_ip_basic", _support.official_psd_dir() / "datasets" / "ip_basic.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(8)
+    for sp in (scan_map(rng, 64, 201), random_map(rng, 45, 77, 0.05), random_map(rng, 30, 41, 0.3, 0.01, 5.0)):
+        want = mod.fill_in_fast(sp.copy(), max_depth=sp.max())
+        np.testing.assert_array_equal(lib.ip_basic(sp), want)
+
+
 def test_edge_cases(lib):
     one = np.zeros((20, 30), np.float32)
     one[12, 7] = 4.0  # one point: inverted to 0, so nothing is ever "valid"
