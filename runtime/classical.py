@@ -62,6 +62,9 @@ def ip_basic_fill(sparse: np.ndarray) -> np.ndarray:
     dilations as tiny values; OpenCV's border rules (replicate for the median, reflect-101 for the
     Gaussian) apply at the image edges. Columns without any valid pixel are left to the 31×31 fill.
 
+    This is the reference: the pipelines run the kernel ``psd_ip_basic`` (``KernelLibrary.ip_basic``,
+    kernels/ip_basic), which equals it bit for bit (tests/kernels/test_ip_basic.py).
+
     Args:
         sparse (np.ndarray): float (H, W) or (1, H, W) sparse depth in metres, 0 = missing. Not modified.
 

@@ -25,7 +25,6 @@ from typing import Optional, Union
 import numpy as np
 
 from . import _capi
-from .classical import ip_basic_fill
 from .errors import InputError, PsdError, ShapeError
 from .guided import GuidedParams
 from .inputs import validate_frame
@@ -273,8 +272,9 @@ def propagate_stage(kernels, preset: PropagationPreset, frame, rel_inv, feat0, s
         ndarray: ``depth_diff`` (H, W) float32 metres.
     """
     # IP-Basic only changes the output when some empty cells keep their initial value:
-    # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4)
-    ip = ip_basic_fill(frame.sparse) if not (preset.deterministic and preset.mode == "3D-2D") else None
+    # rate < 1, a candidate cap, or the 3D+2D / 2D-3D modes (docs §1.4); the kernel
+    # (psd_ip_basic, what the C session runs) equals classical.ip_basic_fill bit for bit
+    ip = kernels.ip_basic(frame.sparse) if not (preset.deterministic and preset.mode == "3D-2D") else None
     return kernels.propagate(np.asarray(rel_inv)[0, 0], frame.sparse, np.asarray(feat0)[0], frame.K, ip=ip,
                              seed=seed, **_capi.preset_kwargs(preset))
 

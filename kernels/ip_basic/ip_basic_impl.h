@@ -1,5 +1,6 @@
 // Kernel bodies of the IP-Basic fill (see ip_basic.h), written once for CPU and CUDA: every step
-// is a per-pixel (or per-column) function below, run by ParallelFor on either device.
+// is a per-pixel (or per-column) function below, run by ParallelFor on either device; the CPU runs
+// the selection steps as row-vectorised loops instead ("CPU paths": same values by construction).
 //
 // Bit-exactness with OpenCV (measured on opencv-python 4.14, x86-64, tests/kernels/test_ip_basic.py):
 //  * dilate / erode / the median select values: any evaluation order gives the same bits;
@@ -128,6 +129,122 @@ PSD_HOST_DEVICE PSD_INLINE float IpMedianAt(const float* in, int64_t h, int64_t 
   return v[12];
 }
 
+// ---------------------------------------------------------------------------------- CPU paths
+// The selections (dilations, erosions, the median) again, as contiguous loops over a row that the
+// compiler vectorises (minps / maxps), instead of ParallelFor's per-pixel functor: each output
+// row is the max / min / median of the same input pixels as above, so the values are identical.
+constexpr int64_t kIpBlock = 8;  // median: output columns per block (25 x 8 floats; measured best)
+
+// o[x] = op(o[x], in[x + dx]) wherever 0 <= x + dx < w (the clipped border of the morphology).
+template <bool kMax>
+inline void IpFoldShifted(float* o, const float* in, int64_t w, int64_t dx) {
+  const int64_t x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? w - dx : w;
+#pragma omp simd
+  for (int64_t x = x0; x < x1; ++x) o[x] = kMax ? IpMax(o[x], in[x + dx]) : IpMin(o[x], in[x + dx]);
+}
+
+// Steps 1-2: out = diamond dilation of the inverted input; `inv` is scratch (h * w).
+inline void IpDiamondCpu(const float* sparse, int64_t h, int64_t w, float max_depth, float* inv, float* out) {
+  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* src = sparse + y * w;
+      float* d = inv + y * w;
+#pragma omp simd
+      for (int64_t x = 0; x < w; ++x) d[x] = IpInvert(src[x], max_depth);
+    }
+  });
+  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y) {
+      float* o = out + y * w;
+      const float* c = inv + y * w;
+      for (int64_t x = 0; x < w; ++x) o[x] = c[x];
+      for (int64_t dy = -2; dy <= 2; ++dy) {
+        if (y + dy < 0 || y + dy >= h) continue;
+        const int64_t r = 2 - (dy < 0 ? -dy : dy);
+        for (int64_t dx = -r; dx <= r; ++dx)
+          if (dy != 0 || dx != 0) IpFoldShifted<true>(o, inv + (y + dy) * w, w, dx);
+      }
+    }
+  });
+}
+
+// out[y, x] = max / min of in[y, x - r .. x + r] (clipped).
+template <bool kMax>
+inline void IpRowExtremumCpu(const float* in, int64_t h, int64_t w, int64_t r, float* out) {
+  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y) {
+      float* o = out + y * w;
+      const float* src = in + y * w;
+      for (int64_t x = 0; x < w; ++x) o[x] = src[x];
+      for (int64_t dx = -r; dx <= r; ++dx)
+        if (dx != 0) IpFoldShifted<kMax>(o, src, w, dx);
+    }
+  });
+}
+
+// m = max / min of in[y - r .. y + r, x] (clipped); out = m, or with `keep`: out = keep < eps ? m : keep.
+template <bool kMax>
+inline void IpColExtremumCpu(const float* in, int64_t h, int64_t w, int64_t r, const float* keep, float* out) {
+  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
+    for (int64_t y = y0; y < y1; ++y) {
+      float* o = out + y * w;
+      const int64_t lo = y - r < 0 ? 0 : y - r, hi = y + r > h - 1 ? h - 1 : y + r;
+      const float* first = in + lo * w;
+      for (int64_t x = 0; x < w; ++x) o[x] = first[x];
+      for (int64_t yy = lo + 1; yy <= hi; ++yy) IpFoldShifted<kMax>(o, in + yy * w, w, 0);
+      if (keep) {
+        const float* k = keep + y * w;
+#pragma omp simd
+        for (int64_t x = 0; x < w; ++x) o[x] = k[x] < kIpBasicEps ? o[x] : k[x];
+      }
+    }
+  });
+}
+
+// Step 7: the median network applied to 25 lanes of kIpBlock output columns at a time.
+inline void IpMedianCpu(const float* in, int64_t h, int64_t w, float* out) {
+  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
+    float v[25][kIpBlock];
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* rows[5];
+      for (int dy = 0; dy < 5; ++dy) {
+        int64_t yy = y + dy - 2;
+        yy = yy < 0 ? 0 : (yy > h - 1 ? h - 1 : yy);
+        rows[dy] = in + yy * w;
+      }
+      for (int64_t x0 = 0; x0 < w; x0 += kIpBlock) {
+        const int64_t nb = w - x0 < kIpBlock ? w - x0 : kIpBlock;
+        const bool inner = x0 >= 2 && x0 + nb + 2 <= w;
+        for (int dy = 0; dy < 5; ++dy)
+          for (int dx = 0; dx < 5; ++dx) {
+            float* lane = v[dy * 5 + dx];
+            const float* src = rows[dy];
+            if (inner) {
+              for (int64_t j = 0; j < nb; ++j) lane[j] = src[x0 + j + dx - 2];
+            } else {
+              for (int64_t j = 0; j < nb; ++j) {
+                int64_t xx = x0 + j + dx - 2;
+                xx = xx < 0 ? 0 : (xx > w - 1 ? w - 1 : xx);
+                lane[j] = src[xx];
+              }
+            }
+          }
+        IpMedian25Network([&](int a, int b) {
+          float* pa = v[a];
+          float* pb = v[b];
+#pragma omp simd
+          for (int64_t j = 0; j < kIpBlock; ++j) {
+            const float lo = IpMin(pa[j], pb[j]), hi = IpMax(pa[j], pb[j]);
+            pa[j] = lo;
+            pb[j] = hi;
+          }
+        });
+        for (int64_t j = 0; j < nb; ++j) out[y * w + x0 + j] = v[12][j];
+      }
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------- launchers
 template <Device D>
 void IpBasicStatsPass(const float* sparse, int64_t h, int64_t w, IpBasicWork work, Stream s) {
@@ -172,20 +289,30 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
   const IpBasicStats* st = work.stats;
   float *a = out, *b = work.b, *t = work.t;
   const float eps = kIpBasicEps;
-  // 2. diamond dilation of the inverted input
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
-    a[i] = IpDiamondAt(sparse, h, w, i / w, i % w, st->max_depth);
-  });
-  // 3. closing 5x5 = dilation then erosion, each separable (rows into t, then columns)
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 2); });
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpExtremum<true>(t, i, h, i / w, w, 2); });
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<false>(b, i, w, i % w, 1, 2); });
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpExtremum<false>(t, i, h, i / w, w, 2); });
-  // 4. empty pixels from the 7x7 dilation
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 3); });
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
-    b[i] = a[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 3) : a[i];
-  });
+  if constexpr (D == Device::kCpu) {
+    IpDiamondCpu(sparse, h, w, st->max_depth, t, a);      // 1-2.
+    IpRowExtremumCpu<true>(a, h, w, 2, t);                 // 3. closing 5x5
+    IpColExtremumCpu<true>(t, h, w, 2, nullptr, b);
+    IpRowExtremumCpu<false>(b, h, w, 2, t);
+    IpColExtremumCpu<false>(t, h, w, 2, nullptr, a);
+    IpRowExtremumCpu<true>(a, h, w, 3, t);                 // 4. 7x7 fill
+    IpColExtremumCpu<true>(t, h, w, 3, a, b);
+  } else {
+    // 1-2. diamond dilation of the inverted input
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+      a[i] = IpDiamondAt(sparse, h, w, i / w, i % w, st->max_depth);
+    });
+    // 3. closing 5x5 = dilation then erosion, each separable (rows into t, then columns)
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 2); });
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpExtremum<true>(t, i, h, i / w, w, 2); });
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<false>(b, i, w, i % w, 1, 2); });
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpExtremum<false>(t, i, h, i / w, w, 2); });
+    // 4. empty pixels from the 7x7 dilation
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 3); });
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+      b[i] = a[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 3) : a[i];
+    });
+  }
   // 5. extend each column's topmost value (> eps) up to row 0
   ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
     int64_t top = 0;
@@ -194,13 +321,19 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
     const float v = b[top * w + x];
     for (int64_t y = 0; y < top; ++y) b[y * w + x] = v;
   });
-  // 6. empty pixels from the 31x31 dilation
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(b, i, w, i % w, 1, 15); });
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
-    a[i] = b[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 15) : b[i];
-  });
-  // 7. median 5x5
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpMedianAt(a, h, w, i / w, i % w); });
+  if constexpr (D == Device::kCpu) {
+    IpRowExtremumCpu<true>(b, h, w, 15, t);  // 6. 31x31 fill
+    IpColExtremumCpu<true>(t, h, w, 15, b, a);
+    IpMedianCpu(a, h, w, b);                 // 7.
+  } else {
+    // 6. empty pixels from the 31x31 dilation
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(b, i, w, i % w, 1, 15); });
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+      a[i] = b[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 15) : b[i];
+    });
+    // 7. median 5x5
+    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpMedianAt(a, h, w, i / w, i % w); });
+  }
   // 8. Gaussian rows (fused but for the last column of an odd width; none for one column)
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
     const int64_t x = i % w;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -215,7 +216,11 @@ struct psd_session {
   std::vector<float> sparse_scratch;  // psd_prepare_sparse's workspace
   Buffer sparse, x, rel_inv, diff, depth_pix, fd0, depth;
   Buffer feat[4];
-  std::vector<uint8_t> ws_prop, ws_post, ws_guided, ws_pre;
+  Buffer ip;  // the IP-Basic fill (needs_ip presets)
+  std::vector<uint8_t> ws_prop, ws_post, ws_guided, ws_pre, ws_ip;
+  // the preset's propagation depends on the IP-Basic fill: rate < 1, a candidate cap or a mode
+  // other than 3D-2D (Pipeline's test; psd_method.md §1.4)
+  bool needs_ip = false;
   psd_frame_desc desc{};
   psd_frame_desc post_desc{};
   psd_propagation_params params{};
@@ -226,7 +231,7 @@ struct psd_session {
   // per-stage times of the last call: host clock (CPU sessions) or CUDA events (CUDA ones)
   double stage_ms[PSD_STAGE_COUNT] = {0};
 #if defined(PSD_WITH_CUDA)
-  DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided, d_ws_pre;
+  DeviceBuffer d_rgb, d_ws_prop, d_ws_post, d_ws_guided, d_ws_pre, d_ws_ip;
   PinnedBuffer pin_rgb, pin_sparse, pin_out;  // host frames: rgb, sparse and depth staging
   cudaStream_t stream = nullptr;  // staging of psd_session_run on the GPU
   // `done` is recorded at the end of every call on its stream and waited on at the start of the
@@ -274,7 +279,9 @@ struct psd_session {
       d_ws_post.Release();
       d_ws_guided.Release();
       d_ws_pre.Release();
-      for (Buffer* b : {&sparse, &x, &rel_inv, &diff, &depth_pix, &fd0, &depth, &feat[0], &feat[1], &feat[2], &feat[3]})
+      d_ws_ip.Release();
+      for (Buffer* b : {&sparse, &x, &rel_inv, &diff, &depth_pix, &fd0, &depth, &feat[0], &feat[1], &feat[2], &feat[3],
+                        &ip})
         b->dev.Release();
       (void)cudaGetLastError();
       if (prev >= 0) cudaSetDevice(prev);
@@ -386,6 +393,18 @@ void CopySparse(const psd_frame_in* in, int64_t stride, float* dst, std::vector<
 
 void KernelOk(psd_status_t st, const char* what) { psd::capi::CheckKernel(st, what); }
 
+// psd_ip_basic's input rule on the accepted sparse depth (a depth > PSD_IP_BASIC_MIN_M), checked
+// on the host before any network runs: a CUDA fill could not report it (psd.h).
+void CheckIpBasicInput(const psd_session* s, const ValidFrame& f) {
+  if (!s->needs_ip || static_cast<float>(f.stats.dmax) > static_cast<float>(PSD_IP_BASIC_MIN_M)) return;
+  char dmax[32];
+  std::snprintf(dmax, sizeof dmax, "%.4g", f.stats.dmax);
+  Throw(PSD_E_INVALID_ARGUMENT, std::string("preset '") + s->preset.name +
+                                    "' fills the sparse depth with IP-Basic, which needs at least one sparse depth > "
+                                    "0.1 m; the largest accepted depth of this frame is " + dmax +
+                                    " m: check the units (metres: divide millimetres by 1000)");
+}
+
 // ------------------------------------------------------------------ buffers
 void AllocateForSize(psd_session* s, int64_t h, int64_t w) {
   if (s->buf_h == h && s->buf_w == w) return;
@@ -471,13 +490,24 @@ void SetUpNetworks(psd_session* s) {
   s->params.iters_quarter = s->preset.iters_quarter;
   s->params.iters_full = s->preset.iters_full;
   size_t bytes = 0;
-  KernelOk(psd_propagate_workspace_size(static_cast<psd_device_t>(dev), &s->desc, &s->params, 0, &bytes),
+  KernelOk(psd_propagate_workspace_size(static_cast<psd_device_t>(dev), &s->desc, &s->params, s->needs_ip ? 1 : 0,
+                                        &bytes),
            "propagation parameters");
 #if defined(PSD_WITH_CUDA)
   if (dev == PSD_DEVICE_CUDA) s->d_ws_prop.Resize(bytes);
   else
 #endif
     s->ws_prop.assign(bytes, 0);
+  if (s->needs_ip) {  // the IP-Basic fill of every frame: its map and its workspace
+    s->ip.Resize(dev, h * w);
+    size_t ip_bytes = 0;
+    KernelOk(psd_ip_basic_workspace_size(static_cast<psd_device_t>(dev), h, w, &ip_bytes), "IP-Basic fill");
+#if defined(PSD_WITH_CUDA)
+    if (dev == PSD_DEVICE_CUDA) s->d_ws_ip.Resize(ip_bytes);
+    else
+#endif
+      s->ws_ip.assign(ip_bytes, 0);
+  }
   if (s->mode != PSD_SESSION_MODE_PSD) return;
   // head: sparse, depth_diff (1, 1, H, W), feat0..3 -> depth_pix (1, 1, H, W), fd0 (1, C, h, w)
   InferenceBackend& hd = *s->head;
@@ -633,10 +663,22 @@ void RunStages(psd_session* s, const uint8_t* rgb, const ValidFrame& f, void* st
     wsn = s->d_ws_prop.bytes;
   }
 #endif
-  // ip = NULL: only presets with rate 1, no cap and mode 3D-2D reach here (checked at create),
-  // for which the official output does not depend on the IP-Basic fill (psd_method.md §1.4)
-  KernelOk(psd_propagate(dev, &s->desc, &s->params, s->rel_inv.ptr, s->sparse.ptr, nullptr, f.K, s->feat[0].ptr,
-                         wsp, wsn, stream, s->diff.ptr, nullptr),
+  // ip = NULL for presets with rate 1, no cap and mode 3D-2D, whose official output does not depend
+  // on the IP-Basic fill (psd_method.md §1.4); the others fill it from the sparse depth first
+  // (Pipeline: both inside the propagation stage)
+  if (s->needs_ip) {
+    void* wip = s->ws_ip.data();
+    size_t wipn = s->ws_ip.size();
+#if defined(PSD_WITH_CUDA)
+    if (s->device == PSD_DEVICE_CUDA) {
+      wip = s->d_ws_ip.p;
+      wipn = s->d_ws_ip.bytes;
+    }
+#endif
+    KernelOk(psd_ip_basic(dev, f.h, f.w, s->sparse.ptr, wip, wipn, stream, s->ip.ptr), "IP-Basic fill");
+  }
+  KernelOk(psd_propagate(dev, &s->desc, &s->params, s->rel_inv.ptr, s->sparse.ptr, s->needs_ip ? s->ip.ptr : nullptr,
+                         f.K, s->feat[0].ptr, wsp, wsn, stream, s->diff.ptr, nullptr),
            "propagation");
   timer.Mark(PSD_STAGE_PROPAGATION);
   if (s->mode != PSD_SESSION_MODE_PSD) return;  // propagate: the result is s->diff (Result())
@@ -887,6 +929,7 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
       CudaCheck(cudaMemcpyAsync(s->d_rgb.p, prgb, n * 3, cudaMemcpyHostToDevice, s->stream), "cudaMemcpyAsync(rgb)");
       try {
         CopySparse(in, st.sparse, s->pin_sparse.as<float>(), &s->sparse_scratch, &f);
+        CheckIpBasicInput(s, f);
       } catch (...) {
         (void)cudaStreamSynchronize(s->stream);  // the image copy still reads the staging
         throw;
@@ -913,6 +956,7 @@ void RunHost(psd_session* s, const psd_frame_in* in, psd_frame_out* out) {
     }
     if (s->height == 0) AllocateForSize(s, f.h, f.w);
     CopySparse(in, st.sparse, s->sparse.ptr, &s->sparse_scratch, &f);
+    CheckIpBasicInput(s, f);
     s->stage_ms[PSD_STAGE_VALIDATE] = Ms(t0, clock::now());
     RunStages(s, rgb, f, nullptr);
     WriteOutputs(Result(s), f, st, out);
@@ -1138,11 +1182,7 @@ PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_sess
 #endif
     if (mode != PSD_SESSION_MODE_GUIDED) {
       const psd_preset& p = s->preset;
-      if (!(p.rate >= 1.0 && p.candidates == 0 && p.mode == PSD_MODE_3D_2D))
-        Throw(PSD_E_UNSUPPORTED, std::string("preset '") + p.name +
-                                     "' needs the IP-Basic fill (rate < 1, a candidate cap or a mode other than "
-                                     "3D-2D), which the C session does not implement; use a preset with rate 1, "
-                                     "no cap and mode 3D-2D (e.g. NYUv2, KITTI), or the Python Pipeline");
+      s->needs_ip = !(p.rate >= 1.0 && p.candidates == 0 && p.mode == PSD_MODE_3D_2D);
       if (p.camera != PSD_CAMERA_PINHOLE)
         Throw(PSD_E_UNSUPPORTED, std::string("preset '") + p.name + "' uses a non-pinhole camera; sessions take a "
                                                                    "3x3 pinhole K");

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _support import requires_shared_data
-from _frames import SIZE, link_or_copy, shared_frame
+from _frames import SIZE, link_or_copy, onnxruntime_problem, shared_frame
 
 from psdrt.runtime.errors import InputError, PsdError, ShapeError
 from psdrt.runtime.pipeline import Pipeline
+from psdrt.runtime.presets import PRESETS
 from psdrt.runtime.session import CSession
 
 
@@ -101,3 +102,113 @@ def test_pipeline_engine_c_and_python_api(capi_lib, artifacts, middlebury):
     sess.close()
     with pytest.raises(PsdError, match="closed"):
         sess(rgb, sparse, K)
+
+
+# ------------------------------------------------------------------------------ IP-Basic presets
+#: presets whose propagation takes the IP-Basic fill (rate < 1, a candidate cap or a mode other
+#: than 3D-2D) and a pinhole camera: all of them run in the C session (psd_ip_basic)
+IP_PRESETS = [n for n, p in PRESETS.items() if not (p.deterministic and p.mode == "3D-2D") and p.cam == "pinhole"]
+TINY = (28, 42)
+
+
+class _NoIp:
+    """The kernel library with the IP-Basic fill switched off (ip=None: the aligned FM depth)."""
+
+    def __init__(self, lib):
+        self._lib = lib
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def ip_basic(self, sparse):
+        return None
+
+
+@pytest.fixture(scope="module")
+def tiny_propagate(capi_lib, tmp_path_factory):
+    """A propagate-mode directory at 28x42 over a hand-made encoder (tests/_tiny_artifacts.py: no torch)."""
+    problem = onnxruntime_problem(capi_lib, tmp_path_factory.mktemp("ort_probe_ip"))
+    if problem:
+        pytest.skip(f"the session library cannot run ONNX Runtime here: {problem}")
+    pytest.importorskip("onnx")
+    from _tiny_artifacts import make_artifacts
+
+    return make_artifacts(tmp_path_factory.mktemp("tiny_ip") / "deploy", size=TINY, fm_lower=28)
+
+
+def _tiny_frame(seed, near=False):
+    rng = np.random.default_rng(seed)
+    h, w = TINY
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 5 + seed), np.cos(yy / 4), np.sin((xx + yy) / 7)], -1)
+    rgb = np.clip(128 + 90 * base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    depth = (2 + xx / w * 3 + yy / h * 2 + seed % 3).astype(np.float32)
+    if near:  # every point within IP-Basic's 0.1 m (still accepted sparse depth: >= 1 mm)
+        depth = (0.02 + 0.05 * depth / depth.max()).astype(np.float32)
+    sparse = np.where(rng.random((h, w)) < 0.08, depth, 0).astype(np.float32)
+    K = np.array([[40.0, 0, 21.0], [0, 40.0, 14.0], [0, 0, 1]])
+    return rgb, sparse, K
+
+
+@pytest.mark.parametrize("preset", IP_PRESETS)
+def test_ip_basic_presets_propagate_mode(tiny_propagate, preset):
+    """The C session fills IP-Basic (psd_ip_basic) for these presets and equals the Python
+    Pipeline bit for bit, seeded subsets included; without the fill the output differs, so the
+    equality checks the fill."""
+    assert {"ARGOVERSE", "VKITTI2", "DIMLi"} <= set(IP_PRESETS)
+    for seed in (0, 3):
+        c = CSession.from_artifacts(tiny_propagate, preset=preset, seed=seed)
+        py = Pipeline.from_artifacts(tiny_propagate, engine="python", preset=preset, seed=seed)
+        assert c.preset_name == py.preset.name == preset
+        for frame_seed in (1, 2):
+            rgb, sparse, K = _tiny_frame(frame_seed)
+            got, want = c(rgb, sparse, K), py(rgb, sparse, K)
+            assert np.isfinite(got.depth).all()
+            np.testing.assert_array_equal(got.depth, want.depth)
+            py.kernels = _NoIp(py.kernels)
+            assert not np.array_equal(py(rgb, sparse, K).depth, got.depth), "the fill changes nothing here"
+            py.kernels = py.kernels._lib
+        c.close()
+
+
+def test_ip_basic_needs_a_depth_above_0_1_m(tiny_propagate):
+    """A frame whose accepted points are all within 0.1 m: both engines refuse it for a preset that
+    needs IP-Basic (InputError, before the C session runs a network) and run it for NYUv2."""
+    rgb, sparse, K = _tiny_frame(4, near=True)
+    assert sparse.max() <= 0.1 and (sparse > 0).any()
+    c = CSession.from_artifacts(tiny_propagate, preset="ARGOVERSE")
+    py = Pipeline.from_artifacts(tiny_propagate, engine="python", preset="ARGOVERSE")
+    with pytest.raises(InputError, match="0.1 m"):
+        c(rgb, sparse, K)
+    with pytest.raises(InputError, match="0.1 m"):
+        py(rgb, sparse, K)
+    c(*_tiny_frame(5)[:2], K)  # the session is still usable
+    c.close()
+    c = CSession.from_artifacts(tiny_propagate, preset="NYUv2")
+    py = Pipeline.from_artifacts(tiny_propagate, engine="python", preset="NYUv2")
+    np.testing.assert_array_equal(c(rgb, sparse, K).depth, py(rgb, sparse, K).depth)
+    c.close()
+
+
+def test_pipeline_ip_basic_is_the_reference(tiny_propagate, monkeypatch):
+    """Pipeline's fill (the kernel) and the OpenCV reference give the same result."""
+    from psdrt.runtime.classical import ip_basic_fill
+
+    rgb, sparse, K = _tiny_frame(6)
+    py = Pipeline.from_artifacts(tiny_propagate, engine="python", preset="VKITTI2")
+    want = py(rgb, sparse, K).depth
+    lib = py.kernels
+    monkeypatch.setattr(lib, "ip_basic", lambda s, **kw: ip_basic_fill(s), raising=False)
+    np.testing.assert_array_equal(py(rgb, sparse, K).depth, want)
+
+
+@pytest.mark.parametrize("preset", ["ARGOVERSE", "VKITTI2"])
+def test_ip_basic_presets_psd_mode(capi_lib, artifacts, middlebury, preset):
+    """psd mode (encoder, head and post-processing: VKITTI2 sweeps 8 times) on the ViT-S artefacts."""
+    rgb, sparse, K, _ = middlebury
+    c = CSession.from_artifacts(artifacts, preset=preset, seed=2)
+    py = Pipeline.from_artifacts(artifacts, engine="python", preset=preset, seed=2)
+    got, want = c(rgb, sparse, K), py(rgb, sparse, K)
+    assert got.mode == want.mode == "psd" and got.info["preset"] == want.info["preset"] == preset
+    np.testing.assert_array_equal(got.depth, want.depth)
+    c.close()

@@ -18,6 +18,7 @@ import pytest
 
 from _device import assert_cuda_matches
 from psdrt.runtime import _capi
+from psdrt.runtime.errors import InputError
 from psdrt.runtime.guided import GuidedParams
 from psdrt.runtime.presets import PRESETS
 
@@ -63,6 +64,27 @@ def test_sparse_pool(cuda_lib, cpu_lib, rt, order):
     out = rt.empty((15, 20))
     cuda_lib.sparse_pool(rt.upload(s), out=out)
     cmp(rt, out, cpu_lib.sparse_pool(s), "sparse_pool")
+
+
+@pytest.mark.parametrize("shape", [(45, 77), (64, 200), (1, 33), (20, 1)])
+def test_ip_basic(cuda_lib, cpu_lib, rt, order, shape):
+    """Exact on a real GPU too: the steps select values, and the Gaussian's roundings are spelled
+    out (PSD_FMA_RN / PSD_MUL_RN / PSD_ADD_RN), so nvcc fuses nothing else. Invalid input has no
+    status on the GPU (no host sync): the fill is 0 everywhere, never NaN."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    s = sparse_map(rng, *shape, 0.05, 80.0)
+    s[shape[0] // 2, shape[1] // 2] = 5.0
+    ws = rt.empty(cuda_lib.ip_basic_workspace_size(*shape, _capi.DEVICE_CUDA), np.uint8)
+    out = rt.empty(shape)
+    cuda_lib.ip_basic(rt.upload(s), out=out, workspace=ws)
+    cmp(rt, out, cpu_lib.ip_basic(s), f"ip_basic {shape}", rtol=0, atol=0)
+    for what, bad in (("no depth > 0.1 m", np.full(shape, 0.05, np.float32)),
+                      ("NaN", np.where(s > 0, np.nan, 0).astype(np.float32)), ("negative", -s)):
+        out = rt.empty(shape).fill(0x7F)
+        cuda_lib.ip_basic(rt.upload(bad), out=out, workspace=ws)
+        assert (out.get() == 0).all(), what
+        with pytest.raises(InputError):
+            cpu_lib.ip_basic(bad)
 
 
 def test_project_points(cuda_lib, cpu_lib, rt, order):
@@ -200,6 +222,31 @@ def test_propagate_presets_and_cameras(cuda_lib, cpu_lib, rt, order, preset):
     cuda_lib.propagate(rt.upload(rel), rt.upload(s), rt.upload(feat), cam, ip=rt.upload(ip), seed=5, out=out,
                        workspace=ws, **kw)
     cmp(rt, out, cpu, f"propagate {preset}", atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["ARGOVERSE", "VKITTI2"])
+def test_propagate_with_the_device_ip_basic_fill(cuda_lib, cpu_lib, rt, order, preset):
+    """The CUDA session's propagation stage for presets that need IP-Basic: psd_ip_basic, then
+    psd_propagate with its map, both enqueued on one user stream (RunStages' order)."""
+    p = PRESETS[preset]
+    rel, s, feat, _ = _frame(40, 80, seed=4, density=0.05)
+    kw = _capi.preset_kwargs(p)
+    cpu = cpu_lib.propagate(rel, s, feat, K, ip=cpu_lib.ip_basic(s), seed=5, **kw)
+    desc = _capi.FrameDesc(C.sizeof(_capi.FrameDesc), 0, 40, 80, 56, 70, 32, 14, 19)
+    prm = cuda_lib._params(k=p.k, rate=p.rate, candidates=p.candidates, mode=p.mode, cam=p.cam)
+    ws = rt.empty(cuda_lib.propagate_workspace_size(desc, prm, True, _capi.DEVICE_CUDA), np.uint8)
+    ws_ip = rt.empty(cuda_lib.ip_basic_workspace_size(40, 80, _capi.DEVICE_CUDA), np.uint8)
+    stream = rt.stream()
+    try:
+        ds, ip, out = rt.upload(s), rt.empty((40, 80)), rt.empty((40, 80))
+        cuda_lib.ip_basic(ds, out=ip, workspace=ws_ip, stream=stream)
+        cuda_lib.propagate(rt.upload(rel), ds, rt.upload(feat), K, ip=ip, seed=5, out=out, workspace=ws,
+                           stream=stream, **kw)
+        rt.sync(stream)
+        cmp(rt, ip, cpu_lib.ip_basic(s), "ip_basic", rtol=0, atol=0)
+        cmp(rt, out, cpu, f"propagate {preset} with the device fill", atol=1e-3, rtol=1e-4)
+    finally:
+        rt.check(rt.c.cudaStreamDestroy(stream))
 
 
 @pytest.mark.parametrize("iters", [-1, 0, 6])

@@ -202,6 +202,29 @@ def test_enqueue_strided_device_frames_equals_cpu_session(slib, rt, order, cpu_s
         rt.check(rt.c.cudaStreamDestroy(stream))
 
 
+def test_cuda_sessions_take_the_ip_basic_presets(slib, tmp_path):
+    """A CUDA session sizes the IP-Basic buffers for ARGOVERSE / VKITTI2 / DIMLi instead of refusing
+    them; without a GPU build of ONNX Runtime (the emulator) create stops at the encoder's CUDA
+    provider, after the preset was accepted. A non-pinhole camera is still refused."""
+    pytest.importorskip("onnx")
+    from _tiny_artifacts import make_artifacts
+
+    d = make_artifacts(tmp_path / "tiny", size=(28, 42), fm_lower=28)
+    for preset, want in (("ARGOVERSE", (0, 11)), ("VKITTI2", (0, 11)), ("DIMLi", (0, 11)), ("Stanford", (9,))):
+        o = S.SessionOptions()
+        assert slib.psd_session_options_init(C.byref(o)) == 0
+        o.device, o.preset = S.DEVICES["cuda"], preset.encode()
+        h = C.c_void_p()
+        st = slib.psd_session_create(str(d).encode(), C.byref(o), C.byref(h))
+        msg = last_error(slib)
+        assert st in want, (preset, st, msg)
+        if st == 11:
+            assert "CUDA execution provider" in msg, msg
+        if st == 9:
+            assert "non-pinhole camera" in msg, msg
+        slib.psd_session_destroy(h if st == 0 else None)
+
+
 # ------------------------------------------------------------------------------ ordering
 def test_two_enqueues_on_two_streams_run_one_after_the_other(slib, rt, order, cpu_session):
     """The session's buffers are shared by its calls: the second call's stream must wait for the

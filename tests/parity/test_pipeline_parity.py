@@ -313,6 +313,10 @@ def test_official_answer_from_raw_rgb(setup, case, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(feats, off_feats)), "FM features are not bit-identical"
     ref_diff = {k: _max(ref.stages[k], expected[k]) for k in STAGES}
     assert ref_diff["ip"] == 0 and ref_diff["depth_polyfit"] == 0
+    # the fill the deployment pipelines run for the presets that need it (psd_ip_basic)
+    from psdrt.runtime import _capi
+
+    assert np.array_equal(_capi.load("cpu").ip_basic(sparse), expected["ip"]), "psd_ip_basic differs from the official"
 
     # 2. the deployment paths over a `psdrt build` directory: ONNX Runtime FP32, Python and C
     from psdrt.build import build_artifacts

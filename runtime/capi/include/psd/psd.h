@@ -707,8 +707,10 @@ PSD_API psd_status_t psd_session_options_init(psd_session_options* options);
  * set for a CPU session; an unknown PSD_BACKEND_TEST_FIXTURE value), PSD_E_ARTIFACT
  * (missing/corrupt manifest, missing file, SHA-256 mismatch, failed gate, precision not built),
  * PSD_E_BACKEND_UNAVAILABLE (ONNX Runtime not found/too old, CUDA EP missing, TensorRT not
- * built), PSD_E_BACKEND (ONNX Runtime refused the model), PSD_E_UNSUPPORTED (a preset that
- * needs IP-Basic: rate < 1, a candidate cap or a mode other than 3D-2D; a non-pinhole camera),
+ * built), PSD_E_BACKEND (ONNX Runtime refused the model), PSD_E_UNSUPPORTED (a preset with a
+ * non-pinhole camera: Stanford, KITTI360). Presets that need the IP-Basic fill (rate < 1, a
+ * candidate cap or a mode other than 3D-2D: ARGOVERSE, VKITTI2, DIMLi, ...) get its buffers here
+ * and compute it every frame with psd_ip_basic on the session's device and stream,
  * PSD_E_NOT_BUILT_WITH_CUDA (device CUDA in the CPU library), PSD_E_OUT_OF_MEMORY. */
 PSD_API psd_status_t psd_session_create(const char* artifact_dir, const psd_session_options* options,
                                         psd_session** out);
@@ -846,6 +848,8 @@ typedef struct psd_frame_out {
 #define PSD_FRAME_OUT_SIZE_V1 (sizeof(psd_frame_out) - 3 * sizeof(int64_t))
 
 /* Completes one frame (host memory in and out). Synchronous; allocation-free once warm.
+ * PSD_E_INVALID_ARGUMENT also for a frame the preset's IP-Basic fill cannot take (no accepted
+ * depth > PSD_IP_BASIC_MIN_M), checked before any network runs.
  * Statuses: PSD_OK, PSD_E_NULL_POINTER, PSD_E_INVALID_ARGUMENT, PSD_E_SHAPE_MISMATCH,
  * PSD_E_BACKEND, PSD_E_UNSUPPORTED, PSD_E_INTERNAL (non-finite result; nothing is written). */
 PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* in,
@@ -855,7 +859,8 @@ PSD_API psd_status_t psd_session_run(psd_session* session, const psd_frame_in* i
  * in->rgb, in->sparse, out->depth are CUDA device memory (out->depth_mm must be NULL); every
  * stage is enqueued on `stream` after the session's previous call (see "Streams and
  * ordering") and the call returns without synchronising. Data-dependent checks (NaN, point
- * count) are not made (they would need a host sync); points, alignment_degenerate and
+ * count, IP-Basic's depth > PSD_IP_BASIC_MIN_M, whose fill is then 0: psd_ip_basic) are not made
+ * (they would need a host sync); points, alignment_degenerate and
  * timings_ms are not written (psd_session_timings reads the stage times once the work has run).
  * With options.cuda_graph the device frame is captured and replayed ("CUDA graphs" above); a
  * failed capture is not an error (the frame runs plainly, psd_session_info says why).
