@@ -16,7 +16,6 @@ from pathlib import Path
 
 
 def encoder_onnx(path, hm: int, wm: int, opset: int = 17) -> Path:
-    import onnx
     from onnx import TensorProto, helper
 
     nodes = [helper.make_node("ReduceMean", ["rgb"], ["m"], axes=[1], keepdims=1),
@@ -34,6 +33,14 @@ def encoder_onnx(path, hm: int, wm: int, opset: int = 17) -> Path:
              helper.make_tensor("sc4", TensorProto.FLOAT, [4], [1, 1, 4, 4])]
     graph = helper.make_graph(nodes, "tiny_encoder",
                               [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, hm, wm])], outs, inits)
+    return _save(graph, path, opset)
+
+
+def _save(graph, path, opset: int) -> Path:
+    """The graph as a checked ONNX file (IR 8, as the exporter writes)."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="psdrt-test",
                               producer_version="0.1")
     model.ir_version = 8
@@ -47,7 +54,6 @@ def head_onnx(path, size, hm, opset: int = 17) -> Path:
     ``feat0..3`` (each input changes the output); ``fd0`` (1, 128, H/2, W/2) = pooled depth_diff
     times one weight per channel, plus the mean of feat0."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper
 
     h, w = size
@@ -76,12 +82,7 @@ def head_onnx(path, size, hm, opset: int = 17) -> Path:
     outs = [helper.make_tensor_value_info("depth_pix", f, [1, 1, h, w]),
             helper.make_tensor_value_info("fd0", f, [1, 128, h // 2, w // 2])]
     graph = helper.make_graph(nodes, "tiny_head", inputs, outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="psdrt-test",
-                              producer_version="0.1")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return Path(path)
+    return _save(graph, path, opset)
 
 
 def _entry(path: Path, part: str, gate_passed: bool) -> dict:
