@@ -52,6 +52,8 @@ GuidedDtArgs GuidedDtArguments(const GuidedDtConfig& c) {
   a.iterations = N;
   a.rounds = c.rounds;
   a.occl = OcclusionParams{c.occl_rx, c.occl_ry, static_cast<float>(1.0 - static_cast<double>(c.occl_rel))};
+  a.sigma_s = c.sigma_s;
+  a.sigma_r = c.sigma_r;
   return a;
 }
 
@@ -63,6 +65,7 @@ GuidedDtPlan PlanGuidedDt(Workspace& ws, int64_t h, int64_t w) {
   P.counts = ws.Take<int64_t>(3 * kChunks);
   P.scan = ws.Take<int32_t>(1);
   P.range = ws.Take<float>(3 + 3 * kChunks);
+  P.band = ws.Take<float>(2);
   for (float** pl : {&P.sp, &P.dist, &P.fill, &P.sv, &P.sh, &P.cl, &P.cr, &P.wh, &P.wv, &P.v, &P.c, &P.ipraw,
                       &P.base})
     *pl = ws.Take<float>(n);

@@ -16,6 +16,8 @@
 //   scan base  scan input only: G = IP-Basic (kernels/ip_basic) of the unfiltered valid points,
 //              pixels it leaves at or below 0.1 m set to hi (hi everywhere when no point exceeds
 //              0.1 m); it replaces the geodesic fill as G below;
+//   bandwidth  scattered input: sigma_s = min(sigma_s, 1.2 sqrt(H W / n)) (in double), so that the
+//              filter's reach follows the points' mean spacing; scan input: sigma_s_scan;
 //   edges      per neighbour pair, d = (1 + (sigma_s / sigma_r) * SAD) + beta * |dln G|;
 //   filter     normalised convolution with the recursive domain-transform filter (Gastal and
 //              Oliveira 2011): value v0 = depth at the points (scan input: depth - G, the
@@ -56,6 +58,9 @@ enum GuidedKind : int32_t { kGuidedKindAuto = 0, kGuidedKindScattered = 1, kGuid
 
 constexpr float kGuidedDtEps = 1e-6f;
 constexpr float kGuidedDtScanEps = 0.1f;  // psdrt.runtime.guided.SCAN_RESIDUAL_EPS
+// scattered input: sigma_s = min(sigma_s, kGuidedDtSpacing * sqrt(H W / n)), the bandwidth follows
+// the points' mean spacing (psdrt.runtime.guided.SCATTERED_SPACING)
+constexpr double kGuidedDtSpacing = 1.2;
 
 struct GuidedDtConfig {
   int32_t kind = kGuidedKindAuto;
@@ -78,6 +83,7 @@ struct GuidedDtArgs {
   float m0[2];  // -sqrt(2) / sigma_0
   int32_t iterations, rounds;
   OcclusionParams occl;
+  double sigma_s, sigma_r;  // scattered input's bound and the colour bandwidth (kc[0], m0[0] on the device)
 };
 
 struct GuidedDtPlan {
@@ -85,6 +91,7 @@ struct GuidedDtPlan {
   int64_t* counts = nullptr;  // per chunk n, h, v (3 * kChunks)
   int32_t* scan = nullptr;    // 1: scan-line input (found or forced)
   float* range = nullptr;     // lo, hi, any + per-chunk partials (3 * kChunks)
+  float* band = nullptr;      // scattered input's kc and m0, from the point count (device)
   float *sp, *dist, *fill;    // filtered sparse, geodesic cost, geodesic fill
   float *sv, *sh;             // SAD of the pair with the pixel above / to the left
   float *cl, *cr;             // step costs of the pairs with the pixels up-left / up-right

@@ -262,6 +262,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
   int64_t* counts = P.counts;
   int32_t* scan = P.scan;
   float* range = P.range;
+  float* band = P.band;
   float *sp = P.sp, *dist = P.dist, *fill = P.fill;
   float *sv = P.sv, *sh = P.sh, *cl = P.cl, *cr = P.cr, *wh = P.wh, *wv = P.wv;
   float *v = P.v, *c = P.c, *ipraw = P.ipraw, *base = P.base;
@@ -290,6 +291,17 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     }
     *scan = A.kind == kGuidedKindScan ||
             (A.kind == kGuidedKindAuto && 20 * chz > 80 * cvt + cn);
+    // scattered input: the bandwidth bound by the points' mean spacing (dt.h), kc and m0 as
+    // GuidedDtArguments computes them
+    double ss = A.sigma_s;
+    if (cn > 0) {
+      const double bound = kGuidedDtSpacing * sqrt(static_cast<double>(n) / static_cast<double>(cn));
+      if (bound < ss) ss = bound;
+    }
+    const int32_t N = A.iterations;
+    const double s0 = ss * sqrt(3.0) * pow(2.0, N - 1) / sqrt(pow(4.0, N) - 1.0);
+    band[0] = static_cast<float>(ss / A.sigma_r);
+    band[1] = static_cast<float>(-sqrt(2.0) / s0);
   });
   // parallax (scan input), missing pixels to 0
   ForPixelsBalanced<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t i) {
@@ -377,7 +389,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { c[i] = logf(fill[i]); });
   DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
     const int32_t kd = *scan ? 1 : 0;
-    const float kc = A.kc[kd], m0 = A.m0[kd], beta = A.beta;
+    const float kc = kd ? A.kc[1] : band[0], m0 = kd ? A.m0[1] : band[1], beta = A.beta;
     const int64_t o = y * w;
     const int64_t e = x1 < w - 1 ? x1 : w - 1;  // pairs (x, x + 1) exist for x < w - 1
     for (int64_t x = x0; x < e; ++x)

@@ -452,7 +452,7 @@ typedef struct psd_guided_params {
   int32_t method;        /* PSD_GUIDED_METHOD_DT (0, default) or PSD_GUIDED_METHOD_CSPN (1) */
   int32_t kind;          /* PSD_GUIDED_KIND_*: 0 auto (detected per frame), 1 scattered, 2 scan */
   float lambda;          /* colour weight of the geodesic step cost, >= 0 (default 0.1) */
-  float sigma_s;         /* spatial bandwidth (px) of the filter, scattered input (default 20) */
+  float sigma_s;         /* bound on the filter's bandwidth (px), scattered input (default 20): min(sigma_s, 1.2 sqrt(H W / points)) */
   float sigma_s_scan;    /* the same for scan-line input (default 5) */
   float sigma_r;         /* colour bandwidth (sum of |dR|+|dG|+|dB|), > 0 (default 100) */
   float beta;            /* weight of |d ln fill| in the edge distance, >= 0 (default 10) */
