@@ -222,6 +222,28 @@ def test_degenerate_and_bad_sparse_values(lib):
         lib.guided(rgb, np.zeros((20, 30), np.float32))
 
 
+@pytest.mark.parametrize("kind", ["scan", "scattered"])
+def test_few_points_tiny_depths_and_one_row_stay_in_range(lib, kind):
+    """Both kinds' stages (the IP-Basic base and residual filter; the spacing-bound bandwidth) on
+    inputs at their limits: 1 and 2 points, all equal, every depth <= 0.1 m (IP-Basic takes none),
+    one full row: finite, within the points' range, equal to the reference."""
+    rgb, _ = random_frame(20, 30, 0)
+    z = np.zeros((20, 30), np.float32)
+    one, two, row = z.copy(), z.copy(), z.copy()
+    one[5, 5] = 3.0
+    two[5, 5], two[10, 20] = 3.0, 0.05
+    row[10] = np.linspace(1, 5, 30)
+    rng = np.random.default_rng(3)
+    equal = np.where(rng.random((20, 30)) < 0.1, 2.0, 0).astype(np.float32)
+    tiny = np.where(rng.random((20, 30)) < 0.1, 0.05, 0).astype(np.float32)
+    p = GuidedParams(kind=kind)
+    for s in (one, two, equal, tiny, row):
+        out = lib.guided(rgb, s, p)
+        v = s[s > 0]
+        assert np.isfinite(out).all() and out.min() >= v.min() and out.max() <= v.max()
+        assert_close(out, reference_guided_dt(rgb, s, p))
+
+
 @pytest.mark.parametrize("kw", [{"method": "x"}, {"kind": "lidar"}, {"lam": -1.0}, {"sigma_s": 0.0},
                                 {"sigma_r": float("nan")}, {"beta": float("inf")}, {"dt_iterations": 0},
                                 {"rounds": 17}, {"occl_rx": 65}, {"occl_ry": 0}, {"occl_rel": 1.0}])
