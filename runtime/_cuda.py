@@ -352,16 +352,18 @@ _capsule_dtor = _DELETER(_capsule_destructor)
 
 
 class DeviceArray:
-    """Device memory of a float32 array (``CSession.enqueue``'s output) for any CUDA library:
+    """Device memory of a float32 or uint8 array (``CSession.enqueue``'s output; ``from_host``
+    copies of frames) for any CUDA library:
     ``__cuda_array_interface__`` v3 and DLPack (``torch.from_dlpack``, ``cupy.asarray``,
     ``cupy.from_dlpack``, ``jax.dlpack``...), ``shape``, ``dtype``, ``ptr``, ``stream`` and
     ``copy_to_host()``.
 
     Args:
         shape (tuple): C-contiguous shape.
-        stream (int): the stream (a cudaStream_t, or the protocols' 1 = legacy default, 2 =
-            per-thread default) the work that writes the array is enqueued on: the CUDA array
-            interface's ``stream``, what DLPack consumers are ordered after.
+        stream (int | None): the stream (a cudaStream_t, or the protocols' 1 = legacy default,
+            2 = per-thread default) the work that writes the array is enqueued on: the CUDA array
+            interface's ``stream``, what DLPack consumers are ordered after. None: the contents
+            are complete already (no ``stream`` key, consumers need not wait).
         runtime (ctypes.CDLL): the CUDA runtime the memory comes from (``runtime_for``).
         stream_wait (callable): ``stream_wait(consumer, producer)``, the kernel library's
             ``psd_cuda_stream_wait`` (an event on ``producer`` waited on by ``consumer``, no host
@@ -369,6 +371,7 @@ class DeviceArray:
         device_id (int): the CUDA device to allocate on. Defaults to 0.
         keep (tuple): objects kept alive as long as the array (the inputs of the work that writes
             it, so that their memory cannot be reused before that work has run).
+        dtype: ``np.float32`` (default) or ``np.uint8``.
 
     Lifetime: the memory is the array's own: freed by ``close()``, ``with`` exit or garbage
     collection, never while a DLPack consumer still holds it (the export keeps the array alive
@@ -380,19 +383,36 @@ class DeviceArray:
         CudaError: the allocation failed.
     """
 
-    dtype = np.dtype(np.float32)
+    _DL_CODES = {np.dtype(np.float32): 2, np.dtype(np.uint8): 1}  # DLPack kDLFloat, kDLUInt
 
-    def __init__(self, shape, stream: int, runtime: ctypes.CDLL, stream_wait, device_id: int = 0, keep=()) -> None:
+    def __init__(self, shape, stream: Optional[int], runtime: ctypes.CDLL, stream_wait, device_id: int = 0, keep=(),
+                 dtype=np.float32) -> None:
         self.ptr = 0
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in self._DL_CODES:
+            raise TypeError(f"DeviceArray holds float32 or uint8, not {self.dtype}")
         self._rt, self._wait, self.device_id = runtime, stream_wait, int(device_id)
         self.shape = tuple(int(d) for d in shape)
-        self.stream = int(stream)
+        self.stream = None if stream is None else int(stream)
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self._keep = tuple(keep)
         p = ctypes.c_void_p()
         with self._on_device():
             _check(runtime.cudaMalloc(ctypes.byref(p), max(self.nbytes, 1)), "cudaMalloc", runtime)
         self.ptr = int(p.value or 0)
+
+    @classmethod
+    def from_host(cls, host: np.ndarray, runtime: ctypes.CDLL, stream_wait, device_id: int = 0) -> "DeviceArray":
+        """A device copy of a float32 / uint8 host array, complete on return (copied on the legacy
+        stream, which is then synchronised), so its ``stream`` is None."""
+        host = np.ascontiguousarray(host)
+        arr = cls(host.shape, None, runtime, stream_wait, device_id, dtype=host.dtype)
+        legacy = ctypes.c_void_p(0)
+        with arr._on_device():
+            _check(runtime.cudaMemcpyAsync(ctypes.c_void_p(arr.ptr), ctypes.c_void_p(host.ctypes.data), host.nbytes,
+                                           _H2D, legacy), "cudaMemcpyAsync(H2D)", runtime)
+            _check(runtime.cudaStreamSynchronize(legacy), "cudaStreamSynchronize", runtime)
+        return arr
 
     def _on_device(self):
         rt, dev = self._rt, self.device_id
@@ -423,8 +443,11 @@ class DeviceArray:
     def __cuda_array_interface__(self) -> dict:
         if not self.ptr:
             raise AttributeError("this DeviceArray is closed")
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
-                "strides": None, "stream": self.stream}
+        cai = {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3,
+               "strides": None}
+        if self.stream is not None:
+            cai["stream"] = self.stream
+        return cai
 
     def __dlpack_device__(self) -> tuple:
         return (_capi.DL_CUDA, self.device_id)
@@ -447,11 +470,11 @@ class DeviceArray:
         if dl_device is not None and tuple(int(v) for v in dl_device) != self.__dlpack_device__():
             raise BufferError(f"DeviceArray lives on CUDA device {self.device_id}; it cannot be exported to "
                               f"{tuple(dl_device)}")
-        if stream != -1:
+        if stream != -1 and self.stream is not None:
             self._wait(_capi.STREAM_LEGACY if stream is None else stream, self.stream)
         shape = (ctypes.c_int64 * len(self.shape))(*self.shape)
         t = _capi._DLTensor(self.ptr, _capi._DLDevice(_capi.DL_CUDA, self.device_id), len(self.shape),
-                            _capi._DLDataType(2, 32, 1), shape, None, 0)
+                            _capi._DLDataType(self._DL_CODES[self.dtype], 8 * self.dtype.itemsize, 1), shape, None, 0)
         managed = _DLManagedTensor(t, None, _deleter)
         _EXPORTS[ctypes.addressof(managed)] = (self, managed, shape)
         return _capsule_new(ctypes.addressof(managed), _CAPSULE_NAME, ctypes.cast(_capsule_dtor, ctypes.c_void_p))
@@ -468,9 +491,10 @@ class DeviceArray:
         out = np.empty(self.shape, self.dtype)
         rt = self._rt
         with self._on_device():
-            _check(rt.cudaMemcpyAsync(ctypes.c_void_p(out.ctypes.data), ctypes.c_void_p(self.ptr), self.nbytes, _D2H,
-                                      ctypes.c_void_p(self.stream)), "cudaMemcpyAsync(D2H)", rt)
-            _check(rt.cudaStreamSynchronize(ctypes.c_void_p(self.stream)), "cudaStreamSynchronize", rt)
+            s = ctypes.c_void_p(self.stream or 0)  # None: complete, the legacy stream serves
+            _check(rt.cudaMemcpyAsync(ctypes.c_void_p(out.ctypes.data), ctypes.c_void_p(self.ptr), self.nbytes, _D2H, s),
+                   "cudaMemcpyAsync(D2H)", rt)
+            _check(rt.cudaStreamSynchronize(s), "cudaStreamSynchronize", rt)
         return out
 
     def close(self) -> None:

@@ -323,38 +323,6 @@ def measure_pipeline(pipe, frame, name: str, params: dict, warmup: int, iters: i
                    params=params, clock=clock, progress=progress)
 
 
-class _DevicePlane:
-    """A device copy of one host array (``__cuda_array_interface__`` v3), made with the CUDA
-    runtime of the session's library; freed by ``close``."""
-
-    def __init__(self, runtime, host):
-        import ctypes as C
-
-        import numpy as np
-
-        from .._cuda import CudaError
-
-        host = np.ascontiguousarray(host)
-        self._rt, self.shape, self.typestr = runtime, host.shape, host.dtype.str
-        ptr = C.c_void_p()
-        runtime.cudaMalloc.argtypes = [C.POINTER(C.c_void_p), C.c_size_t]
-        runtime.cudaMemcpy.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c_int]
-        runtime.cudaFree.argtypes = [C.c_void_p]
-        if runtime.cudaMalloc(C.byref(ptr), host.nbytes) or runtime.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, 1):
-            raise CudaError(f"could not place a {host.shape} frame buffer on the GPU (cudaMalloc / cudaMemcpy)")
-        self.ptr = int(ptr.value)
-
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.typestr, "data": (self.ptr, False), "version": 3,
-                "strides": None}
-
-    def close(self):
-        if self.ptr:
-            self._rt.cudaFree(self.ptr)
-            self.ptr = 0
-
-
 def measure_device_frames(sess, frame, name: str, params: dict, warmup: int, iters: int, progress=True):
     """Time ``CSession.enqueue`` on device copies of one frame: each call enqueues the frame (into
     a device output buffer, on the calling thread's default stream) and reads the session's stage
@@ -363,11 +331,12 @@ def measure_device_frames(sess, frame, name: str, params: dict, warmup: int, ite
 
     from psdrt.benchmarks.harness import measure
 
-    from .._cuda import runtime_for
+    from .._cuda import DeviceArray, runtime_for
+    from ..session import _kernel_library
 
     rgb, sparse, K = frame
-    rt = runtime_for(sess._path)
-    planes = [_DevicePlane(rt, rgb), _DevicePlane(rt, sparse), _DevicePlane(rt, np.zeros_like(sparse))]
+    rt, wait = runtime_for(sess._path), _kernel_library(sess._path).stream_wait
+    planes = [DeviceArray.from_host(a, rt, wait, sess.device_id) for a in (rgb, sparse, np.zeros_like(sparse))]
 
     def call():
         sess.enqueue(planes[0], planes[1], K, out=planes[2])

@@ -475,3 +475,30 @@ def test_psd_and_propagate_device_frames_through_the_protocols(cuda_lib, rt, tmp
     finally:
         cpu_s.close()
         gpu_s.close()
+
+
+def test_device_array_from_host_uint8_and_float32(cuda_lib, rt):
+    """``DeviceArray.from_host``: a complete copy (no CAI ``stream`` key, no wait asked of DLPack
+    consumers), uint8 and float32, exported with the right DLPack dtype."""
+    from psdrt.runtime import _cuda
+    from psdrt.runtime.session import _kernel_library
+
+    waits = []
+    runtime = _cuda.runtime_for(cuda_lib.path)
+    rgb, sparse = frame(31)
+    for host, code in ((rgb, 1), (sparse, 2)):
+        a = DeviceArray.from_host(host, runtime, lambda c, p: waits.append((c, p)))
+        cai = a.__cuda_array_interface__
+        assert "stream" not in cai and cai["typestr"] == host.dtype.str and cai["shape"] == host.shape
+        np.testing.assert_array_equal(a.copy_to_host(), host)
+        cap = a.__dlpack__(stream=2)
+        get = C.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = C.c_void_p, [C.py_object, C.c_char_p]
+        t = _DLManaged.from_address(get(cap, b"dltensor")).dl_tensor
+        assert (t.dtype.code, t.dtype.bits) == (code, 8 * host.dtype.itemsize)
+        del cap, t
+        gc.collect()
+        a.close()
+    assert waits == []
+    with pytest.raises(TypeError, match="float32 or uint8"):
+        DeviceArray.from_host(sparse.astype(np.float64), runtime, _kernel_library(cuda_lib.path).stream_wait)
