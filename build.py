@@ -32,7 +32,9 @@ Compile flags, and why: ``-O3 -fopenmp`` with the default portable ISA (no ``-ma
 which would make the binary crash on older CPUs of the same architecture). The hot loops are
 written for auto-vectorisation (SSE2 on x86-64, NEON on aarch64), with ``#pragma omp simd`` where
 a reduction must be allowed to reassociate; ``-ffast-math`` is never used (the kernels rely on
-IEEE NaN/Inf semantics and on PyTorch-like rounding). ``--native`` opts into ``-march=native``
+IEEE NaN/Inf semantics and on PyTorch-like rounding), and ``-ffp-contract=off`` keeps ``a * b + c``
+unfused where the ISA has FMA (AArch64, the run-time chosen AVX2 variants), so that every CPU
+computes the same values. ``--native`` opts into ``-march=native``
 for a local, non-distributable build.
 
 Deployable directories (``python build.py --checkpoint CKPT --size HxW --out DIR`` or
@@ -119,18 +121,27 @@ def _run(cmd: list[str], verbose: bool) -> None:
 
 def _compile_all(jobs: list[tuple], obj_dir: Path, n_jobs: int, verbose: bool, force: bool) -> list[Path]:
     """Compile (source, command-prefix[, extra dependencies]) jobs into obj_dir, skipping
-    up-to-date objects (newer than the source, every header, and the job's extra dependencies)."""
+    up-to-date objects (newer than the source, every header, and the job's extra dependencies, and
+    compiled by the same command: recorded next to the object in ``<object>.cmd``)."""
     obj_dir.mkdir(parents=True, exist_ok=True)
     header_time = _newest(_headers())
     objs, todo = [], []
     for src, prefix, *deps in jobs:
         obj = obj_dir / (src.parent.name + "__" + src.name + ".o")
         objs.append(obj)
+        cmd = prefix + ["-c", str(src), "-o", str(obj)]
+        record = obj.with_name(obj.name + ".cmd")
         newest = max(src.stat().st_mtime, header_time, _newest([p for p in (deps[0] if deps else ()) if p.exists()]))
-        if force or not obj.exists() or obj.stat().st_mtime < newest:
-            todo.append(prefix + ["-c", str(src), "-o", str(obj)])
+        same_cmd = record.exists() and record.read_text() == "\0".join(map(str, cmd))
+        if force or not obj.exists() or obj.stat().st_mtime < newest or not same_cmd:
+            todo.append(cmd)
+
+    def compile_one(cmd):
+        _run(cmd, verbose)
+        Path(str(cmd[-1]) + ".cmd").write_text("\0".join(map(str, cmd)))
+
     with ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
-        for fut in [pool.submit(_run, cmd, verbose) for cmd in todo]:
+        for fut in [pool.submit(compile_one, cmd) for cmd in todo]:
             fut.result()
     return objs
 
@@ -468,8 +479,10 @@ def prepare_session(build_dir: Path, enabled: bool = True, ort_include=None, fet
 
 
 def _cpu_flags(sanitize: bool, native: bool) -> list[str]:
+    # -ffp-contract=off: a * b + c stays two roundings wherever the ISA has FMA (AArch64, the AVX2
+    # variants, --native); the kernels spell out the one fused operation they mean (PSD_FMA_RN)
     flags = CXX_STD + WARN + ["-fPIC", "-fopenmp", "-fvisibility=hidden", "-DPSD_BUILDING_LIBRARY",
-                              f"-I{CAPI / 'include'}"]
+                              "-ffp-contract=off", f"-I{CAPI / 'include'}"]
     if sanitize:
         flags += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                   "-fno-sanitize-recover=undefined", "-DPSD_SANITIZE"]

@@ -10,10 +10,13 @@
 #define PSD_HOST_DEVICE __host__ __device__
 #define PSD_DEVICE __device__
 #define PSD_INLINE __forceinline__
+#define PSD_FORCE_INLINE __forceinline__
 #else
 #define PSD_HOST_DEVICE
 #define PSD_DEVICE
 #define PSD_INLINE inline
+// inlined even where GCC's heuristics would not (a compare-exchange network of 100+ calls)
+#define PSD_FORCE_INLINE inline __attribute__((always_inline))
 #endif
 
 namespace psd {

@@ -7,7 +7,8 @@
 //    of every level are written from two consecutive rows and no feature map is ever stored;
 //  * rows are processed 8 pixels at a time with GCC vector extensions (V8), which lower to
 //    SSE2 (baseline x86-64) or NEON (aarch64); on x86-64 the same bodies are also compiled for
-//    AVX2 (without FMA, so the same IEEE operations) and chosen at run time;
+//    AVX2 (without FMA, so the same IEEE operations) and chosen at run time
+//    (common/cpu_isa.h: PSD_MAX_CPU_ISA caps it);
 //  * the CSPN sweeps of a level run in one parallel region, temporally blocked (passes of up
 //    to 8 sweeps, SweepBandBody), two barriers per pass;
 //  * frames under kGuidedParallelPixels stay on the calling thread.
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../common/cpu_isa.h"
 #include "guided_impl.h"
 
 namespace psd {
@@ -458,7 +460,7 @@ PSD_GUIDED_VARIANT(Avx2, __attribute__((target("avx2"))))
 
 Kernels SelectKernels(bool baseline) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (!baseline && __builtin_cpu_supports("avx2"))
+  if (!baseline && MaxCpuIsa() != CpuIsa::kBaseline)
     return {FeaturesBandAvx2, InitRowsAvx2, SweepBandAvx2};
 #endif
   return {FeaturesBandBase, InitRowsBase, SweepBandBase};

@@ -87,13 +87,23 @@ PSD_HOST_DEVICE PSD_INLINE float IpGaussAt(const float* in, int64_t pos, int64_t
   return PSD_ADD_RN(near, PSD_MUL_RN(s2, kIpGaussK2));
 }
 
+// Steps 8 (columns) and 9 at pixel i from the median m and the Gaussian rows t.
+PSD_HOST_DEVICE PSD_INLINE float IpFinalAt(const float* m, const float* t, int64_t h, int64_t w,
+                                           const IpBasicStats& st, int64_t i) {
+  if (!st.any_valid || st.non_finite || st.negative) return 0.0f;
+  const float v = m[i];
+  const float g = h == 1 ? t[i] : IpGaussAt(t, i, h, i / w, w, false);
+  const float d = v > kIpBasicEps ? g : v;
+  return d > kIpBasicEps ? st.max_depth - d : d;
+}
+
 // The 5x5 median (rank 12 of 25) in place: v[12] holds it afterwards. A selection network of
 // 103 compare-exchanges: Parberry's pairwise sorting network on 32 wires (the 25 values on wires
 // 1..25, -inf on wire 0 and +inf on 26..31), with the comparators on constant wires resolved and
 // those that do not feed wire 13 removed. tests/kernels/test_ip_basic.py checks it on all 2^25
 // inputs of 0s and 1s, which proves it for every input (the 0-1 principle).
 template <typename CS>
-PSD_HOST_DEVICE PSD_INLINE void IpMedian25Network(const CS& cs) {
+PSD_HOST_DEVICE PSD_FORCE_INLINE void IpMedian25Network(const CS& cs) {
   cs(1, 2); cs(3, 4); cs(5, 6); cs(7, 8); cs(9, 10); cs(11, 12); cs(13, 14); cs(15, 16);
   cs(17, 18); cs(19, 20); cs(21, 22); cs(23, 24); cs(0, 2); cs(3, 5); cs(4, 6); cs(7, 9);
   cs(8, 10); cs(11, 13); cs(12, 14); cs(15, 17); cs(16, 18); cs(19, 21); cs(20, 22); cs(0, 4);
@@ -130,120 +140,23 @@ PSD_HOST_DEVICE PSD_INLINE float IpMedianAt(const float* in, int64_t h, int64_t 
 }
 
 // ---------------------------------------------------------------------------------- CPU paths
-// The selections (dilations, erosions, the median) again, as contiguous loops over a row that the
-// compiler vectorises (minps / maxps), instead of ParallelFor's per-pixel functor: each output
-// row is the max / min / median of the same input pixels as above, so the values are identical.
-constexpr int64_t kIpBlock = 8;  // median: output columns per block (25 x 8 floats; measured best)
-
-// o[x] = op(o[x], in[x + dx]) wherever 0 <= x + dx < w (the clipped border of the morphology).
-template <bool kMax>
-inline void IpFoldShifted(float* o, const float* in, int64_t w, int64_t dx) {
-  const int64_t x0 = dx < 0 ? -dx : 0, x1 = dx > 0 ? w - dx : w;
-#pragma omp simd
-  for (int64_t x = x0; x < x1; ++x) o[x] = kMax ? IpMax(o[x], in[x + dx]) : IpMin(o[x], in[x + dx]);
-}
-
-// Steps 1-2: out = diamond dilation of the inverted input; `inv` is scratch (h * w).
-inline void IpDiamondCpu(const float* sparse, int64_t h, int64_t w, float max_depth, float* inv, float* out) {
-  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
-    for (int64_t y = y0; y < y1; ++y) {
-      const float* src = sparse + y * w;
-      float* d = inv + y * w;
-#pragma omp simd
-      for (int64_t x = 0; x < w; ++x) d[x] = IpInvert(src[x], max_depth);
-    }
-  });
-  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
-    for (int64_t y = y0; y < y1; ++y) {
-      float* o = out + y * w;
-      const float* c = inv + y * w;
-      for (int64_t x = 0; x < w; ++x) o[x] = c[x];
-      for (int64_t dy = -2; dy <= 2; ++dy) {
-        if (y + dy < 0 || y + dy >= h) continue;
-        const int64_t r = 2 - (dy < 0 ? -dy : dy);
-        for (int64_t dx = -r; dx <= r; ++dx)
-          if (dy != 0 || dx != 0) IpFoldShifted<true>(o, inv + (y + dy) * w, w, dx);
-      }
-    }
-  });
-}
-
+// The selections (dilations, erosions, the median) again, for the CPU (ip_basic_cpu.cpp): the
+// same values as the per-pixel functions above, computed row-vectorised; see there for how.
+// Steps 1-2; inv and h3 are scratch (h * w each).
+void IpDiamondCpu(const float* sparse, int64_t h, int64_t w, float max_depth, float* inv, float* h3,
+                  float* out);
 // out[y, x] = max / min of in[y, x - r .. x + r] (clipped).
 template <bool kMax>
-inline void IpRowExtremumCpu(const float* in, int64_t h, int64_t w, int64_t r, float* out) {
-  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
-    for (int64_t y = y0; y < y1; ++y) {
-      float* o = out + y * w;
-      const float* src = in + y * w;
-      for (int64_t x = 0; x < w; ++x) o[x] = src[x];
-      for (int64_t dx = -r; dx <= r; ++dx)
-        if (dx != 0) IpFoldShifted<kMax>(o, src, w, dx);
-    }
-  });
-}
-
+void IpRowExtremumCpu(const float* in, int64_t h, int64_t w, int64_t r, float* out);
 // m = max / min of in[y - r .. y + r, x] (clipped); out = m, or with `keep`: out = keep < eps ? m : keep.
+// `in` is scratch: its contents are destroyed.
 template <bool kMax>
-inline void IpColExtremumCpu(const float* in, int64_t h, int64_t w, int64_t r, const float* keep, float* out) {
-  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
-    for (int64_t y = y0; y < y1; ++y) {
-      float* o = out + y * w;
-      const int64_t lo = y - r < 0 ? 0 : y - r, hi = y + r > h - 1 ? h - 1 : y + r;
-      const float* first = in + lo * w;
-      for (int64_t x = 0; x < w; ++x) o[x] = first[x];
-      for (int64_t yy = lo + 1; yy <= hi; ++yy) IpFoldShifted<kMax>(o, in + yy * w, w, 0);
-      if (keep) {
-        const float* k = keep + y * w;
-#pragma omp simd
-        for (int64_t x = 0; x < w; ++x) o[x] = k[x] < kIpBasicEps ? o[x] : k[x];
-      }
-    }
-  });
-}
-
-// Step 7: the median network applied to 25 lanes of kIpBlock output columns at a time.
-inline void IpMedianCpu(const float* in, int64_t h, int64_t w, float* out) {
-  CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
-    float v[25][kIpBlock];
-    for (int64_t y = y0; y < y1; ++y) {
-      const float* rows[5];
-      for (int dy = 0; dy < 5; ++dy) {
-        int64_t yy = y + dy - 2;
-        yy = yy < 0 ? 0 : (yy > h - 1 ? h - 1 : yy);
-        rows[dy] = in + yy * w;
-      }
-      for (int64_t x0 = 0; x0 < w; x0 += kIpBlock) {
-        const int64_t nb = w - x0 < kIpBlock ? w - x0 : kIpBlock;
-        const bool inner = x0 >= 2 && x0 + nb + 2 <= w;
-        for (int dy = 0; dy < 5; ++dy)
-          for (int dx = 0; dx < 5; ++dx) {
-            float* lane = v[dy * 5 + dx];
-            const float* src = rows[dy];
-            if (inner) {
-              for (int64_t j = 0; j < nb; ++j) lane[j] = src[x0 + j + dx - 2];
-            } else {
-              for (int64_t j = 0; j < nb; ++j) {
-                int64_t xx = x0 + j + dx - 2;
-                xx = xx < 0 ? 0 : (xx > w - 1 ? w - 1 : xx);
-                lane[j] = src[xx];
-              }
-            }
-          }
-        IpMedian25Network([&](int a, int b) {
-          float* pa = v[a];
-          float* pb = v[b];
-#pragma omp simd
-          for (int64_t j = 0; j < kIpBlock; ++j) {
-            const float lo = IpMin(pa[j], pb[j]), hi = IpMax(pa[j], pb[j]);
-            pa[j] = lo;
-            pb[j] = hi;
-          }
-        });
-        for (int64_t j = 0; j < nb; ++j) out[y * w + x0 + j] = v[12][j];
-      }
-    }
-  });
-}
+void IpColExtremumCpu(float* in, int64_t h, int64_t w, int64_t r, const float* keep, float* out);
+// Step 7: the 5x5 median (IpMedianAt) of every pixel.
+void IpMedianCpu(const float* in, int64_t h, int64_t w, float* out);
+// Steps 8-9 from the median m: the Gaussian rows into t, then the columns, the write-back and the
+// re-inversion into out (0 everywhere for invalid input, as the per-pixel steps below).
+void IpGaussianCpu(const float* m, int64_t h, int64_t w, const IpBasicStats& st, float* t, float* out);
 
 // ---------------------------------------------------------------------------------- launchers
 template <Device D>
@@ -290,7 +203,7 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
   float *a = out, *b = work.b, *t = work.t;
   const float eps = kIpBasicEps;
   if constexpr (D == Device::kCpu) {
-    IpDiamondCpu(sparse, h, w, st->max_depth, t, a);      // 1-2.
+    IpDiamondCpu(sparse, h, w, st->max_depth, t, b, a);   // 1-2.
     IpRowExtremumCpu<true>(a, h, w, 2, t);                 // 3. closing 5x5
     IpColExtremumCpu<true>(t, h, w, 2, nullptr, b);
     IpRowExtremumCpu<false>(b, h, w, 2, t);
@@ -334,22 +247,17 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
     // 7. median 5x5
     ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpMedianAt(a, h, w, i / w, i % w); });
   }
+  if constexpr (D == Device::kCpu) {
+    IpGaussianCpu(b, h, w, *st, t, a);  // 8-9.
+    return;
+  }
   // 8. Gaussian rows (fused but for the last column of an odd width; none for one column)
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
     const int64_t x = i % w;
     t[i] = w == 1 ? b[i] : IpGaussAt(b, i, w, x, 1, !(x == w - 1 && (w & 1)));
   });
   // 8-9. Gaussian columns, written back to valid pixels, re-inverted; 0 for invalid input
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
-    if (!st->any_valid || st->non_finite || st->negative) {
-      a[i] = 0.0f;
-      return;
-    }
-    const float m = b[i];
-    const float g = h == 1 ? t[i] : IpGaussAt(t, i, h, i / w, w, false);
-    const float d = m > eps ? g : m;
-    a[i] = d > eps ? st->max_depth - d : d;
-  });
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpFinalAt(b, t, h, w, *st, i); });
 }
 
 #define PSD_INSTANTIATE_IP_BASIC(D)                                                        \

@@ -1,11 +1,15 @@
 """psd_ip_basic (kernels/ip_basic) against the reference ``runtime.classical.ip_basic_fill`` (OpenCV,
 parity-tested against the official code in tests/runtime/test_classical.py): bit for bit, on random
 maps of several densities and sizes (odd and even widths, 1-pixel sides), LiDAR-like scan lines,
-a real KITTI LiDAR map, and the edge cases; the median network is proven on every 0-1 input."""
+a real KITTI LiDAR map, and the edge cases, in every ISA variant of the CPU paths (PSD_MAX_CPU_ISA);
+the median network is proven on every 0-1 input."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +47,56 @@ def check(lib, sp):
     return got
 
 
-@pytest.mark.parametrize("shape", [(60, 80), (45, 77), (31, 9), (7, 130), (5, 5), (3, 4), (2, 17), (1, 40),
-                                   (40, 1), (1, 1)])
+# sides around the CPU paths' switches: doubling for windows of radius >= 3 from 2r + 1 = 7 and
+# 31 pixels, median vectors of 4 / 8 / 16 lanes from 8 / 12 / 20 columns
+SHAPES = [(60, 80), (45, 77), (31, 9), (7, 130), (5, 5), (3, 4), (2, 17), (1, 40), (40, 1), (1, 1),
+          (30, 31), (32, 30), (8, 7), (6, 12), (9, 19), (11, 20), (13, 21)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("density", [0.003, 0.05, 0.3, 1.0])
 def test_random_maps_equal_the_reference(lib, shape, density):
     rng = np.random.default_rng(hash((shape, density)) % 2**32)
     check(lib, random_map(rng, *shape, density))
+
+
+_VARIANT_SCRIPT = """
+import sys
+import numpy as np
+sys.path[:0] = sys.argv[1:]
+from _kernel_reference import kernel_lib
+from psdrt.runtime.classical import ip_basic_fill
+from test_ip_basic import SHAPES, random_map, scan_map
+lib = kernel_lib()
+rng = np.random.default_rng(11)
+maps = [random_map(rng, h, w, d) for h, w in SHAPES for d in (0.05, 0.5)]
+maps += [scan_map(rng, 64, 201), random_map(rng, 120, 400, 0.05, 1.0, 80.0)]
+bad = [m.shape for m in maps if not np.array_equal(lib.ip_basic(m), ip_basic_fill(m))]
+print("mismatch", bad) if bad else print("equal", len(maps))
+"""
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_every_isa_variant_equals_the_reference(isa):
+    """The CPU paths pick their vector width once per process (the widest the CPU has); a capped
+    PSD_MAX_CPU_ISA runs the narrower variants, which must give the same bits."""
+    if isa == "avx2" and not _has_flags("avx2", "fma"):
+        pytest.skip("this CPU has no AVX2 with FMA")
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PSD_MAX_CPU_ISA=isa)
+    run = subprocess.run([sys.executable, "-c", _VARIANT_SCRIPT, str(here), str(here.parent)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[0] == "equal", run.stdout
+
+
+def _has_flags(*flags):
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return all(f in line.split() for f in flags)
 
 
 def test_scan_lines_and_kitti_size(lib):
