@@ -106,19 +106,11 @@ def measure(data_dir=None, n: int = 60) -> dict:
     return {"rows": rows, "library": str(kernels.path)}
 
 
-def _cpu_has_avx2() -> bool:
-    """What the kernel library's ISA dispatch will find (x86-64 Linux; False elsewhere)."""
-    try:
-        return " avx2" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def to_markdown(doc: dict) -> str:
     m = doc["meta"]
     lines = [
-        f"Measured {m['date']} on {m['machine']} ({m['threads']} OpenMP threads, AVX2 "
-        f"{'available' if m['cpu_avx2'] else 'absent'}), load average "
+        f"Measured {m['date']} on {m['machine']} ({m['threads']} OpenMP threads, CPU kernels' vector ISA "
+        f"{m.get('cpu_isa', 'unknown')}), load average "
         f"{m['load_before']} before / {m['load_after']} after (other processes inflate every number). "
         "Both columns are `Pipeline('guided')` end to end (validation + one `psd_guided` call) in the same run: "
         "`dt` = `GuidedParams()` (the default; input kind detected per frame), `cspn` = "
@@ -148,7 +140,7 @@ def main(argv=None):
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
         "load_before": f"{load_before[0]:.2f}", "load_after": f"{os.getloadavg()[0]:.2f}",
-        "cpu_avx2": _cpu_has_avx2(),
+        "cpu_isa": _capi.load().cpu_isa,
     }
     from psdrt.benchmarks.harness import provenance, provenance_line
 

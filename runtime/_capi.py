@@ -117,6 +117,7 @@ GUIDED_FLAG_GENERIC, GUIDED_FLAG_BASELINE_ISA = 1, 2
 _SIGNATURES = {
     # uint32_t psd_abi_version(void)
     "psd_abi_version": (_u32, []),
+    "psd_cpu_isa": (C.c_char_p, []),
     # const char* psd_last_error(void)
     "psd_last_error": (C.c_char_p, []),
     # psd_status_t psd_build_info(uint32_t* flags)
@@ -534,6 +535,12 @@ class KernelLibrary:
     def has_cuda(self) -> bool:
         """The library was built with CUDA kernels."""
         return bool(self.flags & BUILD_CUDA)
+
+    @property
+    def cpu_isa(self) -> str:
+        """The vector ISA of the CPU kernels' run-time variants: ``"avx512"``, ``"avx2"`` or
+        ``"baseline"`` (psd_cpu_isa; capped by the environment variable ``PSD_MAX_CPU_ISA``)."""
+        return self._lib.psd_cpu_isa().decode()
 
     @property
     def cuda_emulated(self) -> bool:

@@ -45,6 +45,10 @@ struct IpBasicWork {
   float* partials;  // kChunks * 4
   float* b;         // h * w
   float* t;         // h * w (the row pass of every separable filter)
+  // Optional device flag: where set and 0 when the work runs, every step returns at once (a
+  // caller that decides on the device whether it needs the fill, without a host sync). The CPU
+  // paths of the selections do not read it: a CPU caller decides on the host.
+  const int32_t* active = nullptr;
 };
 
 // Step 0: the reduction into w.stats (chunked, deterministic; max and flags are order-free).

@@ -26,6 +26,9 @@
 namespace psd {
 namespace kernels {
 
+// The work is switched off on the device (IpBasicWork::active).
+PSD_HOST_DEVICE PSD_INLINE bool IpOff(const int32_t* active) { return active != nullptr && *active == 0; }
+
 PSD_HOST_DEVICE PSD_INLINE float IpMax(float a, float b) { return a < b ? b : a; }
 PSD_HOST_DEVICE PSD_INLINE float IpMin(float a, float b) { return b < a ? b : a; }
 
@@ -159,12 +162,21 @@ void IpMedianCpu(const float* in, int64_t h, int64_t w, float* out);
 void IpGaussianCpu(const float* m, int64_t h, int64_t w, const IpBasicStats& st, float* t, float* out);
 
 // ---------------------------------------------------------------------------------- launchers
+// ParallelFor whose items do nothing when the work is switched off on the device.
+template <Device D, typename F>
+void IpFor(int64_t n, const int32_t* on, Stream s, const F& f) {
+  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    if (!IpOff(on)) f(i);
+  });
+}
+
 template <Device D>
 void IpBasicStatsPass(const float* sparse, int64_t h, int64_t w, IpBasicWork work, Stream s) {
   const int64_t n = h * w;
+  const int32_t* on = work.active;
   float* part = work.partials;
   IpBasicStats* st = work.stats;
-  ParallelFor<D>(kChunks, s, [=] PSD_HOST_DEVICE(int64_t c) {
+  IpFor<D>(kChunks, on, s, [=] PSD_HOST_DEVICE(int64_t c) {
     float mx = 0.0f, any = 0.0f, nonfinite = 0.0f, negative = 0.0f;
     for (int64_t i = ChunkBegin(n, c), e = ChunkBegin(n, c + 1); i < e; ++i) {
       const float v = sparse[i];
@@ -181,7 +193,7 @@ void IpBasicStatsPass(const float* sparse, int64_t h, int64_t w, IpBasicWork wor
     part[4 * c + 2] = nonfinite;
     part[4 * c + 3] = negative;
   });
-  ParallelFor<D>(1, s, [=] PSD_HOST_DEVICE(int64_t) {
+  IpFor<D>(1, on, s, [=] PSD_HOST_DEVICE(int64_t) {
     float mx = 0.0f, any = 0.0f, nonfinite = 0.0f, negative = 0.0f;
     for (int64_t c = 0; c < kChunks; ++c) {
       mx = IpMax(mx, part[4 * c]);
@@ -199,6 +211,7 @@ void IpBasicStatsPass(const float* sparse, int64_t h, int64_t w, IpBasicWork wor
 template <Device D>
 void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, float* out, Stream s) {
   const int64_t n = h * w;
+  const int32_t* on = work.active;
   const IpBasicStats* st = work.stats;
   float *a = out, *b = work.b, *t = work.t;
   const float eps = kIpBasicEps;
@@ -212,22 +225,22 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
     IpColExtremumCpu<true>(t, h, w, 3, a, b);
   } else {
     // 1-2. diamond dilation of the inverted input
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) {
       a[i] = IpDiamondAt(sparse, h, w, i / w, i % w, st->max_depth);
     });
     // 3. closing 5x5 = dilation then erosion, each separable (rows into t, then columns)
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 2); });
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpExtremum<true>(t, i, h, i / w, w, 2); });
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<false>(b, i, w, i % w, 1, 2); });
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpExtremum<false>(t, i, h, i / w, w, 2); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 2); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpExtremum<true>(t, i, h, i / w, w, 2); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<false>(b, i, w, i % w, 1, 2); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpExtremum<false>(t, i, h, i / w, w, 2); });
     // 4. empty pixels from the 7x7 dilation
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 3); });
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(a, i, w, i % w, 1, 3); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) {
       b[i] = a[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 3) : a[i];
     });
   }
   // 5. extend each column's topmost value (> eps) up to row 0
-  ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) {
+  IpFor<D>(w, on, s, [=] PSD_HOST_DEVICE(int64_t x) {
     int64_t top = 0;
     while (top < h && !(b[top * w + x] > eps)) ++top;
     if (top == h) return;  // no value: argmax 0 upstream, nothing above row 0
@@ -240,24 +253,24 @@ void IpBasicFill(const float* sparse, int64_t h, int64_t w, IpBasicWork work, fl
     IpMedianCpu(a, h, w, b);                 // 7.
   } else {
     // 6. empty pixels from the 31x31 dilation
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(b, i, w, i % w, 1, 15); });
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { t[i] = IpExtremum<true>(b, i, w, i % w, 1, 15); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) {
       a[i] = b[i] < eps ? IpExtremum<true>(t, i, h, i / w, w, 15) : b[i];
     });
     // 7. median 5x5
-    ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpMedianAt(a, h, w, i / w, i % w); });
+    IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { b[i] = IpMedianAt(a, h, w, i / w, i % w); });
   }
   if constexpr (D == Device::kCpu) {
     IpGaussianCpu(b, h, w, *st, t, a);  // 8-9.
     return;
   }
   // 8. Gaussian rows (fused but for the last column of an odd width; none for one column)
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
+  IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) {
     const int64_t x = i % w;
     t[i] = w == 1 ? b[i] : IpGaussAt(b, i, w, x, 1, !(x == w - 1 && (w & 1)));
   });
   // 8-9. Gaussian columns, written back to valid pixels, re-inverted; 0 for invalid input
-  ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpFinalAt(b, t, h, w, *st, i); });
+  IpFor<D>(n, on, s, [=] PSD_HOST_DEVICE(int64_t i) { a[i] = IpFinalAt(b, t, h, w, *st, i); });
 }
 
 #define PSD_INSTANTIATE_IP_BASIC(D)                                                        \

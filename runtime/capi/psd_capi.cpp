@@ -15,6 +15,7 @@
 
 #include "../../kernels/align/align.h"
 #include "../../kernels/common/check.h"
+#include "../../kernels/common/cpu_isa.h"
 #include "../../kernels/common/reduce.h"
 #include "../../kernels/common/workspace.h"
 #include "../../kernels/cspn/cspn.h"
@@ -189,6 +190,14 @@ PSD_API const char* psd_status_string(psd_status_t status) {
     case PSD_E_BACKEND_UNAVAILABLE: return "PSD_E_BACKEND_UNAVAILABLE";
     case PSD_E_BACKEND: return "PSD_E_BACKEND";
     default: return "PSD_E_UNKNOWN";
+  }
+}
+
+PSD_API const char* psd_cpu_isa(void) {
+  switch (psd::kernels::MaxCpuIsa()) {
+    case psd::kernels::CpuIsa::kAvx512: return "avx512";
+    case psd::kernels::CpuIsa::kAvx2: return "avx2";
+    default: return "baseline";
   }
 }
 

@@ -72,7 +72,7 @@ rng = np.random.default_rng(11)
 maps = [random_map(rng, h, w, d) for h, w in SHAPES for d in (0.05, 0.5)]
 maps += [scan_map(rng, 64, 201), random_map(rng, 120, 400, 0.05, 1.0, 80.0)]
 bad = [m.shape for m in maps if not np.array_equal(lib.ip_basic(m), ip_basic_fill(m))]
-print("mismatch", bad) if bad else print("equal", len(maps))
+print("mismatch", bad) if bad else print("equal", len(maps), lib.cpu_isa)
 """
 
 
@@ -88,6 +88,13 @@ def test_every_isa_variant_equals_the_reference(isa):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split()[0] == "equal", run.stdout
+    assert run.stdout.split()[2] == isa  # psd_cpu_isa reports the capped variant
+
+
+def test_cpu_isa_is_the_widest_the_cpu_has(lib):
+    want = "avx512" if _has_flags("avx512f") else "avx2" if _has_flags("avx2", "fma") else "baseline"
+    assert lib.cpu_isa == (want if "PSD_MAX_CPU_ISA" not in os.environ else lib.cpu_isa)
+    assert lib.cpu_isa in ("avx512", "avx2", "baseline")
 
 
 def _has_flags(*flags):

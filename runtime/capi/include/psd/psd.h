@@ -109,6 +109,12 @@ PSD_API const char* psd_status_string(psd_status_t status);
  * Statuses: PSD_OK, PSD_E_NULL_POINTER. */
 PSD_API psd_status_t psd_build_info(uint32_t* flags);
 
+/* The vector ISA of the CPU kernels' run-time chosen variants on this CPU: "avx512", "avx2" (AVX2
+ * with FMA) or "baseline" (SSE2 on x86-64, NEON on AArch64); the widest the CPU has, capped by the
+ * environment variable PSD_MAX_CPU_ISA=baseline|avx2|avx512 read at the first call. Every variant
+ * computes the same values. Static string; never fails; thread-safe. */
+PSD_API const char* psd_cpu_isa(void);
+
 /* Probes the CUDA runtime through this library (works without a driver).
  * @param[out] device_count  number of usable devices (0 on any CUDA error or in a CPU build).
  * @param[out] cuda_error    the cudaError_t of cudaGetDeviceCount (35 = no driver,
