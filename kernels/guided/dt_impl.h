@@ -255,6 +255,13 @@ void DtRows(int64_t h, int64_t w, Stream s, const F& f) {
   }
 }
 
+// The row pass of the filter (DtFilterRows) over all h rows on the CPU (dt_cpu.cpp): blocks of
+// rows transposed into tv, tc, tw (n floats each, planes free while the filter runs) so that the
+// rows' recurrences run as vector lanes (AVX2 where the CPU has it, unless `baseline_isa`); the
+// same operations per element in the same order, hence the same bits.
+void DtFilterRowsCpu(float* v, float* c, const float* wh, int64_t h, int64_t w, float* tv,
+                     float* tc, float* tw, bool baseline_isa);
+
 template <Device D>
 void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
               const float* sparse, float* out, Stream s) {
@@ -412,12 +419,17 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
         wh[i] = wh[i] * wh[i];
         wv[i] = wv[i] * wv[i];
       });
-    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
     if constexpr (D == Device::kCpu) {
+      if (A.generic) {
+        DtRowBlocks<D>(h, s, [=](int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
+      } else {  // through the geodesic's planes, no longer read
+        DtFilterRowsCpu(v, c, wh, h, w, dist, cl, cr, A.baseline_isa);
+      }
       CpuParallelRanges(w, 64, [=](int64_t x0, int64_t x1, int64_t) {
         DtFilterColumns(v, c, wv, h, w, x0, x1);
       });
     } else {
+      DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
       ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) { DtFilterColumns(v, c, wv, h, w, x, x + 1); });
     }
   }
