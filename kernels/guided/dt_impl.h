@@ -327,6 +327,10 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     pb[i] = static_cast<float>(rgb[3 * i + 2]);
   });
   const float lam = A.lambda, sq2 = 1.41421356f;
+  // the diagonal costs cl, cr feed the geodesic passes only, which the CPU skips on scan input
+  // (the kind is known on the host there); the GPU computes them (the kind stays on the device)
+  bool diag = true;
+  if constexpr (D == Device::kCpu) diag = *scan == 0;
   DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
     for (int64_t x = x0; x < x1; ++x) {
       const int64_t i = y * w + x;
@@ -341,6 +345,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     }
     const int64_t o = y * w;
     for (int64_t x = x0; x < x1; ++x) sv[o + x] = DtSadPlanar(pr, pg, pb, o + x, o + x - w);
+    if (!diag) return;
     // diagonal pairs: the interior without bounds tests, the two edge columns apart
     const int64_t a = x0 > 1 ? x0 : 1, b = x1 < w - 1 ? x1 : w - 1;
     for (int64_t x = a; x < b; ++x) {
