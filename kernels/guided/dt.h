@@ -37,10 +37,10 @@
 // from the kind they find, on the device (no host sync). Every step is one ParallelFor except
 // the down and up passes, which are one launch per row on the GPU (each row needs the previous
 // one; about 4 H launches per frame, the cost to remove first on a GPU). The CPU instantiation
-// splits those rows' columns over the threads with a barrier per row, blocks 8 rows in the
-// geodesic's row passes, runs the filter's row pass on blocks of 16 rows transposed so that the
-// rows are vector lanes (dt_cpu.cpp; GENERIC: the shared per-row body instead) and the column
-// passes over column ranges; the arithmetic (unfused float32, the
+// splits those rows' columns over the threads with a barrier per row, runs the geodesic's and
+// the filter's row passes on blocks of 16 rows transposed so that the rows are vector lanes
+// (dt_cpu.cpp; GENERIC: the shared per-row bodies instead) and the column passes over column
+// ranges; the arithmetic (unfused float32, the
 // order written) is the same on both devices, so the CPU equals the NumPy reference up to the
 // rounding of exp (DtExp vs NumPy's exp) and log (logf vs NumPy's log) (tested: 2e-5 relative).
 #pragma once

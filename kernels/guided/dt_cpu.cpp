@@ -111,69 +111,123 @@ PSD_DT_CPU void DtFilterBlock(float* tv, float* tc, const float* tw, int64_t w) 
     }
 }
 
-// Rows y0..min(y0 + R, h) through the block buffers tv, tc, tw (kDtCpuRows * w floats each).
-// A last block of fewer rows fills its lanes with copies of its first row, computed and dropped.
+// DtHRows on one block in the block layout (td, tf: dist and fill, read and written; ts: sh): the
+// same cost dist[x -/+ 1] + (1 + lam * sh), strict < and selects per lane as DtHRows per pixel.
 template <typename V, typename Vu>
-PSD_DT_CPU void DtFilterRowBlockBody(float* v, float* c, const float* wh, int64_t h, int64_t w,
-                                     int64_t y0, float* tv, float* tc, float* tw) {
+PSD_DT_CPU void DtGeodesicBlock(float* td, float* tf, const float* ts, float lam, int64_t w) {
+  constexpr int64_t R = kDtCpuRows, L = sizeof(V) / sizeof(float), G = R / L;
+  typedef int32_t Vi __attribute__((vector_size(sizeof(V))));
+  V pd[G], pf[G];
+  auto step = [&](int64_t p, int64_t q, int64_t g) {  // pixel p from its neighbour's pd, pf; q: sh of the pair
+    const V cost = 1.0f + lam * *reinterpret_cast<const Vu*>(ts + q);
+    const V t = pd[g] + cost, d0 = *reinterpret_cast<const Vu*>(td + p);
+    const V f0 = *reinterpret_cast<const Vu*>(tf + p);
+    const Vi m = t < d0;  // all-ones lanes where the neighbour's path is strictly cheaper
+    const V d = (V)((m & (Vi)t) | (~m & (Vi)d0)), f = (V)((m & (Vi)pf[g]) | (~m & (Vi)f0));
+    *reinterpret_cast<Vu*>(td + p) = pd[g] = d;
+    *reinterpret_cast<Vu*>(tf + p) = pf[g] = f;
+  };
+  for (int64_t g = 0; g < G; ++g) {
+    pd[g] = *reinterpret_cast<const Vu*>(td + g * L);
+    pf[g] = *reinterpret_cast<const Vu*>(tf + g * L);
+  }
+  for (int64_t x = 1; x < w; ++x)
+    for (int64_t g = 0; g < G; ++g) step(x * R + g * L, x * R + g * L, g);
+  for (int64_t g = 0; g < G; ++g) {
+    pd[g] = *reinterpret_cast<const Vu*>(td + (w - 1) * R + g * L);
+    pf[g] = *reinterpret_cast<const Vu*>(tf + (w - 1) * R + g * L);
+  }
+  for (int64_t x = w - 2; x >= 0; --x)
+    for (int64_t g = 0; g < G; ++g) step(x * R + g * L, (x + 1) * R + g * L, g);
+}
+
+enum DtBlockOp { kDtBlockFilter, kDtBlockGeodesic };
+
+// Rows y0..min(y0 + R, h) of the planes a, b (read and written) and k (read) through the block
+// buffers ta, tb, tk (kDtCpuRows * w floats each): the filter (a, b, k = v, c, wh) or the
+// geodesic's row passes (dist, fill, sh; lam). A last block of fewer rows fills its lanes with
+// copies of its first row, computed and dropped.
+template <int Op, typename V, typename Vu>
+PSD_DT_CPU void DtRowBlockBody(float* a, float* b, const float* k, float lam, int64_t h,
+                               int64_t w, int64_t y0, float* ta, float* tb, float* tk) {
   constexpr int64_t R = kDtCpuRows;
   const int64_t nr = h - y0 < R ? h - y0 : R;
-  float *rv[R], *rc[R];
-  const float* rw[R];
+  float *ra[R], *rb[R];
+  const float* rk[R];
   for (int64_t r = 0; r < R; ++r) {
     const int64_t o = (y0 + (r < nr ? r : 0)) * w;
-    rv[r] = v + o;
-    rc[r] = c + o;
-    rw[r] = wh + o;
+    ra[r] = a + o;
+    rb[r] = b + o;
+    rk[r] = k + o;
   }
-  DtToBlock(rv, w, tv);
-  DtToBlock(rc, w, tc);
-  DtToBlock(rw, w, tw);
-  DtFilterBlock<V, Vu>(tv, tc, tw, w);
-  DtFromBlock(tv, w, rv, nr);
-  DtFromBlock(tc, w, rc, nr);
+  DtToBlock(ra, w, ta);
+  DtToBlock(rb, w, tb);
+  DtToBlock(rk, w, tk);
+  if constexpr (Op == kDtBlockFilter) DtFilterBlock<V, Vu>(ta, tb, tk, w);
+  else DtGeodesicBlock<V, Vu>(ta, tb, tk, lam, w);
+  DtFromBlock(ta, w, ra, nr);
+  DtFromBlock(tb, w, rb, nr);
 }
 
-typedef void (*DtRowBlockFn)(float*, float*, const float*, int64_t, int64_t, int64_t, float*, float*, float*);
+typedef void (*DtRowBlockFn)(float*, float*, const float*, float, int64_t, int64_t, int64_t,
+                             float*, float*, float*);
 
-// The body compiled for the baseline ISA and (x86-64) for AVX2 without FMA: the same IEEE
+// The bodies compiled for the baseline ISA and (x86-64) for AVX2 without FMA: the same IEEE
 // operations on wider registers, hence the same results. Chosen per call (guided_cpu.cpp's rule).
-void DtFilterRowBlockBase(float* v, float* c, const float* wh, int64_t h, int64_t w, int64_t y0,
-                          float* tv, float* tc, float* tw) {
-  DtFilterRowBlockBody<DtV4, DtV4u>(v, c, wh, h, w, y0, tv, tc, tw);
-}
+#define PSD_DT_ROW_BLOCK(NAME, OP, ATTR, V, VU)                                                 \
+  ATTR void NAME(float* a, float* b, const float* k, float lam, int64_t h, int64_t w,          \
+                 int64_t y0, float* ta, float* tb, float* tk) {                                \
+    DtRowBlockBody<OP, V, VU>(a, b, k, lam, h, w, y0, ta, tb, tk);                             \
+  }
+PSD_DT_ROW_BLOCK(DtFilterRowBlockBase, kDtBlockFilter, , DtV4, DtV4u)
+PSD_DT_ROW_BLOCK(DtGeodesicRowBlockBase, kDtBlockGeodesic, , DtV4, DtV4u)
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"))) void DtFilterRowBlockAvx2(float* v, float* c, const float* wh,
-                                                          int64_t h, int64_t w, int64_t y0,
-                                                          float* tv, float* tc, float* tw) {
-  DtFilterRowBlockBody<DtV8, DtV8u>(v, c, wh, h, w, y0, tv, tc, tw);
-}
+PSD_DT_ROW_BLOCK(DtFilterRowBlockAvx2, kDtBlockFilter, __attribute__((target("avx2"))), DtV8, DtV8u)
+PSD_DT_ROW_BLOCK(DtGeodesicRowBlockAvx2, kDtBlockGeodesic, __attribute__((target("avx2"))), DtV8, DtV8u)
 #endif
 
-DtRowBlockFn DtSelectRowBlock(bool baseline_isa) {
+bool DtUseAvx2(bool baseline_isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (!baseline_isa && __builtin_cpu_supports("avx2")) return DtFilterRowBlockAvx2;
+  return !baseline_isa && __builtin_cpu_supports("avx2");
+#else
+  return false;
 #endif
-  return DtFilterRowBlockBase;
+}
+
+// Runs `block` over the blocks of rows: the threads take contiguous ranges of blocks; part t
+// reuses its buffers at t * R * w, which stay in its cache (t < parts <= h / R, so that they fit
+// in the n floats of each plane; the caller handles h < R).
+void DtRowBlocksCpu(DtRowBlockFn block, float* a, float* b, const float* k, float lam, int64_t h,
+                    int64_t w, float* ta, float* tb, float* tk) {
+  const int64_t R = kDtCpuRows, blocks = (h + R - 1) / R;
+  CpuParallelRanges(blocks, h / R, [=](int64_t b0, int64_t b1, int64_t t) {
+    for (int64_t i = b0; i < b1; ++i)
+      block(a, b, k, lam, h, w, i * R, ta + t * R * w, tb + t * R * w, tk + t * R * w);
+  });
 }
 
 }  // namespace
 
 void DtFilterRowsCpu(float* v, float* c, const float* wh, int64_t h, int64_t w, float* tv,
                      float* tc, float* tw, bool baseline_isa) {
-  const int64_t R = kDtCpuRows, blocks = (h + R - 1) / R;
-  if (h < R) {  // a frame of fewer rows than a block: the shared body (R * w floats exceed n)
+  if (h < kDtCpuRows) {  // a frame of fewer rows than a block: the shared body (R * w floats exceed n)
     for (int64_t y = 0; y < h; y += kDtRowBlock)
       DtFilterRows(v, c, wh, w, y, y + kDtRowBlock < h ? y + kDtRowBlock : h);
     return;
   }
-  // the threads take contiguous ranges of blocks; part t reuses its buffers at t * R * w, which
-  // stay in its cache (t < parts <= h / R, so that they fit in the n floats of each plane)
-  const DtRowBlockFn block = DtSelectRowBlock(baseline_isa);
-  CpuParallelRanges(blocks, h / R, [=](int64_t b0, int64_t b1, int64_t t) {
-    for (int64_t b = b0; b < b1; ++b)
-      block(v, c, wh, h, w, b * R, tv + t * R * w, tc + t * R * w, tw + t * R * w);
-  });
+  DtRowBlocksCpu(DtUseAvx2(baseline_isa) ? DtFilterRowBlockAvx2 : DtFilterRowBlockBase, v, c, wh,
+                 0.0f, h, w, tv, tc, tw);
+}
+
+void DtHRowsCpu(float* dist, float* fill, const float* sh, float lam, int64_t h, int64_t w,
+                float* td, float* tf, float* ts, bool baseline_isa) {
+  if (h < kDtCpuRows) {
+    for (int64_t y = 0; y < h; y += kDtRowBlock)
+      DtHRows(dist, fill, sh, lam, w, y, y + kDtRowBlock < h ? y + kDtRowBlock : h);
+    return;
+  }
+  DtRowBlocksCpu(DtUseAvx2(baseline_isa) ? DtGeodesicRowBlockAvx2 : DtGeodesicRowBlockBase, dist,
+                 fill, sh, lam, h, w, td, tf, ts);
 }
 
 PSD_INSTANTIATE_GUIDED_DT(Device::kCpu)

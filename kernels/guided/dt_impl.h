@@ -261,6 +261,10 @@ void DtRows(int64_t h, int64_t w, Stream s, const F& f) {
 // same operations per element in the same order, hence the same bits.
 void DtFilterRowsCpu(float* v, float* c, const float* wh, int64_t h, int64_t w, float* tv,
                      float* tc, float* tw, bool baseline_isa);
+// The geodesic's right and left passes (DtHRows) over all h rows on the CPU, the same way
+// (dt_cpu.cpp; td, tf, ts: n floats each, free planes).
+void DtHRowsCpu(float* dist, float* fill, const float* sh, float lam, int64_t h, int64_t w,
+                float* td, float* tf, float* ts, bool baseline_isa);
 
 template <Device D>
 void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
@@ -389,9 +393,17 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
         }
       }
     }
-    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) {
-      if (!*scan) DtHRows(dist, fill, sh, lam, w, y0, y1);
-    });
+    if constexpr (D == Device::kCpu) {
+      if (A.generic) {
+        DtRowBlocks<D>(h, s, [=](int64_t y0, int64_t y1) { DtHRows(dist, fill, sh, lam, w, y0, y1); });
+      } else {  // through the colour's staging planes (no longer read) and wv (not yet written)
+        DtHRowsCpu(dist, fill, sh, lam, h, w, v, c, wv, A.baseline_isa);
+      }
+    } else {
+      DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) {
+        if (!*scan) DtHRows(dist, fill, sh, lam, w, y0, y1);
+      });
+    }
   }
   // scan input: the base replaces the fill (pixels IP-Basic leaves empty take hi)
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
