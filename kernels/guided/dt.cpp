@@ -54,6 +54,8 @@ GuidedDtArgs GuidedDtArguments(const GuidedDtConfig& c) {
   a.occl = OcclusionParams{c.occl_rx, c.occl_ry, static_cast<float>(1.0 - static_cast<double>(c.occl_rel))};
   a.sigma_s = c.sigma_s;
   a.sigma_r = c.sigma_r;
+  a.generic = c.generic;
+  a.baseline_isa = c.baseline_isa;
   return a;
 }
 

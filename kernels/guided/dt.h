@@ -37,8 +37,10 @@
 // from the kind they find, on the device (no host sync). Every step is one ParallelFor except
 // the down and up passes, which are one launch per row on the GPU (each row needs the previous
 // one; about 4 H launches per frame, the cost to remove first on a GPU). The CPU instantiation
-// splits those rows' columns over the threads with a barrier per row, blocks 8 rows in the row
-// passes and runs the column passes over column ranges; the arithmetic (unfused float32, the
+// splits those rows' columns over the threads with a barrier per row, runs the geodesic's and
+// the filter's row passes on blocks of 16 rows transposed so that the rows are vector lanes
+// (dt_cpu.cpp; GENERIC: the shared per-row bodies instead) and the column passes over column
+// ranges; the arithmetic (unfused float32, the
 // order written) is the same on both devices, so the CPU equals the NumPy reference up to the
 // rounding of exp (DtExp vs NumPy's exp) and log (logf vs NumPy's log) (tested: 2e-5 relative).
 #pragma once
@@ -73,6 +75,9 @@ struct GuidedDtConfig {
   int32_t rounds = 2;
   int32_t occl_rx = 4, occl_ry = 8;
   float occl_rel = 0.1f;
+  bool generic = false;       // CPU: the shared per-line bodies (what the CUDA build runs per row)
+                              // instead of the CPU's vectorised ones; same results; for tests
+  bool baseline_isa = false;  // CPU: no AVX2 variant even where the CPU has it (same results)
 };
 
 // Passed by value to the kernels: index 0 = scattered, 1 = scan.
@@ -84,6 +89,7 @@ struct GuidedDtArgs {
   int32_t iterations, rounds;
   OcclusionParams occl;
   double sigma_s, sigma_r;  // scattered input's bound and the colour bandwidth (kc[0], m0[0] on the device)
+  bool generic, baseline_isa;  // GuidedDtConfig's (CPU only)
 };
 
 struct GuidedDtPlan {

@@ -255,6 +255,17 @@ void DtRows(int64_t h, int64_t w, Stream s, const F& f) {
   }
 }
 
+// The row pass of the filter (DtFilterRows) over all h rows on the CPU (dt_cpu.cpp): blocks of
+// rows transposed into tv, tc, tw (n floats each, planes free while the filter runs) so that the
+// rows' recurrences run as vector lanes (AVX2 where the CPU has it, unless `baseline_isa`); the
+// same operations per element in the same order, hence the same bits.
+void DtFilterRowsCpu(float* v, float* c, const float* wh, int64_t h, int64_t w, float* tv,
+                     float* tc, float* tw, bool baseline_isa);
+// The geodesic's right and left passes (DtHRows) over all h rows on the CPU, the same way
+// (dt_cpu.cpp; td, tf, ts: n floats each, free planes).
+void DtHRowsCpu(float* dist, float* fill, const float* sh, float lam, int64_t h, int64_t w,
+                float* td, float* tf, float* ts, bool baseline_isa);
+
 template <Device D>
 void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
               const float* sparse, float* out, Stream s) {
@@ -320,6 +331,10 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     pb[i] = static_cast<float>(rgb[3 * i + 2]);
   });
   const float lam = A.lambda, sq2 = 1.41421356f;
+  // the diagonal costs cl, cr feed the geodesic passes only, which the CPU skips on scan input
+  // (the kind is known on the host there); the GPU computes them (the kind stays on the device)
+  bool diag = true;
+  if constexpr (D == Device::kCpu) diag = *scan == 0;
   DtRows<D>(h, w, s, [=] PSD_HOST_DEVICE(int64_t y, int64_t x0, int64_t x1) {
     for (int64_t x = x0; x < x1; ++x) {
       const int64_t i = y * w + x;
@@ -334,6 +349,7 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     }
     const int64_t o = y * w;
     for (int64_t x = x0; x < x1; ++x) sv[o + x] = DtSadPlanar(pr, pg, pb, o + x, o + x - w);
+    if (!diag) return;
     // diagonal pairs: the interior without bounds tests, the two edge columns apart
     const int64_t a = x0 > 1 ? x0 : 1, b = x1 < w - 1 ? x1 : w - 1;
     for (int64_t x = a; x < b; ++x) {
@@ -377,9 +393,17 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
         }
       }
     }
-    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) {
-      if (!*scan) DtHRows(dist, fill, sh, lam, w, y0, y1);
-    });
+    if constexpr (D == Device::kCpu) {
+      if (A.generic) {
+        DtRowBlocks<D>(h, s, [=](int64_t y0, int64_t y1) { DtHRows(dist, fill, sh, lam, w, y0, y1); });
+      } else {  // through the colour's staging planes (no longer read) and wv (not yet written)
+        DtHRowsCpu(dist, fill, sh, lam, h, w, v, c, wv, A.baseline_isa);
+      }
+    } else {
+      DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) {
+        if (!*scan) DtHRows(dist, fill, sh, lam, w, y0, y1);
+      });
+    }
   }
   // scan input: the base replaces the fill (pixels IP-Basic leaves empty take hi)
   ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
@@ -412,12 +436,17 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
         wh[i] = wh[i] * wh[i];
         wv[i] = wv[i] * wv[i];
       });
-    DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
     if constexpr (D == Device::kCpu) {
+      if (A.generic) {
+        DtRowBlocks<D>(h, s, [=](int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
+      } else {  // through the geodesic's planes, no longer read
+        DtFilterRowsCpu(v, c, wh, h, w, dist, cl, cr, A.baseline_isa);
+      }
       CpuParallelRanges(w, 64, [=](int64_t x0, int64_t x1, int64_t) {
         DtFilterColumns(v, c, wv, h, w, x0, x1);
       });
     } else {
+      DtRowBlocks<D>(h, s, [=] PSD_HOST_DEVICE(int64_t y0, int64_t y1) { DtFilterRows(v, c, wh, w, y0, y1); });
       ParallelFor<D>(w, s, [=] PSD_HOST_DEVICE(int64_t x) { DtFilterColumns(v, c, wv, h, w, x, x + 1); });
     }
   }

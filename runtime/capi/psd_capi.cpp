@@ -122,6 +122,8 @@ k::GuidedConfig ToGuided(const psd_guided_params* p) {
   c.dt.occl_rx = p->occl_rx;
   c.dt.occl_ry = p->occl_ry;
   c.dt.occl_rel = p->occl_rel;
+  c.dt.generic = c.generic;
+  c.dt.baseline_isa = c.baseline_isa;
   return c;
 }
 

@@ -203,6 +203,39 @@ def test_bgr_and_threads_give_identical_output(lib, tmp_path):
     np.testing.assert_array_equal(np.frombuffer(one.stdout, np.float32).reshape(out.shape), out)
 
 
+GENERIC, BASELINE = _capi.GUIDED_FLAG_GENERIC, _capi.GUIDED_FLAG_BASELINE_ISA
+
+
+@pytest.mark.parametrize("h,w,kind", [
+    (37, 129, "scattered"), (64, 203, "scan"), (35, 90, "auto"),  # full blocks of rows + a last partial one
+    (15, 61, "scattered"), (5, 3, "scan"), (1, 7, "auto"), (16, 1, "scattered"),  # fewer rows than a block / columns
+])
+def test_cpu_schedules_agree_bit_for_bit(lib, h, w, kind):
+    """The CPU's vectorised row passes (AVX2 where the CPU has it, and the baseline ISA) equal the
+    shared per-row bodies the CUDA build runs (GENERIC), bit for bit, scattered and scan input."""
+    rgb, s = random_frame(h, w, max(1, h * w // 50), seed=h + w) if kind != "scan" else scan_frame(h, w, seed=w)
+    if kind == "scan" and not (s > 0).any():
+        s[h // 2] = 7.5
+    p = GuidedParams(kind=kind)
+    fast = lib.guided(rgb, s, p)
+    assert np.isfinite(fast).all() and (fast > 0).all()
+    for flags in (BASELINE, GENERIC, GENERIC | BASELINE):
+        np.testing.assert_array_equal(lib.guided(rgb, s, p, flags=flags), fast)
+
+
+@requires_shared_data
+def test_cpu_schedules_agree_bit_for_bit_on_a_real_frame(lib):
+    from psdrt.runtime.io import load_shared_frame
+    from psdrt.runtime.patterns import make_sparse
+
+    f = load_shared_frame(SHARED_DATA, "KITTI", "0000000005")
+    rgb, depth = np.ascontiguousarray(f.rgb[150:250, 300:700]), np.ascontiguousarray(f.depth[150:250, 300:700])
+    s = make_sparse("random1", rgb, depth, 0)
+    fast = lib.guided(rgb, s)
+    for flags in (BASELINE, GENERIC):
+        np.testing.assert_array_equal(lib.guided(rgb, s, flags=flags), fast)
+
+
 def test_degenerate_and_bad_sparse_values(lib):
     rgb, s = random_frame(30, 40, 0)
     s[7, 9] = 3.25

@@ -480,7 +480,8 @@ typedef struct psd_guided_params {
 PSD_API psd_status_t psd_guided_params_init(psd_guided_params* params);
 
 /* CPU: run the per-pixel implementation that the CUDA library runs instead of the row-streamed
- * CPU one (slower, same results bit for bit on the CPU); for tests. */
+ * CPU one (slower, same results bit for bit on the CPU); METHOD_DT: the shared per-row bodies
+ * instead of the CPU's vectorised row passes (same results bit for bit); for tests. */
 #define PSD_GUIDED_FLAG_GENERIC 1u
 /* CPU: keep the baseline instruction set even where the CPU has AVX2 (same results); for tests. */
 #define PSD_GUIDED_FLAG_BASELINE_ISA 2u
