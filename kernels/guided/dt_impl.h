@@ -364,8 +364,9 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
     }
   });
   // the base: scan input, IP-Basic of the unfiltered valid points; scattered input, the geodesic
-  // fill. The CPU reads the kind and runs one of them; the GPU runs both (the kind stays on the
-  // device: no host sync), the geodesic passes doing nothing on scan input.
+  // fill. The CPU reads the kind and runs one of them; the GPU launches both (the kind stays on
+  // the device: no host sync) and each does nothing on the other kind's input (IP-Basic's steps
+  // return at once where the device flag `scan` is 0, the geodesic passes where it is 1).
   bool run_ip = true, run_geodesic = true;
   if constexpr (D == Device::kCpu) {
     run_ip = *scan != 0;
@@ -374,10 +375,12 @@ void GuidedDt(const GuidedDtPlan& P, const GuidedDtArgs& a, const uint8_t* rgb,
   if (run_ip) {
     ParallelFor<D>(n, s, [=] PSD_HOST_DEVICE(int64_t i) {
       const float d = sparse[i];
-      ipraw[i] = DtValid(d) ? d : 0.0f;
+      if (*scan) ipraw[i] = DtValid(d) ? d : 0.0f;
     });
-    IpBasicStatsPass<D>(ipraw, h, w, P.ip, s);
-    IpBasicFill<D>(ipraw, h, w, P.ip, base, s);
+    IpBasicWork ip = P.ip;
+    ip.active = scan;
+    IpBasicStatsPass<D>(ipraw, h, w, ip, s);
+    IpBasicFill<D>(ipraw, h, w, ip, base, s);
   }
   for (int32_t r = 0; run_geodesic && r < A.rounds; ++r) {
     for (int32_t dir = 0; dir < 2; ++dir) {
