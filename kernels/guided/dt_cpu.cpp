@@ -1,5 +1,6 @@
 // CPU instantiation of the guided mode's default method (bodies in dt_impl.h) and its CPU-only
 // row pass of the filter (DtFilterRowsCpu).
+#include "../common/cpu_isa.h"
 #include "dt_impl.h"
 
 namespace psd {
@@ -188,7 +189,7 @@ PSD_DT_ROW_BLOCK(DtGeodesicRowBlockAvx2, kDtBlockGeodesic, __attribute__((target
 
 bool DtUseAvx2(bool baseline_isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  return !baseline_isa && __builtin_cpu_supports("avx2");
+  return !baseline_isa && MaxCpuIsa() != CpuIsa::kBaseline;  // PSD_MAX_CPU_ISA caps it
 #else
   return false;
 #endif

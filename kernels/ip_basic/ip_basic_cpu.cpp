@@ -284,8 +284,8 @@ void IpMedianCpu(const float* in, int64_t h, int64_t w, float* out) {
 namespace {
 
 // The row pass of rows [y0, y1): the border columns (reflected, and the last one of an odd width
-// unfused) by IpGaussAt, the interior in a loop whose fmaf vectorises where the ISA has FMA
-// (AVX2 variant, AArch64) and calls libm's exact fmaf otherwise.
+// unfused) by IpGaussAt, the interior by IpGauss5 in a loop whose fmaf vectorises where the ISA
+// has FMA (AVX2 variant, AArch64) and calls libm's exact fmaf otherwise.
 inline __attribute__((always_inline)) void GaussRowsBody(const float* m, int64_t w, int64_t y0, int64_t y1,
                                                          float* t) {
   for (int64_t y = y0; y < y1; ++y) {
@@ -303,8 +303,7 @@ inline __attribute__((always_inline)) void GaussRowsBody(const float* m, int64_t
     for (int64_t x : {int64_t{0}, int64_t{1}, w - 2, w - 1}) border(x);
 #pragma omp simd
     for (int64_t x = 2; x < w - 2; ++x) {
-      const float s1 = c[x - 1] + c[x + 1], s2 = c[x - 2] + c[x + 2];
-      o[x] = ::fmaf(c[x], kIpGaussK0, s1 * kIpGaussK1) + s2 * kIpGaussK2;
+      o[x] = IpGauss5(c[x], c[x - 1] + c[x + 1], c[x - 2] + c[x + 2], true);
     }
   }
 }
@@ -320,7 +319,7 @@ __attribute__((target("avx2,fma"))) void GaussRowsFma(const float* m, int64_t w,
 }  // namespace
 
 void IpGaussianCpu(const float* m, int64_t h, int64_t w, const IpBasicStats& st, float* t, float* out) {
-  if (!st.any_valid || st.non_finite || st.negative) {
+  if (!IpStatsValid(st)) {
     std::fill(out, out + h * w, 0.0f);
     return;
   }
@@ -329,11 +328,11 @@ void IpGaussianCpu(const float* m, int64_t h, int64_t w, const IpBasicStats& st,
       MaxCpuIsa() != CpuIsa::kBaseline ? GaussRowsFma :
 #endif
                                        GaussRowsBase;
-  const float mx = st.max_depth, eps = kIpBasicEps;
+  const float mx = st.max_depth;
   CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
     rows_fn(m, w, y0, y1, t);
   });
-  // columns (unfused), the write-back and the re-inversion (IpFinalAt's arithmetic)
+  // columns (unfused), the write-back and the re-inversion (IpFinalAt, row-vectorised)
   CpuParallelRanges(h, h, [&](int64_t y0, int64_t y1, int64_t) {
     for (int64_t y = y0; y < y1; ++y) {
       const float* mv = m + y * w;
@@ -346,9 +345,8 @@ void IpGaussianCpu(const float* m, int64_t h, int64_t w, const IpBasicStats& st,
       const bool one = h == 1;
 #pragma omp simd
       for (int64_t x = 0; x < w; ++x) {
-        const float g = one ? c[x] : (c[x] * kIpGaussK0 + (u1[x] + d1[x]) * kIpGaussK1) + (u2[x] + d2[x]) * kIpGaussK2;
-        const float d = mv[x] > eps ? g : mv[x];
-        o[x] = d > eps ? mx - d : d;
+        const float g = one ? c[x] : IpGauss5(c[x], u1[x] + d1[x], u2[x] + d2[x], false);
+        o[x] = IpWriteBack(mv[x], g, mx);
       }
     }
   });

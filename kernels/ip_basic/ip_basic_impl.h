@@ -77,27 +77,41 @@ PSD_HOST_DEVICE PSD_INLINE int64_t IpReflect101(int64_t p, int64_t len) {
 
 constexpr float kIpGaussK0 = 0.375f, kIpGaussK1 = 0.25f, kIpGaussK2 = 0.0625f;
 
-// One output of the separable Gaussian pass over in[at - 2 .. at + 2] (stride `step`, reflected
-// at 0 and len - 1); `fused` selects the row pass's FMA form (file comment).
-PSD_HOST_DEVICE PSD_INLINE float IpGaussAt(const float* in, int64_t pos, int64_t len, int64_t at,
-                                           int64_t step, bool fused) {
-  const float* base = in + pos - at * step;
-  const float c = base[at * step];
-  const float s1 = PSD_ADD_RN(base[IpReflect101(at - 1, len) * step], base[IpReflect101(at + 1, len) * step]);
-  const float s2 = PSD_ADD_RN(base[IpReflect101(at - 2, len) * step], base[IpReflect101(at + 2, len) * step]);
+// The Gaussian taps of one output: centre c, s1 = the sum of the two neighbours at distance 1,
+// s2 = at distance 2; `fused` selects the row pass's FMA form (file comment).
+PSD_HOST_DEVICE PSD_INLINE float IpGauss5(float c, float s1, float s2, bool fused) {
   const float near = fused ? PSD_FMA_RN(c, kIpGaussK0, PSD_MUL_RN(s1, kIpGaussK1))
                            : PSD_ADD_RN(PSD_MUL_RN(c, kIpGaussK0), PSD_MUL_RN(s1, kIpGaussK1));
   return PSD_ADD_RN(near, PSD_MUL_RN(s2, kIpGaussK2));
 }
 
+// One output of the separable Gaussian pass over in[at - 2 .. at + 2] (stride `step`, reflected
+// at 0 and len - 1).
+PSD_HOST_DEVICE PSD_INLINE float IpGaussAt(const float* in, int64_t pos, int64_t len, int64_t at,
+                                           int64_t step, bool fused) {
+  const float* base = in + pos - at * step;
+  const float s1 = PSD_ADD_RN(base[IpReflect101(at - 1, len) * step], base[IpReflect101(at + 1, len) * step]);
+  const float s2 = PSD_ADD_RN(base[IpReflect101(at - 2, len) * step], base[IpReflect101(at + 2, len) * step]);
+  return IpGauss5(base[at * step], s1, s2, fused);
+}
+
+// The input check's verdict: the fill is 0 everywhere unless it passes.
+PSD_HOST_DEVICE PSD_INLINE bool IpStatsValid(const IpBasicStats& st) {
+  return st.any_valid && !st.non_finite && !st.negative;
+}
+
+// Step 9 from the median v and its Gaussian g: written back where the median is valid, re-inverted.
+PSD_HOST_DEVICE PSD_INLINE float IpWriteBack(float v, float g, float max_depth) {
+  const float d = v > kIpBasicEps ? g : v;
+  return d > kIpBasicEps ? max_depth - d : d;
+}
+
 // Steps 8 (columns) and 9 at pixel i from the median m and the Gaussian rows t.
 PSD_HOST_DEVICE PSD_INLINE float IpFinalAt(const float* m, const float* t, int64_t h, int64_t w,
                                            const IpBasicStats& st, int64_t i) {
-  if (!st.any_valid || st.non_finite || st.negative) return 0.0f;
-  const float v = m[i];
+  if (!IpStatsValid(st)) return 0.0f;
   const float g = h == 1 ? t[i] : IpGaussAt(t, i, h, i / w, w, false);
-  const float d = v > kIpBasicEps ? g : v;
-  return d > kIpBasicEps ? st.max_depth - d : d;
+  return IpWriteBack(m[i], g, st.max_depth);
 }
 
 // The 5x5 median (rank 12 of 25) in place: v[12] holds it afterwards. A selection network of
